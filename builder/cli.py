@@ -1,0 +1,186 @@
+"""The ``connector-builder`` command line.
+
+Exit status, the same for every command: 0 ok (warnings go to stderr), 1 ``check`` found
+drift, 2 bad input (every problem listed as FILE:LINE:COL: path: message), 3 a bug in
+connector-builder itself (reported without a traceback unless CONNECTOR_BUILDER_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from builder import __version__
+from builder.diagnostics import Diagnostic, InputError
+
+OK, DRIFT, BAD_INPUT, INTERNAL = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _warn(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        click.echo(str(d), err=True)
+
+
+def guarded(fn: F) -> F:
+    """Turn bad input into located messages and exit 2; never show a traceback for it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            _warn(exc.diagnostics)
+            errors = len(exc.errors)
+            click.echo(f"{errors} error{'s' if errors != 1 else ''}; nothing was written.", err=True)
+            sys.exit(BAD_INPUT)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("CONNECTOR_BUILDER_DEBUG"):
+                raise
+            click.echo(f"connector-builder: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("This is a bug in connector-builder; rerun with CONNECTOR_BUILDER_DEBUG=1 for details.", err=True)
+            sys.exit(INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _paths(paths: tuple[str, ...]) -> list[str]:
+    return list(paths) if paths else ["specs"]
+
+
+PATHS = click.argument("paths", nargs=-1, type=click.Path())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="connector-builder")
+def main() -> None:
+    """Turn declarative service specs into typed, tested, documented Python connectors.
+
+    PATH arguments may be spec files or directories of specs; with none, ./specs is used.
+    Exit status: 0 ok, 1 check found drift, 2 bad input, 3 internal error.
+    """
+
+
+@main.command()
+@click.argument("name")
+@click.option("--dir", "directory", default="specs", show_default=True, type=click.Path(file_okay=False), help="Where to write NAME.yaml.")
+@guarded
+def new(name: str, directory: str) -> None:
+    """Write a commented skeleton spec for a new connector NAME."""
+    from builder.naming import is_safe_identifier
+    from builder.render import environment
+
+    if not is_safe_identifier(name) or name != name.lower():
+        raise InputError([Diagnostic("<argument>", 1, 1, "name", f"{name!r} must be lower_snake_case (it becomes connectors.{name})")])
+    target = Path(directory) / f"{name}.yaml"
+    if target.exists():
+        raise InputError([Diagnostic(str(target), 1, 1, "", "already exists; not overwritten")])
+    text = environment().get_template("new_spec.yaml.j2").render(name=name, title=name.replace("_", " ").title())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "x", encoding="utf-8") as handle:
+        handle.write(text)
+    click.echo(f"wrote {target}; edit it, then run: connector-builder generate {target}")
+
+
+@main.command()
+@PATHS
+@guarded
+def validate(paths: tuple[str, ...]) -> None:
+    """Check specs and report every problem; writes nothing."""
+    from builder.generate import load_all
+
+    selected = load_all(_paths(paths))
+    for item in selected:
+        _warn(item.loaded.warnings)
+    click.echo(f"{len(selected)} spec{'s' if len(selected) != 1 else ''} valid.")
+
+
+@main.command()
+@PATHS
+@click.option("--out", default="generated", show_default=True, type=click.Path(file_okay=False), help="Writes OUT/connectors/<name>/.")
+@click.option("--force", is_flag=True, help="Regenerate even packages whose content hash is unchanged.")
+@guarded
+def generate(paths: tuple[str, ...], out: str, force: bool) -> None:
+    """Validate every spec, then generate each connector package (atomically)."""
+    from builder.generate import generate as run, load_all
+
+    targets = _paths(paths)
+    count = len(load_all(targets))
+    if count > 5 and sys.stderr.isatty():
+        with click.progressbar(length=count, label="generating", file=sys.stderr) as bar:
+            outcome = run(targets, Path(out), force=force, progress=lambda _: bar.update(1))
+    else:
+        outcome = run(targets, Path(out), force=force)
+    _warn(outcome.warnings)
+    for name in outcome.written:
+        click.echo(f"generated {Path(out) / 'connectors' / name}")
+    if outcome.skipped:
+        click.echo(f"unchanged: {', '.join(outcome.skipped)}")
+
+
+@main.command()
+@PATHS
+@click.option("--out", default="generated", show_default=True, type=click.Path(file_okay=False), help="Where the generated packages are.")
+@guarded
+def check(paths: tuple[str, ...], out: str) -> None:
+    """Exit 1 unless every spec is valid and OUT matches a fresh generation byte for byte."""
+    from builder.generate import check as run
+
+    drift = run(_paths(paths), Path(out))
+    if not drift:
+        click.echo("all generated packages are up to date.")
+        return
+    for item in drift:
+        click.echo(f"{item.name}: {item.reason}")
+        if item.diff:
+            click.echo(item.diff)
+    click.echo(f"{len(drift)} difference{'s' if len(drift) != 1 else ''}; run `connector-builder generate` to update.", err=True)
+    sys.exit(DRIFT)
+
+
+@main.command("list")
+@PATHS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@guarded
+def list_(paths: tuple[str, ...], as_json: bool) -> None:
+    """List connectors: kind, operations and roles."""
+    from builder.generate import load_all
+
+    rows = []
+    for item in load_all(_paths(paths)):
+        spec = item.loaded.spec
+        roles = [r for r in ("source", "sink") if getattr(spec.roles, r) is not None]
+        ops = [n for n, op in spec.operations.items() if op.skip is None]
+        rows.append({"name": spec.name, "kind": spec.kind, "title": spec.title, "operations": ops, "roles": roles, "spec": str(item.path)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    click.echo(f"{'name':<{width}}  kind  ops  roles")
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['kind']:<4}  {len(r['operations']):>3}  {', '.join(r['roles']) or '-'}")
+        click.echo(f"{'':<{width}}  {', '.join(r['operations'])}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec language (for editors)."""
+    from builder.spec.models import Spec
+
+    document = Spec.model_json_schema(by_alias=True)
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "connector-builder spec, version 1"
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

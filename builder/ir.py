@@ -1,0 +1,641 @@
+"""The intermediate representation: a spec normalised into what templates lay out.
+
+Everything a template needs is decided here — identifiers made safe, Python annotations
+resolved, defaults merged, imports computed — so templates hold layout and no logic.
+Values that end up in generated code stay Python values; the renderer turns them into
+literals with ``repr`` (never by pasting text), so no spec string can become code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder import __version__
+from builder.imports import import_sections
+from builder.naming import field_name, pascal_case, snake_case, unique
+from builder.samples import sample_value
+from builder.spec.checks import body_properties
+from builder.spec.models import Operation, Param, Retry, Schema, Spec, TypeFields
+
+_SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "any": "Any"}
+_FORMATS = {"date-time": "datetime", "date": "date", "time": "time", "uuid": "UUID", "binary": "bytes"}
+_FORMAT_IMPORTS = {
+    "datetime": ("datetime", "datetime"),
+    "date": ("datetime", "date"),
+    "time": ("datetime", "time"),
+    "UUID": ("uuid", "UUID"),
+}
+
+
+@dataclass(frozen=True)
+class ModelField:
+    name: str  # Python attribute
+    wire_name: str  # JSON key
+    annotation: str
+    required: bool
+    default: Any  # a Python value for the literal; ignored when required
+    has_default: bool
+    description: str
+    constraints: dict[str, Any]
+
+    @property
+    def field_args(self) -> dict[str, Any]:
+        """Keyword arguments of ``Field(...)``, in a fixed order."""
+        args: dict[str, Any] = {}
+        if not self.required:
+            args["default"] = self.default
+        if self.name != self.wire_name:
+            args["alias"] = self.wire_name
+        if self.description:
+            args["description"] = self.description
+        return args | self.constraints
+
+    @property
+    def needs_field(self) -> bool:
+        return bool(self.constraints or self.description or self.name != self.wire_name)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    description: str
+    fields: list[ModelField] = field(default_factory=list)
+    alias_of: str | None = None  # a non-object schema: `Name = <annotation>`
+    extra: str = "allow"
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    wire_name: str
+    location: str  # path | query | header | cookie | body
+    annotation: str
+    required: bool
+    default: Any
+    description: str
+    example: Any
+
+
+@dataclass(frozen=True)
+class OperationIR:
+    name: str
+    constant: str  # module-level name of its Operation object
+    method: str
+    path: str
+    summary: str
+    description: str
+    style: str  # call | paginate | stream
+    arguments: list[Argument]
+    item_annotation: str  # what a call returns, or the type of each item / chunk
+    decoder: str | None  # the annotation the Decoder validates against (None: raw)
+    response_kind: str
+    body_mode: str  # none | fields | whole
+    fixed_body: dict[str, Any]
+    retry: dict[str, Any] | None
+    timeout: float | None
+    pagination: dict[str, Any] | None
+    stream: dict[str, Any] | None
+    deprecated: bool
+    example: dict[str, Any]
+    sample_response: Any  # a body the test scaffold serves
+    tags: list[str]
+    record_annotation: str  # one record, for the Source role: the item of a list or page
+    example_path: str  # the path with the example's path arguments filled in
+    empty_page: Any  # a page with no items (pagination tests)
+
+    def where(self, location: str) -> list[Argument]:
+        return [a for a in self.arguments if a.location == location]
+
+    @property
+    def returns(self) -> str:
+        return {"call": "{}", "paginate": "Pager[{}]", "stream": "Stream[{}]"}[self.style].format(
+            self.item_annotation
+        )
+
+    @property
+    def async_returns(self) -> str:
+        pattern = {"call": "{}", "paginate": "AsyncPager[{}]", "stream": "AsyncStream[{}]"}
+        return pattern[self.style].format(self.item_annotation)
+
+
+@dataclass(frozen=True)
+class SettingIR:
+    name: str
+    annotation: str
+    python_type: str
+    env: str | None
+    default: Any
+    required: bool
+    secret: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class RoleIR:
+    role: str  # source | sink
+    operation: OperationIR
+
+
+@dataclass(frozen=True)
+class Connector:
+    name: str
+    title: str
+    description: str
+    version: str
+    builder_version: str
+    spec_hash: str
+    spec_file: str
+    docs_url: str | None
+    base_url: str
+    class_name: str
+    async_class_name: str
+    settings: list[SettingIR]
+    auth_class: str
+    auth_kwargs: dict[str, Any]
+    auth_kind: str
+    headers: dict[str, str]
+    timeout: float
+    retry: dict[str, Any]
+    rate_limit: tuple[float, float] | None
+    circuit_breaker: tuple[int, float] | None
+    quota_headers: dict[str, Any] | None
+    models: list[Model]
+    operations: list[OperationIR]
+    skipped: list[tuple[str, str]]
+    roles: list[RoleIR]
+    model_imports: list[tuple[str, str]]  # (module, name) for models.py
+    client_imports: dict[str, list[str]]  # module -> names for client.py
+    used_models: list[str]  # model names client.py imports
+    test_settings: dict[str, Any]  # values the test scaffold passes for required settings
+
+    @property
+    def client_import_sections(self) -> list[list[tuple[str, str]]]:
+        return import_sections(self._client_imports())
+
+    @property
+    def init_import_sections(self) -> list[list[tuple[str, str]]]:
+        imports = {(".client", n) for n in ("SERVICE", "SETTINGS", self.class_name, self.async_class_name)}
+        imports |= {(".models", m.name) for m in self.models}
+        return import_sections(imports)
+
+    @property
+    def model_import_sections(self) -> list[list[tuple[str, str]]]:
+        imports = set(self.model_imports) | {("__future__", "annotations")}
+        imports |= {("pydantic", "BaseModel"), ("pydantic", "ConfigDict")}
+        if any(f.needs_field for m in self.models for f in m.fields):
+            imports.add(("pydantic", "Field"))
+        return import_sections(imports)
+
+    @property
+    def test_import_sections(self) -> list[list[tuple[str, str]]]:
+        imports = {("__future__", "annotations"), ("asyncio", ""), ("httpx", ""), ("pytest", ""), ("respx", "")}
+        imports |= {("builder.runtime.errors", "NotFoundError"), ("builder.runtime.resilience", "RetryPolicy")}
+        imports |= {(f"connectors.{self.name}", self.class_name), (f"connectors.{self.name}", self.async_class_name)}
+        if self.role("sink"):
+            imports.add(("typing", "Any"))
+        return import_sections(imports)
+
+    def _client_imports(self) -> set[tuple[str, str]]:
+        imports = {("__future__", "annotations"), ("httpx", "")}
+        imports |= {(m, n) for m, names in self.client_imports.items() for n in names}
+        runtime = "builder.runtime"
+        imports |= {
+            (f"{runtime}.client", "SyncClient"),
+            (f"{runtime}.client", "AsyncClient"),
+            (f"{runtime}.config", "Setting"),
+            (f"{runtime}.config", "resolve_settings"),
+            (f"{runtime}.operation", "Operation"),
+            (f"{runtime}.operation", "Service"),
+            (f"{runtime}.resilience", "RetryPolicy"),
+            (f"{runtime}.auth", self.auth_class),
+        }
+        styles = {op.style for op in self.operations}
+        if any(op.decoder for op in self.operations):
+            imports.add((f"{runtime}.operation", "Decoder"))
+        if "paginate" in styles:
+            imports |= {(f"{runtime}.client", "Pager"), (f"{runtime}.client", "AsyncPager"), (f"{runtime}.pagination", "Pagination")}
+        if "stream" in styles:
+            imports |= {(f"{runtime}.client", "Stream"), (f"{runtime}.client", "AsyncStream"), (f"{runtime}.operation", "StreamFormat")}
+        if self.quota_headers:
+            imports.add((f"{runtime}.operation", "QuotaHeaders"))
+        if self.role("source"):
+            imports |= {(f"{runtime}.roles", "SourceMixin"), (f"{runtime}.roles", "AsyncSourceMixin")}
+            imports |= {("collections.abc", "Iterator"), ("collections.abc", "AsyncIterator")}
+        if self.role("sink"):
+            imports |= {(f"{runtime}.roles", "SinkMixin"), (f"{runtime}.roles", "AsyncSinkMixin")}
+            imports |= {("collections.abc", "Iterable"), ("typing", "Any")}
+        imports |= {(".models", name) for name in self.used_models}
+        return imports
+
+    def role(self, name: str) -> RoleIR | None:
+        return next((r for r in self.roles if r.role == name), None)
+
+
+def spec_hash(spec: Spec) -> str:
+    """A hash of the spec's meaning (not its formatting) and the builder version."""
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(f"{__version__}\n{canonical}".encode()).hexdigest()
+
+
+def build(spec: Spec, spec_file: str) -> Connector:
+    return _Builder(spec, spec_file).connector()
+
+
+class _Builder:
+    def __init__(self, spec: Spec, spec_file: str) -> None:
+        self.spec = spec
+        self.spec_file = spec_file
+        self.models: dict[str, Model] = {}
+        self.model_names: set[str] = set(spec.schemas)
+        self.imports: set[tuple[str, str]] = set()
+        self.client_types: set[str] = set()
+
+    # -- types ----------------------------------------------------------------------------
+
+    def annotation(self, schema: TypeFields, owner: str, imports: set[tuple[str, str]]) -> str:
+        """The Python annotation for ``schema``; inline objects become named models."""
+        base = self._base_annotation(schema, owner, imports)
+        if schema.nullable and base != "Any":
+            return f"{base} | None"
+        return base
+
+    def _base_annotation(self, schema: TypeFields, owner: str, imports: set[tuple[str, str]]) -> str:
+        if schema.ref is not None:
+            return schema.ref
+        if schema.enum is not None:
+            imports.add(("typing", "Literal"))
+            return f"Literal[{', '.join(repr(v) for v in schema.enum)}]"
+        variants = schema.one_of or schema.any_of
+        if variants:
+            parts = [self.annotation(v, f"{owner}Variant{i + 1}", imports) for i, v in enumerate(variants)]
+            return " | ".join(dict.fromkeys(parts))
+        kind = schema.type or ("object" if isinstance(schema, Schema) and schema.properties else "any")
+        if kind == "array":
+            item = self.annotation(schema.items, f"{owner}Item", imports) if schema.items else "Any"
+            if item == "Any":
+                imports.add(("typing", "Any"))
+            return f"list[{item}]"
+        if kind == "object":
+            if isinstance(schema, Schema) and schema.properties:
+                name = unique(pascal_case(owner) or "Model", self.model_names)
+                self.add_model(name, schema)
+                return name
+            extra = schema.additional_properties if isinstance(schema, Schema) else None
+            if isinstance(extra, Schema):
+                return f"dict[str, {self.annotation(extra, owner + 'Value', imports)}]"
+            imports.add(("typing", "Any"))
+            return "dict[str, Any]"
+        if kind == "string" and schema.format in _FORMATS:
+            python = _FORMATS[schema.format]
+            if python in _FORMAT_IMPORTS:
+                imports.add(_FORMAT_IMPORTS[python])
+            return python
+        if kind == "any":
+            imports.add(("typing", "Any"))
+        return _SCALARS[kind]
+
+    # -- models ---------------------------------------------------------------------------
+
+    def add_model(self, name: str, schema: Schema) -> None:
+        description = schema.description or schema.title or ""
+        if not schema.properties and (schema.type not in (None, "object") or schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items):
+            self.models[name] = Model(name, description, alias_of=self.annotation(schema, name, self.imports))
+            return
+        self.models[name] = Model(name, description)  # placeholder: keeps recursion finite
+        fields = []
+        taken: set[str] = set()
+        for wire, prop in (schema.properties or {}).items():
+            python = unique(field_name(wire), taken)
+            annotation = self.annotation(prop, f"{name}{pascal_case(wire)}", self.imports)
+            required = wire in schema.required
+            has_default = prop.default is not None
+            if not required and not has_default and not annotation.endswith("| None") and annotation != "Any":
+                annotation = f"{annotation} | None"
+            fields.append(
+                ModelField(
+                    name=python,
+                    wire_name=wire,
+                    annotation=annotation,
+                    required=required and not has_default,
+                    default=prop.default,
+                    has_default=has_default,
+                    description=prop.description or "",
+                    constraints=_constraints(prop),
+                )
+            )
+        extra = "allow"
+        if schema.additional_properties is False:
+            extra = "forbid"
+        self.models[name] = Model(name, description, fields, extra=extra)
+
+    # -- operations -----------------------------------------------------------------------
+
+    def argument(self, name: str, param: Param, op: Operation, in_path: set[str], owner: str) -> Argument:
+        wire = param.name or name
+        location = param.in_ or ("path" if wire in in_path else "query")
+        annotation = self.annotation(param, owner, self.client_imports_set)
+        required = location == "path" or param.required is True
+        if not required and param.default is None and not annotation.endswith("| None"):
+            annotation += " | None"
+        example = op.example.get(name, param.example)
+        if example is None and required:
+            example = sample_value(param, self.spec.schemas)
+        return Argument(
+            name=name,
+            wire_name=wire,
+            location=location,
+            annotation=annotation,
+            required=required,
+            default=param.default,
+            description=param.description or "",
+            example=example,
+        )
+
+    def operation(self, name: str, op: Operation) -> OperationIR:
+        import re
+
+        in_path = set(re.findall(r"\{([^{}]*)\}", op.path))
+        owner = pascal_case(name)
+        arguments = [self.argument(k, p, op, in_path, f"{owner}{pascal_case(k)}") for k, p in op.params.items()]
+        body_mode = "none"
+        if op.body is not None:
+            props = body_properties(self.spec, op)
+            if props is not None:
+                body_mode = "fields"
+                schema = op.body.schema_ if op.body.schema_.properties else self.spec.schemas[op.body.schema_.ref or ""]
+                for wire, prop in props.items():
+                    if wire in op.body.fixed:
+                        continue
+                    python = field_name(wire)
+                    required = wire in schema.required and prop.default is None
+                    annotation = self.annotation(prop, f"{owner}{pascal_case(wire)}", self.client_imports_set)
+                    if not required and not annotation.endswith("| None") and annotation != "Any":
+                        annotation += " | None"
+                    example = op.example.get(python, prop.example)
+                    if example is None and required:
+                        example = sample_value(prop, self.spec.schemas)
+                    arguments.append(
+                        Argument(python, wire, "body", annotation, required, prop.default if not required else None, prop.description or "", example)
+                    )
+            else:
+                body_mode = "whole"
+                annotation = self.annotation(op.body.schema_, f"{owner}Body", self.client_imports_set)
+                example = op.example.get("body")
+                if example is None:
+                    example = sample_value(op.body.schema_, self.spec.schemas)
+                arguments.append(Argument("body", "body", "body", annotation, True, None, op.body.schema_.description or "The request body.", example))
+        # Required arguments first, each group in declaration order.
+        arguments.sort(key=lambda a: not a.required)
+
+        style, decoder, item, kind = "call", None, "None", "none"
+        record = "Any"
+        pagination = stream = None
+        sample: Any = None
+        empty_page: Any = []
+        if op.streaming is not None:
+            style, kind = "stream", "json"
+            item = self.annotation(op.streaming.item, f"{owner}Chunk", self.client_imports_set)
+            decoder = item
+            stream = {"framing": op.streaming.format, "done": op.streaming.done, "events": tuple(op.streaming.events)}
+            sample = sample_value(op.streaming.item, self.spec.schemas)
+        elif op.response is not None:
+            kind = op.response.content
+            if kind == "json":
+                schema = op.response.schema_
+                single = self.annotation(schema, f"{owner}Response", self.client_imports_set) if schema else "Any"
+                if single == "Any":
+                    self.client_imports_set.add(("typing", "Any"))
+                item = record = single
+                decoder = f"list[{single}]" if op.response.many else single
+                if schema is None:
+                    decoder = None
+                sample = sample_value(schema, self.spec.schemas) if schema else {"ok": True}
+                if op.response.many:
+                    sample = [sample]
+                    if not op.pagination:
+                        item = f"list[{single}]"
+            elif kind == "text":
+                item, sample = "str", "text"
+            elif kind == "bytes":
+                item, sample = "bytes", "bytes"
+        if op.pagination is not None:
+            style = "paginate"
+            p = op.pagination
+            pagination = {
+                "style": p.style,
+                "items_path": _path(p.items),
+                "next_path": _path(p.next),
+                "cursor_param": p.cursor_param,
+                "cursor_from_item": p.cursor_from_item,
+                "has_more_path": _path(p.has_more),
+                "offset_param": p.offset_param,
+                "page_param": p.page_param,
+                "size_param": p.size_param,
+                "page_size": p.page_size,
+                "start_page": p.start_page,
+            }
+            defaults = {"cursor_param": "cursor", "offset_param": "offset", "page_param": "page", "start_page": 1}
+            pagination = {k: v for k, v in pagination.items() if v not in (None, ()) and defaults.get(k) != v}
+            if p.items:
+                for key in reversed(p.items.split(".")):
+                    sample, empty_page = {key: sample}, {key: empty_page}
+        return OperationIR(
+            name=name,
+            constant=f"_{name.upper()}",
+            method=op.method,
+            path=op.path,
+            summary=(op.summary or "").strip(),
+            description=(op.description or "").strip(),
+            style=style,
+            arguments=arguments,
+            item_annotation=item,
+            decoder=decoder,
+            response_kind=kind,
+            body_mode=body_mode,
+            fixed_body=dict(op.body.fixed) if op.body else {},
+            retry=_retry(op.retry) if op.retry else None,
+            timeout=op.timeout,
+            pagination=pagination,
+            stream=stream,
+            deprecated=op.deprecated,
+            example={a.name: a.example for a in arguments if a.example is not None},
+            sample_response=sample,
+            tags=list(op.tags),
+            record_annotation=record,
+            example_path=_fill_path(op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}),
+            empty_page=empty_page,
+        )
+
+    # -- the whole connector --------------------------------------------------------------
+
+    def connector(self) -> Connector:
+        spec = self.spec
+        self.client_imports_set: set[tuple[str, str]] = set()
+        for name, schema in spec.schemas.items():
+            if name not in self.models:
+                self.add_model(name, schema)
+        operations = [self.operation(n, op) for n, op in spec.operations.items() if op.skip is None]
+        skipped = [(n, op.skip) for n, op in spec.operations.items() if op.skip is not None]
+
+        settings = [self.setting(n, s) for n, s in spec.config.items()]
+        if "base_url" not in spec.config:
+            settings.append(
+                SettingIR("base_url", "str | None", "str", f"{spec.name.upper()}_BASE_URL", spec.base_url, False, False, "Override the service's base URL (e.g. for a proxy or a test server).")
+            )
+        auth_class, auth_kwargs = _auth(spec)
+        by_name = {o.name: o for o in operations}
+        roles = []
+        if spec.roles.source is not None:
+            roles.append(RoleIR("source", by_name[spec.roles.source.read]))
+        if spec.roles.sink is not None:
+            roles.append(RoleIR("sink", by_name[spec.roles.sink.write]))
+
+        d = spec.defaults
+        class_name = pascal_case(spec.name) if spec.name else "Client"
+        model_names = set(self.models)
+        used = sorted(
+            {name for op in operations for name in _names_in(_op_annotations(op)) if name in model_names}
+        )
+        client_imports: dict[str, set[str]] = {}
+        for module, imported in self.client_imports_set:
+            client_imports.setdefault(module, set()).add(imported)
+        return Connector(
+            name=spec.name,
+            title=spec.title,
+            description=(spec.description or "").strip(),
+            version=spec.version,
+            builder_version=__version__,
+            spec_hash=spec_hash(spec),
+            spec_file=self.spec_file,
+            docs_url=spec.docs_url,
+            base_url=spec.base_url,
+            class_name=class_name,
+            async_class_name=f"Async{class_name}",
+            settings=settings,
+            auth_class=auth_class,
+            auth_kwargs=auth_kwargs,
+            auth_kind=spec.auth.type,
+            headers=dict(spec.headers),
+            timeout=d.timeout,
+            retry=_retry(d.retry),
+            rate_limit=(d.rate_limit.per_second, float(d.rate_limit.burst or max(1.0, d.rate_limit.per_second))) if d.rate_limit else None,
+            circuit_breaker=(d.circuit_breaker.failure_threshold, d.circuit_breaker.reset_timeout) if d.circuit_breaker else None,
+            quota_headers=spec.rate_limit_headers.model_dump(exclude_defaults=True) | {"remaining": spec.rate_limit_headers.remaining} if spec.rate_limit_headers else None,
+            models=_ordered(self.models),
+            operations=operations,
+            skipped=skipped,
+            roles=roles,
+            model_imports=sorted(self.imports),
+            client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
+            used_models=used,
+            test_settings={s.name: _test_value(s) for s in settings if s.required},
+        )
+
+    def setting(self, name: str, setting: Any) -> SettingIR:
+        python = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}[setting.type]
+        required = setting.required if setting.required is not None else setting.default is None
+        return SettingIR(
+            name=name,
+            annotation=f"{python} | None",
+            python_type=python,
+            env=setting.env,
+            default=setting.default,
+            required=required,
+            secret=setting.secret,
+            description=(setting.description or "").strip(),
+        )
+
+
+def _fill_path(path: str, values: dict[str, Any]) -> str:
+    from urllib.parse import quote
+
+    for wire, value in values.items():
+        text = "true" if value is True else "false" if value is False else str(value)
+        path = path.replace("{" + wire + "}", quote(text, safe=""))
+    return path
+
+
+def _test_value(setting: SettingIR) -> Any:
+    if setting.default is not None:
+        return setting.default
+    samples = {"str": f"test-{setting.name}", "int": 1, "float": 1.0, "bool": True}
+    return samples[setting.python_type]
+
+
+def _constraints(schema: TypeFields) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, name in (("minimum", "ge"), ("maximum", "le"), ("min_length", "min_length"), ("max_length", "max_length"), ("pattern", "pattern"), ("min_items", "min_length"), ("max_items", "max_length")):
+        value = getattr(schema, key)
+        if value is not None:
+            out[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return out
+
+
+def _path(dotted: str | None) -> tuple[str, ...]:
+    return tuple(dotted.split(".")) if dotted else ()
+
+
+def _retry(retry: Retry) -> dict[str, Any]:
+    statuses = sorted(v for v in retry.retry_on if isinstance(v, int))
+    return {
+        "attempts": retry.attempts,
+        "initial_delay": retry.initial_delay,
+        "max_delay": retry.max_delay,
+        "multiplier": retry.multiplier,
+        "jitter": retry.jitter,
+        "retry_on_status": statuses,
+        "retry_on_timeout": "timeout" in retry.retry_on,
+        "retry_on_connection_error": "connection_error" in retry.retry_on,
+        "respect_retry_after": retry.respect_retry_after,
+        "max_retry_after": retry.max_retry_after,
+    }
+
+
+def _auth(spec: Spec) -> tuple[str, dict[str, Any]]:
+    auth = spec.auth
+
+    def template(text: str) -> str:
+        # "{config.token}" in the spec is "{token}" for the runtime; other braces are literal.
+        out, i = [], 0
+        import re
+
+        for match in re.finditer(r"\{config\.([a-z_][a-z0-9_]*)\}|[{}]", text):
+            out.append(text[i : match.start()])
+            out.append("{" + match.group(1) + "}" if match.group(1) else match.group(0) * 2)
+            i = match.end()
+        out.append(text[i:])
+        return "".join(out)
+
+    if auth.type == "api_key":
+        return "ApiKeyAuth", {"name": auth.name, "value": template(auth.value), "location": auth.in_}
+    if auth.type == "bearer":
+        kwargs = {"token": template(auth.token)}
+        if auth.scheme != "Bearer":
+            kwargs["scheme"] = auth.scheme
+        return "BearerAuth", kwargs
+    if auth.type == "basic":
+        return "BasicAuth", {"username": template(auth.username), "password": template(auth.password)}
+    if auth.type == "custom":
+        return "CustomAuth", {}
+    return "NoAuth", {}
+
+
+def _op_annotations(op: OperationIR) -> str:
+    return " ".join([op.item_annotation, op.decoder or ""] + [a.annotation for a in op.arguments])
+
+
+def _names_in(annotation: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\b[A-Z][A-Za-z0-9]*\b", re.sub(r"Literal\[[^\]]*\]", "", annotation)))
+
+
+def _ordered(models: dict[str, Model]) -> list[Model]:
+    """Aliases last-but-resolvable: models in declaration order (annotations are lazy)."""
+    return list(models.values())
+
+
+__all__ = ["Connector", "Model", "OperationIR", "build", "snake_case", "spec_hash"]

@@ -1,0 +1,212 @@
+"""Render a connector's IR into the files of its package.
+
+Spec text reaches generated code only through the filters below: ``py`` (a Python literal
+made by ``repr``), ``docstring`` (escaped for a triple-quoted string), ``md`` (escaped for
+Markdown) and ``annotation`` (an expression checked against an allow-list of AST nodes).
+Identifiers were validated when the spec was loaded and are checked again by ``ident``.
+The Python files are then formatted by black, in-process and pinned, so output never
+depends on what the machine has on PATH.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import textwrap
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from builder.ir import Connector
+from builder.naming import is_safe_identifier
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# template -> file in the package; Python files are formatted with black.
+PACKAGE_FILES = {
+    "__init__.py.j2": "__init__.py",
+    "models.py.j2": "models.py",
+    "client.py.j2": "client.py",
+    "README.md.j2": "README.md",
+    "test_client.py.j2": "tests/test_client.py",
+}
+LINE_LENGTH = 100
+
+
+class RenderError(Exception):
+    """A template produced something unsafe or unparsable: a bug in the builder, not the spec."""
+
+
+def literal(value: Any) -> str:
+    """A Python literal for plain data; anything else is refused."""
+    if value is None or isinstance(value, bool | int | str):
+        return repr(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f'float("{value}")'
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(literal(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    raise RenderError(f"cannot render {type(value).__name__} as a literal")
+
+
+def kwargs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{ident(k)}={literal(v)}" for k, v in values.items())
+
+
+def docstring(text: str) -> str:
+    """Text safe inside a triple-quoted docstring: escapes, no stray quotes, printable."""
+    out = []
+    for ch in text.replace("\r\n", "\n").replace("\r", "\n"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n" or ch == "\t" or ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    result = "".join(out).replace('"""', '\\"\\"\\"')
+    lines = [line.rstrip() for line in result.split("\n")]
+    result = "\n".join(lines).strip()
+    if result.endswith('"'):
+        result = result[:-1] + '\\"'
+    return result
+
+
+def docwrap(text: str, indent: int, hanging: int | None = None) -> str:
+    """:func:`docstring`, wrapped to the line length: the first line starts at column
+    ``indent`` (the template puts it there), the others are indented by ``hanging``."""
+    hanging = indent if hanging is None else hanging
+    room = max(30, LINE_LENGTH - max(indent, hanging))
+    lines: list[str] = []
+    for line in docstring(text).split("\n"):
+        if len(line) <= room:
+            lines.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        lines.extend(
+            textwrap.wrap(line, width=room, subsequent_indent=lead, break_long_words=False, break_on_hyphens=False)
+        )
+    pad = " " * hanging
+    return "\n".join(lines[:1] + [(pad + line) if line else "" for line in lines[1:]])
+
+
+def md(text: Any) -> str:
+    """Text safe in Markdown: no HTML, links, emphasis or table breaks from the spec."""
+    out = []
+    for ch in str(text):
+        if ch in "\\`*_{}[]<>()#+!|~":
+            out.append("&#%d;" % ord(ch) if ch in "<>" else "\\" + ch)
+        elif ch == "&":
+            out.append("&amp;")
+        elif ch == "\n" or ch.isprintable():
+            out.append(ch)
+    return "".join(out)
+
+
+def md_code(value: Any) -> str:
+    """Inline code for Markdown: a Python literal, backticks fenced safely."""
+    text = value if isinstance(value, str) and value.isidentifier() else literal(value)
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def ident(name: str) -> str:
+    if not is_safe_identifier(name):
+        raise RenderError(f"{name!r} is not a safe identifier")
+    return name
+
+
+_ANNOTATION_NODES = (
+    ast.Expression,
+    ast.Name,
+    ast.Load,
+    ast.Subscript,
+    ast.Tuple,
+    ast.BinOp,
+    ast.BitOr,
+    ast.Constant,
+    ast.Attribute,
+)
+
+
+def annotation(text: str) -> str:
+    """An annotation expression, checked to be names, subscripts, ``|`` and constants only."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise RenderError(f"bad annotation {text!r}: {exc}") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ANNOTATION_NODES):
+            raise RenderError(f"annotation {text!r} contains {type(node).__name__}")
+    return text
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        py=literal,
+        kwargs=kwargs,
+        docstring=docstring,
+        docwrap=docwrap,
+        md=md,
+        md_code=md_code,
+        ident=ident,
+        annotation=annotation,
+    )
+    env.globals["json_compact"] = lambda value: json.dumps(value, separators=(",", ":"))
+    return env
+
+
+@cache
+def templates_digest() -> str:
+    """A hash of every template: part of each package's content hash."""
+    digest = hashlib.sha256()
+    for path in sorted(TEMPLATES.rglob("*.j2")):
+        digest.update(path.relative_to(TEMPLATES).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def format_python(source: str, name: str) -> str:
+    import black
+
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+        return black.format_str(
+            source, mode=black.Mode(target_versions={black.TargetVersion.PY311}, line_length=LINE_LENGTH)
+        )
+    except (SyntaxError, black.InvalidInput) as exc:
+        raise RenderError(f"generated {name} does not parse: {exc}\n{_numbered(source)}") from None
+
+
+def _numbered(source: str) -> str:
+    return "\n".join(f"{i + 1:4} {line}" for i, line in enumerate(source.splitlines()))
+
+
+def render_package(connector: Connector) -> dict[str, str]:
+    """Every file of the package, keyed by its path inside the package."""
+    env = environment()
+    files: dict[str, str] = {}
+    for template, target in PACKAGE_FILES.items():
+        text = env.get_template(template).render(c=connector)
+        if target.endswith(".py"):
+            text = format_python(text, f"connectors/{connector.name}/{target}")
+        files[target] = text
+    files["py.typed"] = ""
+    return files

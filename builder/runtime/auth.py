@@ -1,0 +1,128 @@
+"""Authentication schemes, resolved once per client into static headers and query params.
+
+Credentials come from settings through templates such as ``"Token {token}"``: only
+``{name}`` placeholders naming a setting are substituted (no attribute access, no format
+specs), so a template from an untrusted spec cannot reach anything but the settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from builder.runtime.config import Config
+from builder.runtime.errors import ConfigError
+
+__all__ = ["ApiKeyAuth", "Auth", "BasicAuth", "BearerAuth", "CustomAuth", "NoAuth", "render"]
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render(template: str, config: Config) -> str:
+    """Substitute ``{setting}`` placeholders; ``{{`` and ``}}`` are literal braces."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]
+        value = config.reveal(name)
+        if value is None:
+            raise ConfigError(f"setting {name!r} is needed for authentication but not set")
+        return str(value)
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What an auth scheme adds to every request."""
+
+    headers: dict[str, str]
+    params: dict[str, str]
+    cookies: dict[str, str]
+    auth: httpx.Auth | None = None
+
+
+class Auth:
+    """Base of the auth schemes: turns settings into :class:`Credentials`."""
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class NoAuth(Auth):
+    """The service needs no credentials."""
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        return Credentials({}, {}, {})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAuth(Auth):
+    """An API key in a header, a query parameter or a cookie."""
+
+    name: str
+    value: str
+    location: Literal["header", "query", "cookie"] = "header"
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        value = render(self.value, config)
+        if self.location == "query":
+            return Credentials({}, {self.name: value}, {})
+        if self.location == "cookie":
+            return Credentials({}, {}, {self.name: value})
+        return Credentials({self.name: value}, {}, {})
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth(Auth):
+    """``Authorization: Bearer <token>`` (the scheme word is configurable)."""
+
+    token: str
+    scheme: str = "Bearer"
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        return Credentials({"Authorization": f"{self.scheme} {render(self.token, config)}"}, {}, {})
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth(Auth):
+    """HTTP basic authentication."""
+
+    username: str
+    password: str
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        pair = f"{render(self.username, config)}:{render(self.password, config)}"
+        token = base64.b64encode(pair.encode()).decode("ascii")
+        return Credentials({"Authorization": f"Basic {token}"}, {}, {})
+
+
+class _CallableAuth(httpx.Auth):
+    """Adapts ``fn(request) -> request | None`` to httpx's auth flow."""
+
+    def __init__(self, fn: Callable[[httpx.Request], httpx.Request | None]) -> None:
+        self._fn = fn
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        yield self._fn(request) or request
+
+
+@dataclass(frozen=True, slots=True)
+class CustomAuth(Auth):
+    """Credentials supplied by the caller: an ``httpx.Auth`` or a callable editing the request."""
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        if custom is None:
+            raise ConfigError("this connector needs auth=...: an httpx.Auth or a callable(request)")
+        if isinstance(custom, httpx.Auth):
+            return Credentials({}, {}, {}, custom)
+        if callable(custom):
+            return Credentials({}, {}, {}, _CallableAuth(custom))
+        raise ConfigError(f"auth= must be an httpx.Auth or a callable, not {type(custom).__name__}")

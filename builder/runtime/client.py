@@ -1,0 +1,517 @@
+"""The base classes of generated clients: one sync, one async, sharing everything but I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic_core import to_json
+
+from builder.runtime import errors
+from builder.runtime.config import Config
+from builder.runtime.operation import Operation, Service
+from builder.runtime.pagination import PageWalk
+from builder.runtime.pipeline import READ, SEND, SLEEP, Pipeline, Plan
+from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
+from builder.runtime.streaming import SSEDecoder
+
+__all__ = ["AsyncClient", "AsyncPager", "AsyncStream", "Pager", "Stream", "SyncClient"]
+
+T = TypeVar("T")
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class _Core:
+    """State and request building shared by the sync and async clients."""
+
+    _service: Service
+
+    def _setup(
+        self,
+        config: Config,
+        *,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        auth: object,
+    ) -> dict[str, Any]:
+        service = self._service
+        self.config = config
+        base_url = config.get("base_url") or service.base_url
+        self._timeout = timeout if timeout is not None else service.timeout
+        credentials = (service.auth if auth is None else _custom_auth()).credentials(config, auth)
+        limiter = TokenBucket(*service.rate_limit) if service.rate_limit else None
+        breaker = CircuitBreaker(*service.circuit_breaker) if service.circuit_breaker else None
+        self._pipeline = Pipeline(
+            service.name,
+            retry or service.retry,
+            limiter,
+            breaker,
+            service.quota_headers,
+            config.secret_values(),
+        )
+        headers = {"User-Agent": f"connector-builder ({service.name})", **service.headers}
+        headers.update(credentials.headers)
+        return {
+            "base_url": base_url,
+            "headers": headers,
+            "params": credentials.params or None,
+            "cookies": credentials.cookies or None,
+            "auth": credentials.auth,
+            "timeout": self._timeout,
+        }
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        return self._pipeline.breaker
+
+    def _build(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        op: Operation[Any],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+        body: Any,
+        url: str | None = None,
+    ) -> httpx.Request:
+        params = None
+        if query:
+            params = {k: _wire(v) for k, v in query.items() if v is not None}
+        if headers:
+            headers = {k: str(_wire(v)) for k, v in headers.items() if v is not None}
+        content = None
+        if body is not None:
+            if isinstance(body, dict):
+                body = {k: v for k, v in body.items() if v is not None}
+            content = to_json(body, by_alias=True, exclude_none=True)
+            headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
+        target = url if url is not None else op.url_path(path)
+        return http.build_request(
+            op.method,
+            target,
+            params=params if url is None else None,
+            headers=headers,
+            content=content,
+            timeout=op.timeout if op.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+
+    def _decode(self, op: Operation[Any], response: httpx.Response) -> Any:
+        kind = op.response_kind
+        if kind == "json":
+            try:
+                if op.response is None:
+                    return json.loads(response.content) if response.content else None
+                return op.response.from_json(response.content)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+                raise self._pipeline.validation_error(op, response, exc) from None
+        if kind == "text":
+            return response.text
+        if kind == "bytes":
+            return response.content
+        return None
+
+    def _page_items(self, op: Operation[Any], walk: PageWalk, response: httpx.Response) -> tuple[Any, list[Any], list[Any]]:
+        try:
+            body = json.loads(response.content) if response.content else None
+            raw = walk.items(body)
+            items = op.response.from_python(raw) if op.response is not None else raw
+        except ValueError as exc:
+            raise self._pipeline.validation_error(op, response, exc) from None
+        return body, raw, items
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+def _custom_auth() -> Any:
+    from builder.runtime.auth import CustomAuth
+
+    return CustomAuth()
+
+
+def _wire(value: Any) -> Any:
+    """A parameter value as httpx should send it (enums by value, lists kept)."""
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    enum_value = getattr(value, "value", None)
+    return enum_value if enum_value is not None else value
+
+
+class SyncClient(_Core):
+    """Base of generated synchronous clients."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        auth: object = None,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
+        self._owns_http = http_client is None
+        if http_client is None:
+            http_client = httpx.Client(transport=transport, **options)
+        else:
+            for name in ("headers", "params", "cookies"):
+                if options[name]:
+                    getattr(http_client, name).update(options[name])
+        self._http = http_client
+
+    def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
+        send = self._http.send
+        try:
+            action, arg = next(plan)
+            while True:
+                if action is SEND:
+                    try:
+                        response = send(arg, stream=streamed)
+                    except httpx.HTTPError as exc:
+                        action, arg = plan.throw(exc)
+                        continue
+                    action, arg = plan.send(response)
+                elif action is SLEEP:
+                    time.sleep(arg)
+                    action, arg = plan.send(None)
+                else:  # READ: an error response of a stream, read before it is reported
+                    try:
+                        arg.read()
+                    except httpx.HTTPError:
+                        pass
+                    action, arg = plan.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _call(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> T:
+        request = self._build(self._http, op, path, query, headers, body)
+        response = self._run(self._pipeline.plan(op, request))
+        return self._decode(op, response)  # type: ignore[no-any-return]
+
+    def _paginate(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Pager[T]:
+        return Pager(self, op, path, dict(query or {}), headers)
+
+    def _stream(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> Stream[T]:
+        request = self._build(self._http, op, path, query, headers, body)
+        response = self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
+        return Stream(self, op, response)
+
+    def close(self) -> None:
+        """Close the connection pool (only when this client created it)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Core):
+    """Base of generated asynchronous clients."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        auth: object = None,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
+        self._owns_http = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(transport=transport, **options)
+        else:
+            for name in ("headers", "params", "cookies"):
+                if options[name]:
+                    getattr(http_client, name).update(options[name])
+        self._http = http_client
+
+    async def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
+        send = self._http.send
+        try:
+            action, arg = next(plan)
+            while True:
+                if action is SEND:
+                    try:
+                        response = await send(arg, stream=streamed)
+                    except httpx.HTTPError as exc:
+                        action, arg = plan.throw(exc)
+                        continue
+                    action, arg = plan.send(response)
+                elif action is SLEEP:
+                    await asyncio.sleep(arg)
+                    action, arg = plan.send(None)
+                else:
+                    try:
+                        await arg.aread()
+                    except httpx.HTTPError:
+                        pass
+                    action, arg = plan.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _call(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> T:
+        request = self._build(self._http, op, path, query, headers, body)
+        response = await self._run(self._pipeline.plan(op, request))
+        return self._decode(op, response)  # type: ignore[no-any-return]
+
+    def _paginate(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> AsyncPager[T]:
+        return AsyncPager(self, op, path, dict(query or {}), headers)
+
+    async def _stream(
+        self,
+        op: Operation[T],
+        path: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> AsyncStream[T]:
+        request = self._build(self._http, op, path, query, headers, body)
+        response = await self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
+        return AsyncStream(self, op, response)
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only when this client created it)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class Pager(Generic[T]):
+    """A lazy iterator over every item of every page; ``pages()`` yields whole pages.
+
+    Nothing is requested until iteration starts; each page is fetched when it is needed.
+    """
+
+    def __init__(
+        self,
+        client: SyncClient,
+        op: Operation[Any],
+        path: Mapping[str, Any] | None,
+        query: dict[str, Any],
+        headers: Mapping[str, Any] | None,
+    ) -> None:
+        self._client, self._op, self._path, self._query, self._headers = (
+            client,
+            op,
+            path,
+            query,
+            headers,
+        )
+
+    def __iter__(self) -> Iterator[T]:
+        for page in self.pages():
+            yield from page
+
+    def pages(self) -> Iterator[list[T]]:
+        client, op = self._client, self._op
+        walk = PageWalk(op.pagination, dict(self._query))
+        while True:
+            request = client._build(client._http, op, self._path, walk.query, self._headers, None, walk.url)
+            response = client._run(client._pipeline.plan(op, request))
+            body, raw, items = client._page_items(op, walk, response)
+            yield items
+            if not walk.advance(response, body, raw):
+                return
+
+
+class AsyncPager(Generic[T]):
+    """The async counterpart of :class:`Pager`: ``async for item in pager``."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        op: Operation[Any],
+        path: Mapping[str, Any] | None,
+        query: dict[str, Any],
+        headers: Mapping[str, Any] | None,
+    ) -> None:
+        self._client, self._op, self._path, self._query, self._headers = (
+            client,
+            op,
+            path,
+            query,
+            headers,
+        )
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        async for page in self.pages():
+            for item in page:
+                yield item
+
+    async def pages(self) -> AsyncIterator[list[T]]:
+        client, op = self._client, self._op
+        walk = PageWalk(op.pagination, dict(self._query))
+        while True:
+            request = client._build(client._http, op, self._path, walk.query, self._headers, None, walk.url)
+            response = await client._run(client._pipeline.plan(op, request))
+            body, raw, items = client._page_items(op, walk, response)
+            yield items
+            if not walk.advance(response, body, raw):
+                return
+
+
+class _StreamDecoding:
+    """Turns lines of a streamed body into typed chunks; shared by both stream classes."""
+
+    def __init__(self, client: _Core, op: Operation[Any], response: httpx.Response) -> None:
+        assert op.stream is not None
+        self._client = client
+        self._op = op
+        self._format = op.stream
+        self._response = response
+        self._sse = SSEDecoder() if op.stream.framing == "sse" else None
+        self.finished = False
+
+    def line(self, line: str) -> tuple[bool, Any]:
+        """(stop, chunk): chunk is None when the line completes no chunk."""
+        fmt = self._format
+        if self._sse is not None:
+            event = self._sse.feed(line)
+            if event is None or not event.data:
+                return False, None
+            if fmt.events and event.event not in fmt.events:
+                return False, None
+            data = event.data
+            if fmt.done is not None and data == fmt.done:
+                self.finished = True
+                return True, None
+        else:
+            data = line.strip()
+            if not data:
+                return False, None
+        try:
+            return False, fmt.item.from_json(data.encode())
+        except ValueError as exc:
+            raise self._client._pipeline.validation_error(self._op, self._response, exc) from None
+
+    def end(self) -> None:
+        """Called when the body ends: a cut stream is an error, not a short answer."""
+        if self.finished:
+            return
+        if self._sse is not None and self._sse.mid_event:
+            raise self._error("the stream ended in the middle of an event")
+        if self._format.done is not None:
+            raise self._error(f"the stream ended before its end marker {self._format.done!r}")
+        self.finished = True
+
+    def _error(self, message: str) -> errors.StreamError:
+        return errors.StreamError(
+            message, connector=self._client._pipeline.connector, operation=self._op.name
+        )
+
+    def transport_error(self, exc: httpx.HTTPError) -> errors.StreamError:
+        return self._error(f"the stream broke: {exc or type(exc).__name__}")
+
+
+class Stream(Generic[T]):
+    """Typed chunks of a streamed response; closes the connection when done or closed."""
+
+    def __init__(self, client: SyncClient, op: Operation[Any], response: httpx.Response) -> None:
+        self.response = response
+        self._decoding = _StreamDecoding(client, op, response)
+
+    def __iter__(self) -> Iterator[T]:
+        decoding = self._decoding
+        try:
+            for line in self.response.iter_lines():
+                stop, chunk = decoding.line(line)
+                if chunk is not None:
+                    yield chunk
+                if stop:
+                    return
+            decoding.end()
+        except httpx.HTTPError as exc:
+            raise decoding.transport_error(exc) from None
+        finally:
+            self.response.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncStream(Generic[T]):
+    """The async counterpart of :class:`Stream`."""
+
+    def __init__(self, client: AsyncClient, op: Operation[Any], response: httpx.Response) -> None:
+        self.response = response
+        self._decoding = _StreamDecoding(client, op, response)
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        decoding = self._decoding
+        try:
+            async for line in self.response.aiter_lines():
+                stop, chunk = decoding.line(line)
+                if chunk is not None:
+                    yield chunk
+                if stop:
+                    return
+            decoding.end()
+        except httpx.HTTPError as exc:
+            raise decoding.transport_error(exc) from None
+        finally:
+            await self.response.aclose()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+

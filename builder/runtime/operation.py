@@ -1,0 +1,164 @@
+"""What the generated code declares about a service and each of its operations."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+from builder.runtime.auth import Auth, NoAuth
+from builder.runtime.resilience import RetryPolicy
+
+__all__ = ["Decoder", "Operation", "QuotaHeaders", "Service", "StreamFormat"]
+
+T = TypeVar("T")
+
+_PATH_PARAM = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaHeaders:
+    """Response headers that say a quota is used up (GitHub's ``X-RateLimit-*``)."""
+
+    remaining: str
+    reset: str | None = None
+    reset_format: Literal["epoch", "seconds"] = "epoch"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """Service-wide facts from the spec: where it lives and how to talk to it."""
+
+    name: str
+    base_url: str
+    auth: Auth = field(default_factory=NoAuth)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit: tuple[float, float] | None = None  # (per second, burst)
+    circuit_breaker: tuple[int, float] | None = None  # (failure threshold, reset seconds)
+    quota_headers: QuotaHeaders | None = None
+
+
+class Decoder:
+    """Turns a JSON body into the declared return type, validating it.
+
+    The pydantic validator is built on first use, so importing a connector stays cheap.
+    """
+
+    __slots__ = ("type", "_json", "_python")
+
+    def __init__(self, type_: Any = None) -> None:
+        self.type = type_
+        self._json: Callable[[bytes], Any] | None = None
+        self._python: Callable[[Any], Any] | None = None
+
+    def _build(self) -> None:
+        if self.type is None:
+            self._json, self._python = json.loads, _identity
+            return
+        validate_json = getattr(self.type, "model_validate_json", None)
+        if validate_json is not None:
+            self._json, self._python = validate_json, self.type.model_validate
+            return
+        from pydantic import TypeAdapter
+
+        adapter: TypeAdapter[Any] = TypeAdapter(self.type)
+        self._json, self._python = adapter.validate_json, adapter.validate_python
+
+    def from_json(self, content: bytes) -> Any:
+        if self._json is None:
+            self._build()
+        assert self._json is not None
+        return self._json(content)
+
+    def from_python(self, value: Any) -> Any:
+        if self._python is None:
+            self._build()
+        assert self._python is not None
+        return self._python(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFormat:
+    """How a streamed response is framed and what each chunk is."""
+
+    framing: Literal["sse", "ndjson"]
+    item: Decoder
+    done: str | None = None  # an SSE data payload that ends the stream, e.g. "[DONE]"
+    events: frozenset[str] = frozenset()  # SSE event names to keep (empty: all)
+
+
+class Operation(Generic[T]):
+    """One callable operation of a service; ``T`` is what a call (or each item) returns."""
+
+    __slots__ = (
+        "name",
+        "method",
+        "path",
+        "response",
+        "response_kind",
+        "retry",
+        "timeout",
+        "pagination",
+        "stream",
+        "_segments",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        *,
+        response: Decoder | None = None,
+        response_kind: Literal["json", "text", "bytes", "none"] = "json",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        pagination: Any = None,
+        stream: StreamFormat | None = None,
+    ) -> None:
+        self.name = name
+        self.method = method
+        self.path = path
+        self.response = response
+        self.response_kind = response_kind
+        self.retry = retry
+        self.timeout = timeout
+        self.pagination = pagination
+        self.stream = stream
+        # Split the path template once: even items are literal text, odd items param names.
+        self._segments: tuple[str, ...] = tuple(_PATH_PARAM.split(path))
+
+    def url_path(self, values: Mapping[str, Any] | None) -> str:
+        """The path with each parameter percent-encoded (a ``/`` in a value stays inside it)."""
+        segments = self._segments
+        if len(segments) == 1:
+            return segments[0]
+        assert values is not None
+        parts = []
+        for i, segment in enumerate(segments):
+            if i % 2:
+                parts.append(quote(_text(values[segment]), safe=""))
+            else:
+                parts.append(segment)
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Operation({self.name!r}, {self.method} {self.path})"
+
+
+def _text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    enum_value = getattr(value, "value", None)
+    return str(enum_value if enum_value is not None else value)

@@ -1,0 +1,241 @@
+"""The request pipeline, written once for sync and async clients.
+
+:func:`plan` is a generator that decides everything — circuit breaker, rate limit, retries,
+``Retry-After``, mapping failures to :mod:`builder.runtime.errors` — and yields the I/O it
+needs: ``(SEND, request)``, ``(SLEEP, seconds)`` or ``(READ, response)``. The sync and async
+clients each drive it with a few lines of their own I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import httpx
+
+from builder.runtime import errors
+from builder.runtime.config import scrub
+from builder.runtime.operation import Operation, QuotaHeaders
+from builder.runtime.resilience import (
+    CircuitBreaker,
+    RetryPolicy,
+    TokenBucket,
+    parse_retry_after,
+    utc_from_epoch,
+)
+
+__all__ = ["READ", "SEND", "SLEEP", "Action", "Pipeline"]
+
+SEND, SLEEP, READ = "send", "sleep", "read"
+Action = tuple[str, Any]
+Plan = Generator[Action, Any, httpx.Response]
+
+
+class Pipeline:
+    """Per-client resilience state and the logic that uses it."""
+
+    __slots__ = ("connector", "retry", "limiter", "breaker", "quota", "secrets")
+
+    def __init__(
+        self,
+        connector: str,
+        retry: RetryPolicy,
+        limiter: TokenBucket | None,
+        breaker: CircuitBreaker | None,
+        quota: QuotaHeaders | None,
+        secrets: list[str],
+    ) -> None:
+        self.connector = connector
+        self.retry = retry
+        self.limiter = limiter
+        self.breaker = breaker
+        self.quota = quota
+        self.secrets = secrets
+
+    def plan(self, op: Operation[Any], request: httpx.Request, streamed: bool = False) -> Plan:
+        """Send ``request`` until it succeeds or the retry policy gives up."""
+        policy = op.retry or self.retry
+        breaker, limiter = self.breaker, self.limiter
+        retries = 0
+        while True:
+            if breaker is not None:
+                wait = breaker.before_call()
+                if wait:
+                    raise errors.CircuitOpenError(
+                        f"circuit open after repeated failures; retry in {wait:.1f}s",
+                        retry_in=wait,
+                        connector=self.connector,
+                        operation=op.name,
+                    )
+            if limiter is not None:
+                wait = limiter.reserve()
+                if wait > 0:
+                    yield SLEEP, wait
+            try:
+                response: httpx.Response = yield SEND, request
+            except httpx.TimeoutException as exc:
+                if breaker is not None:
+                    breaker.record_failure()
+                if policy.retry_on_timeout and retries + 1 < policy.attempts:
+                    retries += 1
+                    yield SLEEP, policy.backoff(retries)
+                    continue
+                raise self._transport_error(errors.TimeoutError, op, request, exc, retries) from None
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                if breaker is not None:
+                    breaker.record_failure()
+                if policy.retry_on_connection_error and retries + 1 < policy.attempts:
+                    retries += 1
+                    yield SLEEP, policy.backoff(retries)
+                    continue
+                raise self._transport_error(
+                    errors.ConnectionFailedError, op, request, exc, retries
+                ) from None
+            except httpx.HTTPError as exc:
+                raise self._transport_error(errors.TransportError, op, request, exc, retries) from None
+
+            status = response.status_code
+            if status < 400:
+                if breaker is not None:
+                    breaker.record_success()
+                return response
+
+            if streamed:
+                yield READ, response
+            server_side = status >= 500 or status == 429
+            if breaker is not None:
+                if server_side:
+                    breaker.record_failure()
+                else:
+                    breaker.record_success()  # the service is up; the request was wrong
+            if status in policy.retry_on_status and retries + 1 < policy.attempts:
+                delay = policy.delay_for_status(retries + 1, self._retry_after(response))
+                if delay is not None:
+                    retries += 1
+                    yield SLEEP, delay
+                    continue
+            raise self.status_error(op, response, retries)
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is None and self.quota is not None:
+            reset = self._quota_reset(response)
+            if reset is not None:
+                import time
+
+                retry_after = max(0.0, reset - time.time())
+        return retry_after
+
+    def _quota_reset(self, response: httpx.Response) -> float | None:
+        """Epoch seconds when the quota resets, if the quota headers say it is used up."""
+        quota = self.quota
+        if quota is None or response.headers.get(quota.remaining) != "0" or not quota.reset:
+            return None
+        raw = response.headers.get(quota.reset)
+        try:
+            value = float(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if value is None:
+            return None
+        if quota.reset_format == "seconds":
+            import time
+
+            return time.time() + value
+        return value
+
+    def _url(self, request: httpx.Request) -> str:
+        return scrub(str(request.url), self.secrets)
+
+    def _transport_error(
+        self,
+        cls: type[errors.TransportError],
+        op: Operation[Any],
+        request: httpx.Request,
+        exc: Exception,
+        retries: int,
+    ) -> errors.TransportError:
+        tries = f" after {retries + 1} attempts" if retries else ""
+        detail = scrub(str(exc) or type(exc).__name__, self.secrets)
+        return cls(
+            f"{request.method} {self._url(request)} failed{tries}: {detail}",
+            connector=self.connector,
+            operation=op.name,
+        )
+
+    def status_error(
+        self, op: Operation[Any], response: httpx.Response, retries: int = 0
+    ) -> errors.HTTPStatusError:
+        """The typed exception for an error response (its body already read)."""
+        status = response.status_code
+        request = response.request
+        body = scrub(response.text, self.secrets)
+        reason = _error_message(body) or response.reason_phrase
+        tries = f" (after {retries + 1} attempts)" if retries else ""
+        message = f"{request.method} {self._url(request)} -> {status}: {reason}{tries}"
+        common: dict[str, Any] = {
+            "status_code": status,
+            "method": request.method,
+            "url": self._url(request),
+            "body": body,
+            "headers": dict(response.headers),
+            "connector": self.connector,
+            "operation": op.name,
+        }
+        quota_reset = self._quota_reset(response)
+        if status == 429 or quota_reset is not None:
+            return errors.RateLimitedError(
+                message,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                reset_at=utc_from_epoch(quota_reset) if quota_reset is not None else None,
+                **common,
+            )
+        return errors.error_for_status(status)(message, **common)
+
+    def validation_error(
+        self, op: Operation[Any], response: httpx.Response, exc: Exception
+    ) -> errors.ResponseValidationError:
+        body = scrub(response.text, self.secrets)
+        if isinstance(exc, ValueError) and not hasattr(exc, "errors"):
+            what = f"response is not valid JSON ({exc})"
+        else:
+            what = f"response does not match the declared model: {_summarise(exc)}"
+        return errors.ResponseValidationError(
+            what, body=body, connector=self.connector, operation=op.name
+        )
+
+
+def _error_message(body: str) -> str:
+    """The human message inside a typical JSON error body, else a short excerpt."""
+    text = body.strip()
+    if not text:
+        return ""
+    if text[:1] == "{":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            for candidate in (data.get("error"), data):
+                if isinstance(candidate, dict):
+                    for key in ("message", "detail", "error_description", "title"):
+                        value = candidate.get(key)
+                        if isinstance(value, str) and value:
+                            return value
+                elif isinstance(candidate, str) and candidate:
+                    return candidate
+    return text[:200]
+
+
+def _summarise(exc: Exception) -> str:
+    get_errors = getattr(exc, "errors", None)
+    if get_errors is None:
+        return str(exc)
+    parts = []
+    for error in get_errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "(root)"
+        parts.append(f"{where}: {error.get('msg')}")
+    return "; ".join(parts)

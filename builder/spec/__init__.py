@@ -1,0 +1,1 @@
+"""The spec language: pydantic models, YAML loading with positions, and semantic checks."""

@@ -1,0 +1,359 @@
+"""Spec language v1, as pydantic models: the single source of truth for what a spec may say.
+
+``connector-builder schema`` prints the JSON Schema of :class:`Spec`, for editors.
+
+A bare word where a type is expected is shorthand: one of the built-in type names
+(``string``, ``integer``, ``number``, ``boolean``, ``array``, ``object``, ``any``) or the
+name of a schema declared under ``schemas``. So ``owner: string`` declares a string
+parameter, and ``items: Label`` an array of ``Label`` models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
+IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
+SCHEMA_NAME = r"^[A-Z][A-Za-z0-9]*$"
+
+Scalar = str | int | float | bool
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (the loader reports them with a "did you mean")."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+def _expand_type_word(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"type": value} if value in BUILTIN_TYPES else {"$ref": value}
+    return value
+
+
+class TypeFields(StrictModel):
+    """What a value may be: shared by schemas, parameters and settings of a body."""
+
+    type: Literal["string", "integer", "number", "boolean", "array", "object", "any"] | None = (
+        Field(None, description="A built-in type; omit when `$ref`, `oneOf` or `anyOf` is used.")
+    )
+    ref: str | None = Field(None, alias="$ref", description="The name of a schema under `schemas`.")
+    description: str | None = None
+    format: (
+        Literal["date-time", "date", "time", "uuid", "uri", "email", "binary", "byte", "int32", "int64", "float", "double"]
+        | None
+    ) = None
+    enum: list[Scalar] | None = Field(None, min_length=1)
+    default: Any = None
+    nullable: bool = Field(False, description="null is allowed as well as the type.")
+    items: Schema | None = Field(None, description="The item type of an array.")
+    one_of: list[Schema] | None = Field(None, alias="oneOf", min_length=1)
+    any_of: list[Schema] | None = Field(None, alias="anyOf", min_length=1)
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = Field(None, alias="minLength", ge=0)
+    max_length: int | None = Field(None, alias="maxLength", ge=0)
+    pattern: str | None = None
+    min_items: int | None = Field(None, alias="minItems", ge=0)
+    max_items: int | None = Field(None, alias="maxItems", ge=0)
+    example: Any = None
+    deprecated: bool = False
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _items_word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+    @field_validator("one_of", "any_of", mode="before")
+    @classmethod
+    def _variant_words(cls, value: Any) -> Any:
+        return [_expand_type_word(v) for v in value] if isinstance(value, list) else value
+
+
+class Schema(TypeFields):
+    """A JSON Schema subset: objects become pydantic models, the rest Python types."""
+
+    title: str | None = None
+    properties: dict[str, Schema] | None = None
+    required: list[str] = Field(default_factory=list)
+    additional_properties: bool | Schema | None = Field(None, alias="additionalProperties")
+    read_only: bool = Field(False, alias="readOnly")
+    write_only: bool = Field(False, alias="writeOnly")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _property_words(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _expand_type_word(v) for k, v in value.items()}
+        return value
+
+
+class Param(TypeFields):
+    """A path, query, header or cookie parameter. The key is its Python name."""
+
+    in_: Literal["path", "query", "header", "cookie"] | None = Field(
+        None,
+        alias="in",
+        description="Where it goes; default: path if the path names it, else query.",
+    )
+    name: str | None = Field(None, description="The name on the wire, when it differs from the key.")
+    required: bool | None = Field(
+        None, description="Default: true for path params, and for others without a default: false."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+class Body(StrictModel):
+    """A JSON request body. An object body's properties become keyword arguments."""
+
+    schema_: Schema = Field(alias="schema")
+    fixed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields this operation always sends (e.g. stream: true); not arguments.",
+    )
+    content_type: Literal["json"] = "json"
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+class Response(StrictModel):
+    """What a successful call returns."""
+
+    schema_: Schema | None = Field(None, alias="schema")
+    many: bool = Field(False, description="The body (or each page) is a list of `schema`.")
+    content: Literal["json", "text", "bytes", "none"] = "json"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"schema": value}
+        return value
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema_word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+class Pagination(StrictModel):
+    """How results come in pages. The operation's method returns a lazy iterator of items."""
+
+    style: Literal["link_header", "next_url", "cursor", "offset", "page"]
+    items: str | None = Field(None, description="Dotted path to the list in each page; default: the body.")
+    next: str | None = Field(None, description="next_url / cursor: dotted path to the next URL or cursor.")
+    cursor_param: str = "cursor"
+    cursor_from_item: str | None = Field(
+        None, description="cursor: take the cursor from this field of the last item."
+    )
+    has_more: str | None = Field(None, description="Dotted path to a flag that says more pages follow.")
+    offset_param: str = "offset"
+    page_param: str = "page"
+    size_param: str | None = Field(None, description="The query parameter for the page size.")
+    page_size: int | None = Field(None, ge=1)
+    start_page: int = 1
+
+    @model_validator(mode="after")
+    def _needs(self) -> Pagination:
+        if self.style == "next_url" and not self.next:
+            raise ValueError("style next_url needs `next`: where the next URL is in the body")
+        if self.style == "cursor" and not (self.next or self.cursor_from_item):
+            raise ValueError("style cursor needs `next` or `cursor_from_item`")
+        return self
+
+
+class Streaming(StrictModel):
+    """A streamed response: the method yields one typed chunk per event or line."""
+
+    format: Literal["sse", "ndjson"]
+    item: Schema
+    done: str | None = Field(None, description='An SSE data payload that ends the stream, e.g. "[DONE]".')
+    events: list[str] = Field(default_factory=list, description="SSE event names to keep; default all.")
+
+    @field_validator("item", mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+RetryOn = int | Literal["timeout", "connection_error"]
+
+
+class Retry(StrictModel):
+    """Retries with exponential backoff and jitter; `attempts` counts the first try."""
+
+    attempts: int = Field(3, ge=1, le=20)
+    initial_delay: float = Field(0.5, ge=0)
+    max_delay: float = Field(30.0, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: bool = True
+    retry_on: list[RetryOn] = Field(
+        default_factory=lambda: [408, 429, 500, 502, 503, 504, "timeout", "connection_error"]
+    )
+    respect_retry_after: bool = True
+    max_retry_after: float = Field(60.0, ge=0)
+
+    @field_validator("retry_on")
+    @classmethod
+    def _statuses(cls, value: list[RetryOn]) -> list[RetryOn]:
+        for item in value:
+            if isinstance(item, int) and not 400 <= item <= 599:
+                raise ValueError(f"{item} is not an error status (400-599)")
+        return value
+
+
+class RateLimit(StrictModel):
+    """A client-side token bucket."""
+
+    per_second: float = Field(gt=0)
+    burst: int | None = Field(None, ge=1)
+
+
+class CircuitBreaker(StrictModel):
+    """Fail fast after `failure_threshold` failures in a row, for `reset_timeout` seconds."""
+
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: float = Field(30.0, gt=0)
+
+
+class Defaults(StrictModel):
+    """Behaviour every operation has unless it says otherwise."""
+
+    timeout: float = Field(30.0, gt=0)
+    retry: Retry = Field(default_factory=Retry)
+    rate_limit: RateLimit | None = None
+    circuit_breaker: CircuitBreaker | None = None
+
+
+class RateLimitHeaders(StrictModel):
+    """Headers that tell a quota is used up; such a response raises RateLimitedError."""
+
+    remaining: str
+    reset: str | None = None
+    reset_format: Literal["epoch", "seconds"] = "epoch"
+
+
+class Setting(StrictModel):
+    """A setting of the connector: a keyword argument, else an env var, else the default."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: str | None = None
+    default: str | int | float | bool | None = None
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secret: bool = Field(False, description="Masked in repr, logs, errors and docs.")
+    required: bool | None = Field(None, description="Default: true when there is no default.")
+
+
+class NoAuth(StrictModel):
+    type: Literal["none"]
+
+
+class ApiKeyAuth(StrictModel):
+    type: Literal["api_key"]
+    name: str = Field(description="Header, query parameter or cookie name.")
+    in_: Literal["header", "query", "cookie"] = Field("header", alias="in")
+    value: str = Field(description='Template such as "{config.api_key}".')
+
+
+class BearerAuth(StrictModel):
+    type: Literal["bearer"]
+    token: str = Field(description='Template such as "{config.token}".')
+    scheme: str = "Bearer"
+
+
+class BasicAuth(StrictModel):
+    type: Literal["basic"]
+    username: str
+    password: str
+
+
+class CustomAuth(StrictModel):
+    type: Literal["custom"]
+    description: str | None = Field(None, description="What the caller must pass as auth=.")
+
+
+Auth = Annotated[
+    NoAuth | ApiKeyAuth | BearerAuth | BasicAuth | CustomAuth, Field(discriminator="type")
+]
+
+
+class Operation(StrictModel):
+    """One call to the service; its key is the Python method name."""
+
+    summary: str | None = None
+    description: str | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    path: str = Field(pattern=r"^/")
+    params: dict[str, Param] = Field(default_factory=dict)
+    body: Body | None = None
+    response: Response | None = None
+    pagination: Pagination | None = None
+    streaming: Streaming | None = None
+    retry: Retry | None = Field(None, description="Replaces defaults.retry for this operation.")
+    timeout: float | None = Field(None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+    deprecated: bool = False
+    example: dict[str, Any] = Field(
+        default_factory=dict, description="Argument values for the docs' example and the tests."
+    )
+    skip: str | None = Field(
+        None, description="Do not generate this operation; the reason is listed as a warning."
+    )
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SourceRole(StrictModel):
+    read: str = Field(description="An operation that returns a list or pages of records.")
+
+
+class SinkRole(StrictModel):
+    write: str = Field(description="An operation that writes one record from its body.")
+
+
+class Roles(StrictModel):
+    source: SourceRole | None = None
+    sink: SinkRole | None = None
+
+
+class Spec(StrictModel):
+    """A connector spec, version 1."""
+
+    spec_version: Literal[1]
+    name: str = Field(pattern=IDENTIFIER, description="Package name: connectors.<name>.")
+    title: str
+    description: str | None = None
+    version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+    kind: Literal["http"] = "http"
+    base_url: str = Field(pattern=r"^https?://[^\s]+$")
+    docs_url: str | None = None
+    config: dict[str, Setting] = Field(default_factory=dict)
+    auth: Auth = Field(default_factory=lambda: NoAuth(type="none"))
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request.")
+    defaults: Defaults = Field(default_factory=Defaults)
+    rate_limit_headers: RateLimitHeaders | None = None
+    schemas: dict[str, Schema] = Field(default_factory=dict)
+    operations: dict[str, Operation] = Field(min_length=1)
+    roles: Roles = Field(default_factory=Roles)
+
+
+TypeFields.model_rebuild()
+Schema.model_rebuild()
+Param.model_rebuild()
