@@ -103,6 +103,7 @@ class OperationIR:
     sample_response: Any  # a body the test scaffold serves
     tags: list[str]
     record_annotation: str  # one record, for the Source role: the item of a list or page
+    retries_503: bool  # whether a 503 is retried under the scaffold's two-attempt policy
     example_path: str  # the path with the example's path arguments filled in
     empty_page: Any  # a page with no items (pagination tests)
 
@@ -193,9 +194,13 @@ class Connector:
     def test_import_sections(self) -> list[list[tuple[str, str]]]:
         imports = {("__future__", "annotations"), ("asyncio", ""), ("httpx", ""), ("pytest", ""), ("respx", "")}
         imports |= {("builder.runtime.errors", "NotFoundError"), ("builder.runtime.resilience", "RetryPolicy")}
+        if not all(op.retries_503 for op in self.operations):
+            imports.add(("builder.runtime.errors", "ServerError"))
         imports |= {(f"connectors.{self.name}", self.class_name), (f"connectors.{self.name}", self.async_class_name)}
         if self.role("sink"):
             imports.add(("typing", "Any"))
+        if any(op.style == "stream" for op in self.operations):
+            imports.add(("json", ""))
         return import_sections(imports)
 
     def _client_imports(self) -> set[tuple[str, str]]:
@@ -255,26 +260,36 @@ class _Builder:
 
     # -- types ----------------------------------------------------------------------------
 
-    def annotation(self, schema: TypeFields, owner: str, imports: set[tuple[str, str]]) -> str:
-        """The Python annotation for ``schema``; inline objects become named models."""
-        base = self._base_annotation(schema, owner, imports)
+    def annotation(
+        self, schema: TypeFields, owner: str, imports: set[tuple[str, str]], request: bool = False
+    ) -> str:
+        """The Python annotation for ``schema``; inline objects become named models.
+
+        With ``request``, for what the caller sends, a model may also be given as a dict.
+        """
+        base = self._base_annotation(schema, owner, imports, request)
         if schema.nullable and base != "Any":
             return f"{base} | None"
         return base
 
-    def _base_annotation(self, schema: TypeFields, owner: str, imports: set[tuple[str, str]]) -> str:
+    def _base_annotation(
+        self, schema: TypeFields, owner: str, imports: set[tuple[str, str]], request: bool
+    ) -> str:
         if schema.ref is not None:
+            if request and self._is_object_model(schema.ref):
+                imports.add(("typing", "Any"))
+                return f"{schema.ref} | dict[str, Any]"
             return schema.ref
         if schema.enum is not None:
             imports.add(("typing", "Literal"))
             return f"Literal[{', '.join(repr(v) for v in schema.enum)}]"
         variants = schema.one_of or schema.any_of
         if variants:
-            parts = [self.annotation(v, f"{owner}Variant{i + 1}", imports) for i, v in enumerate(variants)]
+            parts = [self.annotation(v, f"{owner}Variant{i + 1}", imports, request) for i, v in enumerate(variants)]
             return " | ".join(dict.fromkeys(parts))
         kind = schema.type or ("object" if isinstance(schema, Schema) and schema.properties else "any")
         if kind == "array":
-            item = self.annotation(schema.items, f"{owner}Item", imports) if schema.items else "Any"
+            item = self.annotation(schema.items, f"{owner}Item", imports, request) if schema.items else "Any"
             if item == "Any":
                 imports.add(("typing", "Any"))
             return f"list[{item}]"
@@ -282,20 +297,31 @@ class _Builder:
             if isinstance(schema, Schema) and schema.properties:
                 name = unique(pascal_case(owner) or "Model", self.model_names)
                 self.add_model(name, schema)
+                if request:
+                    imports.add(("typing", "Any"))
+                    return f"{name} | dict[str, Any]"
                 return name
             extra = schema.additional_properties if isinstance(schema, Schema) else None
             if isinstance(extra, Schema):
-                return f"dict[str, {self.annotation(extra, owner + 'Value', imports)}]"
+                return f"dict[str, {self.annotation(extra, owner + 'Value', imports, request)}]"
             imports.add(("typing", "Any"))
             return "dict[str, Any]"
         if kind == "string" and schema.format in _FORMATS:
             python = _FORMATS[schema.format]
             if python in _FORMAT_IMPORTS:
                 imports.add(_FORMAT_IMPORTS[python])
+            if request and python != "bytes":
+                return f"{python} | str"  # the wire form is accepted as it is
             return python
         if kind == "any":
             imports.add(("typing", "Any"))
         return _SCALARS[kind]
+
+    def _is_object_model(self, name: str) -> bool:
+        schema = self.spec.schemas.get(name)
+        return schema is not None and (bool(schema.properties) or schema.type in (None, "object")) and not (
+            schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items
+        )
 
     # -- models ---------------------------------------------------------------------------
 
@@ -336,7 +362,7 @@ class _Builder:
     def argument(self, name: str, param: Param, op: Operation, in_path: set[str], owner: str) -> Argument:
         wire = param.name or name
         location = param.in_ or ("path" if wire in in_path else "query")
-        annotation = self.annotation(param, owner, self.client_imports_set)
+        annotation = self.annotation(param, owner, self.client_imports_set, request=True)
         required = location == "path" or param.required is True
         if not required and param.default is None and not annotation.endswith("| None"):
             annotation += " | None"
@@ -371,7 +397,7 @@ class _Builder:
                         continue
                     python = field_name(wire)
                     required = wire in schema.required and prop.default is None
-                    annotation = self.annotation(prop, f"{owner}{pascal_case(wire)}", self.client_imports_set)
+                    annotation = self.annotation(prop, f"{owner}{pascal_case(wire)}", self.client_imports_set, request=True)
                     if not required and not annotation.endswith("| None") and annotation != "Any":
                         annotation += " | None"
                     example = op.example.get(python, prop.example)
@@ -382,7 +408,7 @@ class _Builder:
                     )
             else:
                 body_mode = "whole"
-                annotation = self.annotation(op.body.schema_, f"{owner}Body", self.client_imports_set)
+                annotation = self.annotation(op.body.schema_, f"{owner}Body", self.client_imports_set, request=True)
                 example = op.example.get("body")
                 if example is None:
                     example = sample_value(op.body.schema_, self.spec.schemas)
@@ -465,6 +491,7 @@ class _Builder:
             sample_response=sample,
             tags=list(op.tags),
             record_annotation=record,
+            retries_503=op.retry is None or (op.retry.attempts > 1 and 503 in op.retry.retry_on),
             example_path=_fill_path(op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}),
             empty_page=empty_page,
         )

@@ -170,7 +170,6 @@ def environment() -> jinja2.Environment:
         ident=ident,
         annotation=annotation,
     )
-    env.globals["json_compact"] = lambda value: json.dumps(value, separators=(",", ":"))
     return env
 
 

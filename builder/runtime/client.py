@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from builder.runtime import errors
 from builder.runtime.config import Config
-from builder.runtime.operation import Operation, Service
+from builder.runtime.operation import Operation, Service, wire_value
 from builder.runtime.pagination import PageWalk
 from builder.runtime.pipeline import READ, SEND, SLEEP, Pipeline, Plan
 from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
@@ -80,9 +80,9 @@ class _Core:
     ) -> httpx.Request:
         params = None
         if query:
-            params = {k: _wire(v) for k, v in query.items() if v is not None}
+            params = {k: wire_value(v) for k, v in query.items() if v is not None}
         if headers:
-            headers = {k: str(_wire(v)) for k, v in headers.items() if v is not None}
+            headers = {k: str(wire_value(v)) for k, v in headers.items() if v is not None}
         content = None
         if body is not None:
             if isinstance(body, dict):
@@ -131,14 +131,6 @@ def _custom_auth() -> Any:
     from builder.runtime.auth import CustomAuth
 
     return CustomAuth()
-
-
-def _wire(value: Any) -> Any:
-    """A parameter value as httpx should send it (enums by value, lists kept)."""
-    if isinstance(value, list | tuple):
-        return [_wire(v) for v in value]
-    enum_value = getattr(value, "value", None)
-    return enum_value if enum_value is not None else value
 
 
 class SyncClient(_Core):
@@ -418,12 +410,12 @@ class _StreamDecoding:
             event = self._sse.feed(line)
             if event is None or not event.data:
                 return False, None
-            if fmt.events and event.event not in fmt.events:
-                return False, None
             data = event.data
             if fmt.done is not None and data == fmt.done:
                 self.finished = True
                 return True, None
+            if fmt.events and event.event not in fmt.events:
+                return False, None
         else:
             data = line.strip()
             if not data:

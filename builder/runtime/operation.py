@@ -160,5 +160,20 @@ def _text(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
+    return str(wire_value(value))
+
+
+def wire_value(value: Any) -> Any:
+    """A parameter value as it goes on the wire: enums by value, datetimes in ISO 8601,
+    UUIDs as text; lists item by item; str, int, float, bool and None unchanged."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [wire_value(v) for v in value]
+    isoformat = getattr(value, "isoformat", None)
+    if isoformat is not None:
+        return isoformat()
     enum_value = getattr(value, "value", None)
-    return str(enum_value if enum_value is not None else value)
+    if enum_value is not None:
+        return enum_value
+    return str(value)

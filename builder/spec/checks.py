@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from builder.diagnostics import Diagnostic
-from builder.naming import field_name, is_safe_identifier
+from builder.naming import field_name, is_safe_identifier, pascal_case
 from builder.spec.models import Operation, Param, Schema, Spec, TypeFields
 from builder.spec.yamlio import Document, Path
 
@@ -16,9 +16,17 @@ RESERVED_OPERATIONS = frozenset(
     {"close", "aclose", "config", "metrics", "read", "write", "read_batch", "circuit_breaker"}
 )
 RESERVED_ARGUMENTS = frozenset({"self", "timeout", "retry", "auth", "http_client", "transport"})
+# Names models.py and client.py import or define, which a schema name would shadow.
 RESERVED_SCHEMAS = frozenset(
-    {"BaseModel", "Field", "ConfigDict", "Any", "Literal", "Model", "AwareDatetime", "Annotated"}
-)
+    {
+        "Annotated", "Any", "ApiKeyAuth", "AsyncClient", "AsyncIterator", "AsyncPager",
+        "AsyncSinkMixin", "AsyncSourceMixin", "AsyncStream", "AwareDatetime", "BaseModel",
+        "BasicAuth", "BearerAuth", "ConfigDict", "CustomAuth", "Decoder", "Field", "Iterable",
+        "Iterator", "Literal", "NoAuth", "Operation", "Pager", "Pagination", "QuotaHeaders",
+        "RetryPolicy", "Service", "Setting", "SinkMixin", "SourceMixin", "Stream",
+        "StreamFormat", "SyncClient", "UUID",
+    }
+)  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -93,10 +101,13 @@ class _Checker:
     # -- schemas --------------------------------------------------------------------------
 
     def check_schemas(self) -> Iterator[Diagnostic]:
+        client = pascal_case(self.spec.name)
         for name, schema in self.spec.schemas.items():
             path: Path = ("schemas", name)
-            if not re.match(r"^[A-Z][A-Za-z0-9]*$", name) or name in RESERVED_SCHEMAS:
-                yield self.error(path, f"{name!r} cannot be a schema name: use PascalCase letters and digits, not {sorted(RESERVED_SCHEMAS)}", key=True)
+            if not re.match(r"^[A-Z][A-Za-z0-9]*$", name):
+                yield self.error(path, f"{name!r} cannot be a schema name: use PascalCase letters and digits", key=True)
+            elif name in RESERVED_SCHEMAS or name in (client, f"Async{client}"):
+                yield self.error(path, f"schema name {name!r} is taken by the generated code; choose another", key=True)
             yield from self.check_schema(schema, path)
 
     def check_schema(self, schema: TypeFields, path: Path) -> Iterator[Diagnostic]:
@@ -253,7 +264,11 @@ def _body_properties(spec: Spec, op: Operation) -> dict[str, Schema] | None:
 
 
 def _argument_names(spec: Spec, op: Operation) -> set[str]:
-    return set(op.params) | {field_name(k) for k in _body_properties(spec, op) or {}}
+    names = set(op.params)
+    if op.body is not None:
+        properties = _body_properties(spec, op)
+        names |= {field_name(k) for k in properties} if properties is not None else {"body"}
+    return names
 
 
 body_properties = _body_properties
