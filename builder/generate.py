@@ -17,7 +17,7 @@ from pathlib import Path
 from builder.atomic import recover, write_tree
 from builder.diagnostics import Diagnostic, InputError
 from builder.ir import Connector, build
-from builder.render import render_package, templates_digest
+from builder.render import render_package, generator_digest
 from builder.spec.loader import LoadedSpec, load_spec
 
 MANIFEST = "connector.json"
@@ -79,7 +79,7 @@ def load_all(paths: Iterable[str | Path]) -> list[Selected]:
 
 
 def content_hash(connector: Connector) -> str:
-    return hashlib.sha256(f"{connector.spec_hash}\n{templates_digest()}\n{connector.spec_file}".encode()).hexdigest()
+    return hashlib.sha256(f"{connector.spec_hash}\n{generator_digest()}\n{connector.spec_file}".encode()).hexdigest()
 
 
 def package_files(connector: Connector) -> dict[str, str]:

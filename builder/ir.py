@@ -8,6 +8,7 @@ literals with ``repr`` (never by pasting text), so no spec string can become cod
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class OperationIR:
     def where(self, location: str) -> list[Argument]:
         return [a for a in self.arguments if a.location == location]
 
+    decoder_runtime: str | None = None  # the Decoder's argument: a type, or `lazy=` a function
+
     @property
     def returns(self) -> str:
         return {"call": "{}", "paginate": "Pager[{}]", "stream": "Stream[{}]"}[self.style].format(
@@ -179,8 +182,13 @@ class Connector:
     @property
     def init_import_sections(self) -> list[list[tuple[str, str]]]:
         imports = {(".client", n) for n in ("SERVICE", "SETTINGS", self.class_name, self.async_class_name)}
-        imports |= {(".models", m.name) for m in self.models}
+        if self.models:
+            imports |= {("typing", "TYPE_CHECKING"), ("typing", "Any")}
         return import_sections(imports)
+
+    @property
+    def model_names_sorted(self) -> str:
+        return import_sections((".models", m.name) for m in self.models)[0][0][1]
 
     @property
     def model_import_sections(self) -> list[list[tuple[str, str]]]:
@@ -204,7 +212,9 @@ class Connector:
         return import_sections(imports)
 
     def _client_imports(self) -> set[tuple[str, str]]:
-        imports = {("__future__", "annotations"), ("httpx", "")}
+        # httpx is only needed for annotations; importing it at run time happens through
+        # builder.runtime, whose first import keeps httpx from loading its CLI.
+        imports = {("__future__", "annotations"), ("typing", "TYPE_CHECKING")}
         imports |= {(m, n) for m, names in self.client_imports.items() for n in names}
         runtime = "builder.runtime"
         imports |= {
@@ -220,6 +230,10 @@ class Connector:
         styles = {op.style for op in self.operations}
         if any(op.decoder for op in self.operations):
             imports.add((f"{runtime}.operation", "Decoder"))
+        if self.lazy_models:
+            imports.add(("types", "ModuleType"))
+        if any(op.decoder_runtime and "GenericAlias(" in op.decoder_runtime for op in self.operations):
+            imports.add(("types", "GenericAlias"))
         if "paginate" in styles:
             imports |= {(f"{runtime}.client", "Pager"), (f"{runtime}.client", "AsyncPager"), (f"{runtime}.pagination", "Pagination")}
         if "stream" in styles:
@@ -232,8 +246,17 @@ class Connector:
         if self.role("sink"):
             imports |= {(f"{runtime}.roles", "SinkMixin"), (f"{runtime}.roles", "AsyncSinkMixin")}
             imports |= {("collections.abc", "Iterable"), ("typing", "Any")}
-        imports |= {(".models", name) for name in self.used_models}
         return imports
+
+    @property
+    def type_checking_sections(self) -> list[list[tuple[str, str]]]:
+        """Imported for type checkers only: at run time models load on first use."""
+        imports = {("httpx", "")} | {(".models", name) for name in self.used_models}
+        return import_sections(imports)
+
+    @property
+    def lazy_models(self) -> bool:
+        return any(op.decoder_runtime and "_models()" in op.decoder_runtime for op in self.operations)
 
     def role(self, name: str) -> RoleIR | None:
         return next((r for r in self.roles if r.role == name), None)
@@ -521,7 +544,7 @@ class _Builder:
             roles.append(RoleIR("sink", by_name[spec.roles.sink.write]))
 
         d = spec.defaults
-        class_name = pascal_case(spec.name) if spec.name else "Client"
+        class_name = spec.class_name or pascal_case(spec.name)
         model_names = set(self.models)
         used = sorted(
             {name for op in operations for name in _names_in(_op_annotations(op)) if name in model_names}
@@ -529,6 +552,9 @@ class _Builder:
         client_imports: dict[str, set[str]] = {}
         for module, imported in self.client_imports_set:
             client_imports.setdefault(module, set()).add(imported)
+        for op in operations:
+            if op.decoder is not None:
+                object.__setattr__(op, "decoder_runtime", _decoder_runtime(op.decoder, model_names))
         return Connector(
             name=spec.name,
             title=spec.title,
@@ -652,6 +678,39 @@ def _auth(spec: Spec) -> tuple[str, dict[str, Any]]:
 
 def _op_annotations(op: OperationIR) -> str:
     return " ".join([op.item_annotation, op.decoder or ""] + [a.annotation for a in op.arguments])
+
+
+def _decoder_runtime(annotation: str, models: set[str]) -> str:
+    """``list[Issue]`` -> ``lazy=lambda: list[_models().Issue]``: models load on first use."""
+    tree = ast.parse(annotation, mode="eval")
+
+    class Lazify(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            if node.id in models:
+                call = ast.Call(ast.Name("_models", ast.Load()), [], [])
+                return ast.Attribute(call, node.id, ast.Load())
+            return node
+
+    many = ""
+    body = tree.body
+    if isinstance(body, ast.Subscript) and isinstance(body.value, ast.Name) and body.value.id == "list":
+        body, many = body.slice, ", many=True"
+    lazy = Lazify().visit(body)
+    if not any(isinstance(n, ast.Call) for n in ast.walk(lazy)):
+        return annotation
+    # `list[_models().X]` is not a type expression for a type checker: spell it GenericAlias.
+    lazy = _Generic().visit(lazy)
+    return f"lazy=lambda: {ast.unparse(lazy)}{many}"
+
+
+class _Generic(ast.NodeTransformer):
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        self.generic_visit(node)
+        if not any(isinstance(n, ast.Call) for n in ast.walk(node.slice)):
+            return node
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        args = ast.Tuple(list(items), ast.Load())
+        return ast.Call(ast.Name("GenericAlias", ast.Load()), [node.value, args], [])
 
 
 def _names_in(annotation: str) -> set[str]:

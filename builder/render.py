@@ -135,6 +135,7 @@ _ANNOTATION_NODES = (
     ast.BitOr,
     ast.Constant,
     ast.Attribute,
+    ast.keyword,
 )
 
 
@@ -147,6 +148,26 @@ def annotation(text: str) -> str:
     for node in ast.walk(tree):
         if not isinstance(node, _ANNOTATION_NODES):
             raise RenderError(f"annotation {text!r} contains {type(node).__name__}")
+    return text
+
+
+def decoder(text: str) -> str:
+    """A Decoder argument: an annotation, or ``lazy=lambda: <annotation>`` whose only calls
+    are ``_models()`` (the lazily imported models module)."""
+    prefix, suffix = "lazy=lambda: ", ", many=True"
+    if not text.startswith(prefix):
+        return annotation(text)
+    expression = text[len(prefix) :].removesuffix(suffix)
+    for node in ast.walk(ast.parse(expression, mode="eval")):
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else None
+            if name == "_models" and not node.args and not node.keywords:
+                continue
+            if name == "GenericAlias" and len(node.args) == 2 and not node.keywords:
+                continue
+            raise RenderError(f"decoder {text!r} calls something other than _models()")
+        elif not isinstance(node, _ANNOTATION_NODES):
+            raise RenderError(f"decoder {text!r} contains {type(node).__name__}")
     return text
 
 
@@ -169,16 +190,21 @@ def environment() -> jinja2.Environment:
         md_code=md_code,
         ident=ident,
         annotation=annotation,
+        decoder=decoder,
     )
     return env
 
 
 @cache
-def templates_digest() -> str:
-    """A hash of every template: part of each package's content hash."""
+def generator_digest() -> str:
+    """A hash of every template and of the generator's own code: part of each package's
+    content hash, so a change to either regenerates what it affects."""
     digest = hashlib.sha256()
-    for path in sorted(TEMPLATES.rglob("*.j2")):
-        digest.update(path.relative_to(TEMPLATES).as_posix().encode() + b"\0" + path.read_bytes())
+    builder = Path(__file__).resolve().parent
+    sources = [(TEMPLATES, p) for p in TEMPLATES.rglob("*.j2")]
+    sources += [(builder, p) for p in builder.rglob("*.py") if "runtime" not in p.relative_to(builder).parts]
+    for root, path in sorted(sources, key=lambda item: item[1].relative_to(item[0]).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

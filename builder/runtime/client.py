@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic_core import to_json
 
 from builder.runtime import errors
 from builder.runtime.config import Config
@@ -87,7 +85,7 @@ class _Core:
         if body is not None:
             if isinstance(body, dict):
                 body = {k: v for k, v in body.items() if v is not None}
-            content = to_json(body, by_alias=True, exclude_none=True)
+            content = _to_json(body, by_alias=True, exclude_none=True)
             headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
         target = url if url is not None else op.url_path(path)
         return http.build_request(
@@ -131,6 +129,19 @@ def _custom_auth() -> Any:
     from builder.runtime.auth import CustomAuth
 
     return CustomAuth()
+
+
+_serializer: Any = None
+
+
+def _to_json(value: Any, **options: Any) -> bytes:
+    """pydantic-core's serializer (models, dates, UUIDs...), imported on first use."""
+    global _serializer
+    if _serializer is None:
+        from pydantic_core import to_json
+
+        _serializer = to_json
+    return _serializer(value, **options)  # type: ignore[no-any-return]
 
 
 class SyncClient(_Core):
@@ -261,6 +272,8 @@ class AsyncClient(_Core):
                         continue
                     action, arg = plan.send(response)
                 elif action is SLEEP:
+                    import asyncio  # only when waiting: asyncio costs ~15 ms to import
+
                     await asyncio.sleep(arg)
                     action, arg = plan.send(None)
                 else:

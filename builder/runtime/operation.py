@@ -46,17 +46,27 @@ class Service:
 class Decoder:
     """Turns a JSON body into the declared return type, validating it.
 
-    The pydantic validator is built on first use, so importing a connector stays cheap.
+    The type may be given ``lazy``: a function that returns it, called on first use, so
+    that importing a connector does not import its models (or pydantic's model machinery).
+    The pydantic validator is built on first use too.
     """
 
-    __slots__ = ("type", "_json", "_python")
+    __slots__ = ("type", "_lazy", "_many", "_json", "_python")
 
-    def __init__(self, type_: Any = None) -> None:
+    def __init__(
+        self, type_: Any = None, *, lazy: Callable[[], Any] | None = None, many: bool = False
+    ) -> None:
         self.type = type_
+        self._lazy = lazy
+        self._many = many  # the body is a list of the type
         self._json: Callable[[bytes], Any] | None = None
         self._python: Callable[[Any], Any] | None = None
 
     def _build(self) -> None:
+        if self._lazy is not None:
+            self.type, self._lazy = self._lazy(), None
+        if self._many:
+            self.type, self._many = list[self.type], False  # type: ignore[name-defined]
         if self.type is None:
             self._json, self._python = json.loads, _identity
             return

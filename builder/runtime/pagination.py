@@ -8,7 +8,6 @@ points back at a page it served cannot send it round in circles.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +15,12 @@ import httpx
 
 __all__ = ["PageWalk", "Pagination", "dig"]
 
-log = logging.getLogger("connectors.pagination")
+
+
+def _warn(message: str, *args: Any) -> None:
+    import logging  # only when it has something to say
+
+    logging.getLogger("connectors.pagination").warning(message, *args)
 
 
 def dig(data: Any, path: tuple[str, ...]) -> Any:
@@ -98,7 +102,7 @@ class PageWalk:
                 cursor = dig(body, spec.next_path)
             if cursor in (None, "") or cursor in self._seen:
                 if cursor:
-                    log.warning("pagination stopped: cursor %r was already followed", cursor)
+                    _warn("pagination stopped: cursor %r was already followed", cursor)
                 return False
             self._seen.add(cursor)
             self.query[spec.cursor_param] = cursor
@@ -117,7 +121,7 @@ class PageWalk:
             return False
         url = str(response.request.url.join(target))
         if url in self._seen or url == str(response.request.url):
-            log.warning("pagination stopped: next link %s was already followed", url)
+            _warn("pagination stopped: next link %s was already followed", url)
             return False
         self._seen.add(url)
         self.url = url

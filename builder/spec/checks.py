@@ -101,7 +101,7 @@ class _Checker:
     # -- schemas --------------------------------------------------------------------------
 
     def check_schemas(self) -> Iterator[Diagnostic]:
-        client = pascal_case(self.spec.name)
+        client = self.spec.class_name or pascal_case(self.spec.name)
         for name, schema in self.spec.schemas.items():
             path: Path = ("schemas", name)
             if not re.match(r"^[A-Z][A-Za-z0-9]*$", name):

@@ -339,6 +339,9 @@ class Spec(StrictModel):
     spec_version: Literal[1]
     name: str = Field(pattern=IDENTIFIER, description="Package name: connectors.<name>.")
     title: str
+    class_name: str | None = Field(
+        None, pattern=SCHEMA_NAME, description="The client class; default: the name in PascalCase."
+    )
     description: str | None = None
     version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
     kind: Literal["http"] = "http"

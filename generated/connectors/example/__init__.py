@@ -5,11 +5,15 @@
 See README.md beside this file for settings, authentication and every operation.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .client import SERVICE, SETTINGS, AsyncExample, Example
-from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage
+
+if TYPE_CHECKING:
+    from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage
 
 __version__ = "1.2.0"
-SPEC_HASH = "d40478ce74d8a81e77a15093b2342d840b9e74da5362c5d971718baebfd5d93f"
+SPEC_HASH = "fcfdf42b91e53a7b296c0be5d0fc9190e64f9c6d8693590f58e2c38fab8bf779"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [
@@ -25,3 +29,13 @@ __all__ = [
     "NotePage",
     "Event",
 ]
+_MODELS = frozenset(__all__[4:])
+
+
+def __getattr__(name: str) -> Any:
+    # Models load on first use, so that importing the connector stays as cheap as httpx.
+    if name in _MODELS:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,10 +7,9 @@ change the spec and run ``connector-builder generate``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
-
-import httpx
 
 from builder.runtime.auth import ApiKeyAuth
 from builder.runtime.client import AsyncClient, AsyncPager, AsyncStream, Pager, Stream, SyncClient
@@ -20,7 +19,10 @@ from builder.runtime.pagination import Pagination
 from builder.runtime.resilience import RetryPolicy
 from builder.runtime.roles import AsyncSinkMixin, AsyncSourceMixin, SinkMixin, SourceMixin
 
-from .models import Event, Label, Note
+if TYPE_CHECKING:
+    import httpx
+
+    from .models import Event, Label, Note
 
 __all__ = ["Example", "AsyncExample", "SERVICE", "SETTINGS"]
 
@@ -56,53 +58,62 @@ SERVICE = Service(
     ),
 )
 
+
+def _models() -> ModuleType:
+    """The models module, imported when a response is first decoded: importing the client
+    does not pay for pydantic's model machinery."""
+    from . import models
+
+    return models
+
+
 _LIST_NOTES: Operation[Note] = Operation(
     "list_notes",
     "GET",
     "/notes",
-    response=Decoder(list[Note]),
+    response=Decoder(lazy=lambda: _models().Note, many=True),
     pagination=Pagination(style="cursor", items_path=("data",), next_path=("next_cursor",)),
 )
 _LIST_ARCHIVED_NOTES: Operation[Note] = Operation(
     "list_archived_notes",
     "GET",
     "/notes/archived",
-    response=Decoder(list[Note]),
+    response=Decoder(lazy=lambda: _models().Note, many=True),
     pagination=Pagination(style="offset", size_param="limit", page_size=50),
 )
 _LIST_NOTES_BY_PAGE: Operation[Note] = Operation(
     "list_notes_by_page",
     "GET",
     "/notes/pages",
-    response=Decoder(list[Note]),
+    response=Decoder(lazy=lambda: _models().Note, many=True),
     pagination=Pagination(style="page", size_param="per_page", page_size=25),
 )
 _LIST_SHARED_NOTES: Operation[Note] = Operation(
     "list_shared_notes",
     "GET",
     "/notes/shared",
-    response=Decoder(list[Note]),
+    response=Decoder(lazy=lambda: _models().Note, many=True),
     pagination=Pagination(style="next_url", items_path=("results",), next_path=("links", "next")),
 )
 _LIST_LABELS: Operation[Label] = Operation(
     "list_labels",
     "GET",
     "/labels",
-    response=Decoder(list[Label]),
+    response=Decoder(lazy=lambda: _models().Label, many=True),
     pagination=Pagination(style="link_header"),
 )
 _GET_NOTE: Operation[Note] = Operation(
     "get_note",
     "GET",
     "/notes/{note_id}",
-    response=Decoder(Note),
+    response=Decoder(lazy=lambda: _models().Note),
     timeout=5.0,
 )
 _CREATE_NOTE: Operation[Note] = Operation(
     "create_note",
     "POST",
     "/notes",
-    response=Decoder(Note),
+    response=Decoder(lazy=lambda: _models().Note),
     retry=RetryPolicy(
         attempts=1,
         initial_delay=0.5,
@@ -120,7 +131,7 @@ _REPLACE_LABELS: Operation[list[Label]] = Operation(
     "replace_labels",
     "PUT",
     "/notes/{note_id}/labels",
-    response=Decoder(list[Label]),
+    response=Decoder(lazy=lambda: _models().Label, many=True),
 )
 _DELETE_NOTE: Operation[None] = Operation(
     "delete_note",
@@ -144,10 +155,9 @@ _WATCH_EVENTS: Operation[Event] = Operation(
     "watch_events",
     "GET",
     "/events",
-    response=Decoder(Event),
     stream=StreamFormat(
         "sse",
-        Decoder(Event),
+        Decoder(lazy=lambda: _models().Event),
         done="[END]",
         events=frozenset(["change"]),
     ),
@@ -156,17 +166,16 @@ _EXPORT_ALL: Operation[Note] = Operation(
     "export_all",
     "GET",
     "/notes/export",
-    response=Decoder(Note),
     stream=StreamFormat(
         "ndjson",
-        Decoder(Note),
+        Decoder(lazy=lambda: _models().Note),
     ),
 )
 _SEARCH_NOTES: Operation[list[Note]] = Operation(
     "search_notes",
     "POST",
     "/notes/search",
-    response=Decoder(list[Note]),
+    response=Decoder(lazy=lambda: _models().Note, many=True),
 )
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Literal
-
-import httpx
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 from builder.runtime.auth import BearerAuth
 from builder.runtime.client import AsyncClient, AsyncPager, Pager, SyncClient
@@ -20,9 +19,12 @@ from builder.runtime.pagination import Pagination
 from builder.runtime.resilience import RetryPolicy
 from builder.runtime.roles import AsyncSinkMixin, AsyncSourceMixin, SinkMixin, SourceMixin
 
-from .models import Issue, PullRequest, Repository
+if TYPE_CHECKING:
+    import httpx
 
-__all__ = ["Github", "AsyncGithub", "SERVICE", "SETTINGS"]
+    from .models import Issue, PullRequest, Repository
+
+__all__ = ["GitHub", "AsyncGitHub", "SERVICE", "SETTINGS"]
 
 SETTINGS = (
     Setting("token", str, env="GITHUB_TOKEN", required=True, secret=True),
@@ -51,68 +53,77 @@ SERVICE = Service(
     quota_headers=QuotaHeaders(remaining="X-RateLimit-Remaining", reset="X-RateLimit-Reset"),
 )
 
+
+def _models() -> ModuleType:
+    """The models module, imported when a response is first decoded: importing the client
+    does not pay for pydantic's model machinery."""
+    from . import models
+
+    return models
+
+
 _GET_REPOSITORY: Operation[Repository] = Operation(
     "get_repository",
     "GET",
     "/repos/{owner}/{repo}",
-    response=Decoder(Repository),
+    response=Decoder(lazy=lambda: _models().Repository),
 )
 _LIST_USER_REPOSITORIES: Operation[Repository] = Operation(
     "list_user_repositories",
     "GET",
     "/users/{username}/repos",
-    response=Decoder(list[Repository]),
+    response=Decoder(lazy=lambda: _models().Repository, many=True),
     pagination=Pagination(style="link_header"),
 )
 _LIST_ISSUES: Operation[Issue] = Operation(
     "list_issues",
     "GET",
     "/repos/{owner}/{repo}/issues",
-    response=Decoder(list[Issue]),
+    response=Decoder(lazy=lambda: _models().Issue, many=True),
     pagination=Pagination(style="link_header"),
 )
 _GET_ISSUE: Operation[Issue] = Operation(
     "get_issue",
     "GET",
     "/repos/{owner}/{repo}/issues/{issue_number}",
-    response=Decoder(Issue),
+    response=Decoder(lazy=lambda: _models().Issue),
 )
 _CREATE_ISSUE: Operation[Issue] = Operation(
     "create_issue",
     "POST",
     "/repos/{owner}/{repo}/issues",
-    response=Decoder(Issue),
+    response=Decoder(lazy=lambda: _models().Issue),
 )
 _LIST_PULL_REQUESTS: Operation[PullRequest] = Operation(
     "list_pull_requests",
     "GET",
     "/repos/{owner}/{repo}/pulls",
-    response=Decoder(list[PullRequest]),
+    response=Decoder(lazy=lambda: _models().PullRequest, many=True),
     pagination=Pagination(style="link_header"),
 )
 _GET_PULL_REQUEST: Operation[PullRequest] = Operation(
     "get_pull_request",
     "GET",
     "/repos/{owner}/{repo}/pulls/{pull_number}",
-    response=Decoder(PullRequest),
+    response=Decoder(lazy=lambda: _models().PullRequest),
 )
 _SEARCH_ISSUES: Operation[Issue] = Operation(
     "search_issues",
     "GET",
     "/search/issues",
-    response=Decoder(list[Issue]),
+    response=Decoder(lazy=lambda: _models().Issue, many=True),
     pagination=Pagination(style="link_header", items_path=("items",)),
 )
 _SEARCH_REPOSITORIES: Operation[Repository] = Operation(
     "search_repositories",
     "GET",
     "/search/repositories",
-    response=Decoder(list[Repository]),
+    response=Decoder(lazy=lambda: _models().Repository, many=True),
     pagination=Pagination(style="link_header", items_path=("items",)),
 )
 
 
-class Github(SyncClient, SourceMixin, SinkMixin):
+class GitHub(SyncClient, SourceMixin, SinkMixin):
     """GitHub REST API.
 
     Repositories, issues, pull requests and search on GitHub. Lists are paginated through the Link
@@ -421,7 +432,7 @@ class Github(SyncClient, SourceMixin, SinkMixin):
         return self._write_all(self.create_issue, records)
 
 
-class AsyncGithub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
+class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
     """GitHub REST API.
 
     Repositories, issues, pull requests and search on GitHub. Lists are paginated through the Link

@@ -6,9 +6,8 @@ change the spec and run ``connector-builder generate``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import httpx
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 from builder.runtime.auth import BearerAuth
 from builder.runtime.client import AsyncClient, AsyncStream, Stream, SyncClient
@@ -16,17 +15,20 @@ from builder.runtime.config import Setting, resolve_settings
 from builder.runtime.operation import Decoder, Operation, Service, StreamFormat
 from builder.runtime.resilience import RetryPolicy
 
-from .models import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatMessage,
-    EmbeddingList,
-    Model,
-    ModelList,
-    StreamOptions,
-)
+if TYPE_CHECKING:
+    import httpx
 
-__all__ = ["Openai", "AsyncOpenai", "SERVICE", "SETTINGS"]
+    from .models import (
+        ChatCompletion,
+        ChatCompletionChunk,
+        ChatMessage,
+        EmbeddingList,
+        Model,
+        ModelList,
+        StreamOptions,
+    )
+
+__all__ = ["OpenAI", "AsyncOpenAI", "SERVICE", "SETTINGS"]
 
 SETTINGS = (
     Setting("api_key", str, env="OPENAI_API_KEY", required=True, secret=True),
@@ -52,20 +54,28 @@ SERVICE = Service(
     ),
 )
 
+
+def _models() -> ModuleType:
+    """The models module, imported when a response is first decoded: importing the client
+    does not pay for pydantic's model machinery."""
+    from . import models
+
+    return models
+
+
 _CREATE_CHAT_COMPLETION: Operation[ChatCompletion] = Operation(
     "create_chat_completion",
     "POST",
     "/chat/completions",
-    response=Decoder(ChatCompletion),
+    response=Decoder(lazy=lambda: _models().ChatCompletion),
 )
 _STREAM_CHAT_COMPLETION: Operation[ChatCompletionChunk] = Operation(
     "stream_chat_completion",
     "POST",
     "/chat/completions",
-    response=Decoder(ChatCompletionChunk),
     stream=StreamFormat(
         "sse",
-        Decoder(ChatCompletionChunk),
+        Decoder(lazy=lambda: _models().ChatCompletionChunk),
         done="[DONE]",
     ),
 )
@@ -73,23 +83,23 @@ _CREATE_EMBEDDINGS: Operation[EmbeddingList] = Operation(
     "create_embeddings",
     "POST",
     "/embeddings",
-    response=Decoder(EmbeddingList),
+    response=Decoder(lazy=lambda: _models().EmbeddingList),
 )
 _LIST_MODELS: Operation[ModelList] = Operation(
     "list_models",
     "GET",
     "/models",
-    response=Decoder(ModelList),
+    response=Decoder(lazy=lambda: _models().ModelList),
 )
 _RETRIEVE_MODEL: Operation[Model] = Operation(
     "retrieve_model",
     "GET",
     "/models/{model}",
-    response=Decoder(Model),
+    response=Decoder(lazy=lambda: _models().Model),
 )
 
 
-class Openai(SyncClient):
+class OpenAI(SyncClient):
     """OpenAI API.
 
     Chat completions (with server-sent-event streaming), embeddings and the model list of the OpenAI
@@ -307,7 +317,7 @@ class Openai(SyncClient):
         return self._call(_RETRIEVE_MODEL, path={"model": model})
 
 
-class AsyncOpenai(AsyncClient):
+class AsyncOpenAI(AsyncClient):
     """OpenAI API.
 
     Chat completions (with server-sent-event streaming), embeddings and the model list of the OpenAI

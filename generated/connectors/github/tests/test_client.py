@@ -14,18 +14,18 @@ import respx
 
 from builder.runtime.errors import NotFoundError
 from builder.runtime.resilience import RetryPolicy
-from connectors.github import AsyncGithub, Github
+from connectors.github import AsyncGitHub, GitHub
 
 BASE_URL = "https://api.github.com"
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay=0.0, jitter=False)
 
 
-def make_client() -> Github:
-    return Github(token="test-token", retry=FAST_RETRY)
+def make_client() -> GitHub:
+    return GitHub(token="test-token", retry=FAST_RETRY)
 
 
-def make_async_client() -> AsyncGithub:
-    return AsyncGithub(token="test-token", retry=FAST_RETRY)
+def make_async_client() -> AsyncGitHub:
+    return AsyncGitHub(token="test-token", retry=FAST_RETRY)
 
 
 def test_get_repository() -> None:

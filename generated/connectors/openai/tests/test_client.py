@@ -14,18 +14,18 @@ import respx
 
 from builder.runtime.errors import NotFoundError
 from builder.runtime.resilience import RetryPolicy
-from connectors.openai import AsyncOpenai, Openai
+from connectors.openai import AsyncOpenAI, OpenAI
 
 BASE_URL = "https://api.openai.com/v1"
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay=0.0, jitter=False)
 
 
-def make_client() -> Openai:
-    return Openai(api_key="test-api_key", retry=FAST_RETRY)
+def make_client() -> OpenAI:
+    return OpenAI(api_key="test-api_key", retry=FAST_RETRY)
 
 
-def make_async_client() -> AsyncOpenai:
-    return AsyncOpenai(api_key="test-api_key", retry=FAST_RETRY)
+def make_async_client() -> AsyncOpenAI:
+    return AsyncOpenAI(api_key="test-api_key", retry=FAST_RETRY)
 
 
 def test_create_chat_completion() -> None:
