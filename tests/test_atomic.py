@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,13 +33,17 @@ def make_tree(tag, count=200, size=50_000):
     files[f"{tag}_dir/deep/leaf.bin"] = bytes(range(256)) * 4
     return files
 '''
-namespace: dict[str, object] = {}
+namespace: dict[str, Any] = {}
 exec(MAKE_TREES, namespace)
-make_tree = namespace["make_tree"]
+make_tree: Callable[[str], dict[str, str | bytes]] = namespace["make_tree"]
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def as_bytes(files: dict[str, str | bytes]) -> dict[str, bytes]:
@@ -144,7 +150,7 @@ def test_write_tree_recovers_before_writing(tmp_path: Path) -> None:
 
 CHILD = (
     MAKE_TREES
-    + '''
+    + """
 import sys
 from pathlib import Path
 from builder import atomic
@@ -155,7 +161,7 @@ files = make_tree("new")
 print("ready", flush=True)
 atomic.write_tree(target, files)
 print("done", flush=True)
-'''
+"""
 )
 KILLS = 20
 
@@ -180,7 +186,9 @@ def test_sigkill_during_write_tree_leaves_old_or_new_tree(tmp_path: Path) -> Non
         )
         try:
             assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
+            assert child.stdout.readline().strip() == "ready", (
+                child.stderr.read() if child.stderr else ""
+            )
             time.sleep(rng.uniform(0.0, 0.25))
             child.send_signal(signal.SIGKILL)
         finally:
@@ -199,7 +207,9 @@ def test_sigkill_during_write_tree_leaves_old_or_new_tree(tmp_path: Path) -> Non
         else:
             missing_old = sorted(set(old) - set(state))[:3]
             extra = sorted(set(state) - set(old) - set(new))[:3]
-            changed = sorted(k for k in state if k in old and state[k] not in (old[k], new.get(k)))[:3]
+            changed = sorted(k for k in state if k in old and state[k] not in (old[k], new.get(k)))[
+                :3
+            ]
             pytest.fail(
                 f"kill {attempt} ({mode}) left a mix: {len(state)} files, "
                 f"missing {missing_old}, extra {extra}, torn {changed}"

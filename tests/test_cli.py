@@ -131,7 +131,9 @@ def test_validate_a_directory(tmp_path: Path) -> None:
     assert result.stdout == "2 specs valid.\n"
 
 
-def test_validate_without_a_path_uses_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_without_a_path_uses_specs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fixture(tmp_path, "minimal")
     monkeypatch.chdir(tmp_path)
     result = cli("validate")
@@ -141,7 +143,9 @@ def test_validate_without_a_path_uses_specs(tmp_path: Path, monkeypatch: pytest.
     fixture(tmp_path, "broken")
     result = cli("validate")
     assert result.exit_code == 2
-    assert "specs/broken.yaml:6:5: operations.get_thing.mehtod: unknown key 'mehtod'" in result.stderr
+    assert (
+        "specs/broken.yaml:6:5: operations.get_thing.mehtod: unknown key 'mehtod'" in result.stderr
+    )
 
 
 def test_validate_reports_located_errors_for_a_bad_spec(tmp_path: Path) -> None:
@@ -163,7 +167,9 @@ def test_validate_reports_located_errors_for_a_bad_spec(tmp_path: Path) -> None:
 def test_validate_reports_problems_in_every_file(tmp_path: Path) -> None:
     broken = fixture(tmp_path, "broken")
     other = tmp_path / "specs" / "other.yaml"
-    other.write_text("spec_version: 1\nname: other\ntitle: Other\nbase_url: ftp://x\noperations: {}\n")
+    other.write_text(
+        "spec_version: 1\nname: other\ntitle: Other\nbase_url: ftp://x\noperations: {}\n"
+    )
     result = cli("validate", tmp_path / "specs")
     assert result.exit_code == 2
     assert str(broken) in result.stderr and str(other) in result.stderr
@@ -279,7 +285,9 @@ def test_generated_skeleton_passes_ruff_and_compiles(tmp_path: Path, skeleton: P
     )
     assert run.returncode == 0, run.stdout + run.stderr
     for source in sorted(package.rglob("*.py")):
-        py_compile.compile(str(source), cfile=str(tmp_path / "pyc" / f"{source.stem}.pyc"), doraise=True)
+        py_compile.compile(
+            str(source), cfile=str(tmp_path / "pyc" / f"{source.stem}.pyc"), doraise=True
+        )
 
 
 # -- check --------------------------------------------------------------------------------
@@ -310,7 +318,9 @@ def test_check_finds_a_hand_edit(tmp_path: Path, skeleton: Path) -> None:
 def test_check_finds_a_stale_package(tmp_path: Path, skeleton: Path) -> None:
     out = tmp_path / "gen"
     assert cli("generate", skeleton, "--out", out).exit_code == 0
-    skeleton.write_text(skeleton.read_text("utf-8").replace("title: Demo API", "title: Renamed API"))
+    skeleton.write_text(
+        skeleton.read_text("utf-8").replace("title: Demo API", "title: Renamed API")
+    )
     result = cli("check", skeleton, "--out", out)
     assert result.exit_code == 1
     assert "demo: client.py is stale" in result.stdout
@@ -369,15 +379,41 @@ def test_reordering_operations_then_generate_leaves_check_in_step(tmp_path: Path
     out = tmp_path / "gen"
     assert cli("generate", spec, "--out", out).exit_code == 0
     text = spec.read_text("utf-8")
-    start, middle, end = text.index("  list_things:"), text.index("  get_thing:"), text.index("roles:")
+    start, middle, end = (
+        text.index("  list_things:"),
+        text.index("  get_thing:"),
+        text.index("roles:"),
+    )
     spec.write_text(text[:start] + text[middle:end] + text[start:middle] + text[end:])
     assert cli("validate", spec).exit_code == 0
 
     result = cli("generate", spec, "--out", out)
     assert result.exit_code == 0, result.output
     check = cli("check", spec, "--out", out)
-    assert check.exit_code == 0, f"generate said {result.stdout!r}, then check said:\n{check.stdout}"
+    assert check.exit_code == 0, (
+        f"generate said {result.stdout!r}, then check said:\n{check.stdout}"
+    )
     assert result.stdout == f"generated {out / 'connectors' / 'minimal'}\n"
+
+
+def test_generate_repairs_a_hand_edited_manifest(tmp_path: Path, skeleton: Path) -> None:
+    """`generate` must not call a package "unchanged" that `check` then reports as drifted."""
+    out = tmp_path / "gen"
+    assert cli("generate", skeleton, "--out", out).exit_code == 0
+    package = out / "connectors" / "demo"
+    pristine = tree(package)
+    manifest_path = package / "connector.json"
+    manifest = json.loads(manifest_path.read_text("utf-8"))
+    manifest["version"] = "9.9.9"
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
+
+    result = cli("generate", skeleton, "--out", out)
+    assert result.exit_code == 0, result.output
+    check = cli("check", skeleton, "--out", out)
+    assert check.exit_code == 0, (
+        f"generate said {result.stdout!r}, then check said:\n{check.stdout}"
+    )
+    assert tree(package) == pristine
 
 
 # -- list and schema ----------------------------------------------------------------------
@@ -411,7 +447,13 @@ def test_list_json(tmp_path: Path) -> None:
         "roles": ["source"],
         "spec": str(minimal),
     }
-    assert rows["rich"]["operations"] == ["list_items", "get_item", "create_item", "delete_item", "stream_items"]
+    assert rows["rich"]["operations"] == [
+        "list_items",
+        "get_item",
+        "create_item",
+        "delete_item",
+        "stream_items",
+    ]
     assert rows["rich"]["roles"] == ["source", "sink"]
     assert rows["rich"]["spec"] == str(rich)
 
@@ -427,7 +469,9 @@ def test_schema_prints_json_schema() -> None:
     assert "method" in document["$defs"]["Operation"]["properties"]
 
 
-@pytest.mark.parametrize("command", [[], ["new"], ["validate"], ["generate"], ["check"], ["list"], ["schema"]])
+@pytest.mark.parametrize(
+    "command", [[], ["new"], ["validate"], ["generate"], ["check"], ["list"], ["schema"]]
+)
 def test_help(command: list[str]) -> None:
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output
@@ -462,7 +506,10 @@ def test_subprocess_bad_spec_has_no_traceback(tmp_path: Path) -> None:
     errors = run.stderr.splitlines()[:-1]
     assert len(errors) == 4
     assert all(LOCATED.match(line) for line in errors), run.stderr
-    assert errors[2] == f"{spec}:6:5: operations.get_thing.mehtod: unknown key 'mehtod'; did you mean 'method'?"
+    assert (
+        errors[2]
+        == f"{spec}:6:5: operations.get_thing.mehtod: unknown key 'mehtod'; did you mean 'method'?"
+    )
     assert not (tmp_path / "gen").exists()
 
 

@@ -84,7 +84,9 @@ def _variants(original: str) -> dict[str, str]:
     return {
         "reordered-block": yaml.safe_dump(_reorder(data), sort_keys=False, indent=4, width=60),
         "flow": yaml.safe_dump(data, sort_keys=False, default_flow_style=True, width=100000),
-        "reordered-flow": yaml.safe_dump(_reorder(data), sort_keys=False, default_flow_style=True, width=70),
+        "reordered-flow": yaml.safe_dump(
+            _reorder(data), sort_keys=False, default_flow_style=True, width=70
+        ),
     }
 
 
@@ -112,4 +114,6 @@ def test_reordered_and_reformatted_yaml_gives_the_same_code(tmp_path: Path, name
         got = tree(_generate_one(tmp_path, label, text, name))
         for file in ("client.py", "models.py"):
             assert got[file] == expected[file], f"{label}: {file} differs"
-        assert got == expected, f"{label}: {[f for f in expected if got.get(f) != expected[f]]} differ"
+        assert got == expected, (
+            f"{label}: {[f for f in expected if got.get(f) != expected[f]]} differ"
+        )

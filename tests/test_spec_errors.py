@@ -132,7 +132,9 @@ def test_duplicate_key_in_nested_mapping() -> None:
 def test_duplicate_operation_names() -> None:
     text = BASE + "  get_item:\n    method: POST\n    path: /items\n"
     d = only_error(text)
-    assert_at(d, 11, 3, "operations.get_item", "duplicate key 'get_item'", "first defined at line 6")
+    assert_at(
+        d, 11, 3, "operations.get_item", "duplicate key 'get_item'", "first defined at line 6"
+    )
 
 
 def test_python_object_tag_is_rejected_and_not_executed(tmp_path: Path) -> None:
@@ -232,7 +234,14 @@ def test_unknown_key_with_a_close_match() -> None:
     errors = errors_of(text)
     unknown = [d for d in errors if "unknown key" in d.message]
     assert len(unknown) == 1
-    assert_at(unknown[0], 7, 5, "operations.get_item.mehtod", "unknown key 'mehtod'", "did you mean 'method'?")
+    assert_at(
+        unknown[0],
+        7,
+        5,
+        "operations.get_item.mehtod",
+        "unknown key 'mehtod'",
+        "did you mean 'method'?",
+    )
 
 
 def test_unknown_nested_key_with_a_close_match() -> None:
@@ -299,9 +308,12 @@ def test_bad_spec_version() -> None:
 def test_type_word_naming_a_missing_schema() -> None:
     d = only_error(BASE + "    response: Widget\n")
     assert_at(
-        d, 11, 15, "operations.get_item.response.schema",
+        d,
+        11,
+        15,
+        "operations.get_item.response.schema",
         "'Widget' is neither a built-in type nor a schema under `schemas`",
-    )  # fmt: skip
+    )
 
 
 def test_ref_naming_a_missing_schema_in_a_property() -> None:
@@ -317,19 +329,35 @@ def test_ref_with_wrong_case_suggests_the_schema() -> None:
 
 
 def test_auth_placeholder_naming_no_setting() -> None:
-    text = BASE + 'config:\n  token: {type: string, secret: true}\nauth: {type: bearer, token: "{config.api_key}"}\n'
+    text = BASE + (
+        "config:\n"
+        "  token: {type: string, secret: true}\n"
+        'auth: {type: bearer, token: "{config.api_key}"}\n'
+    )
     d = only_error(text)
     assert_at(d, 13, 29, "auth.token", "{config.api_key} names no setting under `config`", "token")
 
 
 def test_path_placeholder_without_a_path_param() -> None:
     d = only_error(BASE.replace("      item_id: integer\n", "      limit: integer\n"))
-    assert_at(d, 8, 11, "operations.get_item.path", "the path names {item_id} but no path parameter declares it")
+    assert_at(
+        d,
+        8,
+        11,
+        "operations.get_item.path",
+        "the path names {item_id} but no path parameter declares it",
+    )
 
 
 def test_path_param_not_in_the_path() -> None:
     d = only_error(BASE + "      extra: {type: string, in: path}\n")
-    assert_at(d, 11, 14, "operations.get_item.params.extra", "path parameter 'extra' does not appear in the path '/items/{item_id}'")
+    assert_at(
+        d,
+        11,
+        14,
+        "operations.get_item.params.extra",
+        "path parameter 'extra' does not appear in the path '/items/{item_id}'",
+    )
 
 
 # -- names that cannot be Python ----------------------------------------------------------
@@ -365,22 +393,35 @@ def test_param_name_must_be_an_argument_name() -> None:
 
 
 def test_two_properties_become_the_same_python_field() -> None:
-    text = BASE + "schemas:\n  Thing:\n    properties:\n      fooBar: string\n      foo_bar: string\n"
+    text = (
+        BASE + "schemas:\n  Thing:\n    properties:\n      fooBar: string\n      foo_bar: string\n"
+    )
     d = only_error(text)
     assert_at(
-        d, 15, 7, "schemas.Thing.properties.foo_bar",
+        d,
+        15,
+        7,
+        "schemas.Thing.properties.foo_bar",
         "properties 'fooBar' and 'foo_bar' both become the Python field 'foo_bar'",
-    )  # fmt: skip
+    )
 
 
 def test_default_not_in_enum() -> None:
     d = only_error(BASE + "      color: {type: string, enum: [red, green], default: blue}\n")
-    assert_at(d, 11, 58, "operations.get_item.params.color.default", "default 'blue' is not one of the enum values")
+    assert_at(
+        d,
+        11,
+        58,
+        "operations.get_item.params.color.default",
+        "default 'blue' is not one of the enum values",
+    )
 
 
 def test_enum_value_of_the_wrong_type() -> None:
     d = only_error(BASE + "      size: {type: integer, enum: [1, two]}\n")
-    assert_at(d, 11, 39, "operations.get_item.params.size.enum[1]", "enum value 'two' is not a integer")
+    assert_at(
+        d, 11, 39, "operations.get_item.params.size.enum[1]", "enum value 'two' is not a integer"
+    )
 
 
 # -- operation shape and roles ------------------------------------------------------------
@@ -388,7 +429,13 @@ def test_enum_value_of_the_wrong_type() -> None:
 
 def test_pagination_without_response_many() -> None:
     d = only_error(BASE + "    response: string\n    pagination: {style: offset}\n")
-    assert_at(d, 12, 17, "operations.get_item.pagination", "pagination needs `response: {schema: ..., many: true}`")
+    assert_at(
+        d,
+        12,
+        17,
+        "operations.get_item.pagination",
+        "pagination needs `response: {schema: ..., many: true}`",
+    )
 
 
 def test_pagination_style_needs_its_fields() -> None:
@@ -399,7 +446,13 @@ def test_pagination_style_needs_its_fields() -> None:
 
 def test_streaming_with_a_response() -> None:
     d = only_error(BASE + "    response: string\n    streaming: {format: sse, item: string}\n")
-    assert_at(d, 12, 16, "operations.get_item.streaming", "either streams or returns a `response`, not both")
+    assert_at(
+        d,
+        12,
+        16,
+        "operations.get_item.streaming",
+        "either streams or returns a `response`, not both",
+    )
 
 
 def test_role_naming_a_missing_operation() -> None:
@@ -419,13 +472,18 @@ def test_secret_setting_with_a_default() -> None:
 
 def test_example_naming_no_argument() -> None:
     d = only_error(BASE + "    example: {nope: 1}\n")
-    assert_at(d, 11, 21, "operations.get_item.example.nope", "'nope' is not an argument of get_item")
+    assert_at(
+        d, 11, 21, "operations.get_item.example.nope", "'nope' is not an argument of get_item"
+    )
 
 
 def test_skipped_operation_is_a_warning_not_an_error() -> None:
-    loaded = load_spec_text(BASE + "  later:\n    method: GET\n    path: /later\n    skip: not yet\n", FILE)
+    loaded = load_spec_text(
+        BASE + "  later:\n    method: GET\n    path: /later\n    skip: not yet\n", FILE
+    )
     assert [str(w) for w in loaded.warnings] == [
-        "spec.yaml:14:11: operations.later.skip: warning: operation 'later' is not generated: not yet"
+        "spec.yaml:14:11: operations.later.skip: "
+        "warning: operation 'later' is not generated: not yet"
     ]
 
 
