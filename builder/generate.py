@@ -93,7 +93,7 @@ def package_files(connector: Connector) -> dict[str, str]:
         "content_hash": content_hash(connector),
         "files": {path: _sha(text) for path, text in sorted(files.items())},
     }
-    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    files[MANIFEST] = _manifest_text(manifest)
     return files
 
 
@@ -109,10 +109,26 @@ def _read_manifest(package: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _intact(package: Path, manifest: dict[str, object]) -> bool:
-    """Every file the manifest lists is there with its recorded hash, and no others."""
+def _manifest_text(manifest: dict[str, object]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _intact(package: Path, manifest: dict[str, object], connector: Connector) -> bool:
+    """The manifest is as this builder writes it for ``connector``, and every file it lists
+    is there with its recorded hash, and no others."""
     recorded = manifest.get("files")
     if not isinstance(recorded, dict):
+        return False
+    expected = {
+        "name": connector.name,
+        "version": connector.version,
+        "builder_version": connector.builder_version,
+        "spec_hash": connector.spec_hash,
+        "content_hash": content_hash(connector),
+    }
+    if any(manifest.get(k) != v for k, v in expected.items()) or set(manifest) != set(expected) | {"files"}:
+        return False
+    if (package / MANIFEST).read_text("utf-8") != _manifest_text(manifest):
         return False
     present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     if present != set(recorded) | {MANIFEST}:
@@ -135,7 +151,7 @@ def generate(
         recover(package)
         connector = build(item.loaded.spec, item.path.name)
         manifest = _read_manifest(package)
-        if not force and manifest and manifest.get("content_hash") == content_hash(connector) and _intact(package, manifest):
+        if not force and manifest and manifest.get("content_hash") == content_hash(connector) and _intact(package, manifest, connector):
             outcome.skipped.append(item.name)
         else:
             write_tree(package, package_files(connector))
@@ -173,7 +189,7 @@ def check(paths: Iterable[str | Path], out: Path) -> list[Drift]:
                 continue
             if current == text:
                 continue
-            edited = manifest is not None and isinstance(manifest.get("files"), dict) and manifest["files"].get(relative) not in (None, _sha(current))  # type: ignore[union-attr]
+            edited = _edited(relative, current, text, manifest)
             reason = f"{relative} was edited by hand" if edited else f"{relative} is stale"
             diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True), f"{package / relative} (on disk)", f"{package / relative} (generated)", n=2))
             drift.append(Drift(item.name, reason, _shorten(diff)))
@@ -186,6 +202,22 @@ def check(paths: Iterable[str | Path], out: Path) -> list[Drift]:
             if package.name not in known and (package / MANIFEST).exists():
                 drift.append(Drift(package.name, "generated package has no spec"))
     return drift
+
+
+def _edited(relative: str, current: str, fresh: str, manifest: dict[str, object] | None) -> bool:
+    """Whether a differing file was changed by hand rather than left behind by the builder."""
+    if manifest is None:
+        return False
+    if relative == MANIFEST:
+        # The builder writes its manifest canonically; anything else was typed in.
+        try:
+            on_disk = json.loads(current)
+        except ValueError:
+            return True
+        recorded = json.loads(fresh)
+        return bool(current != _manifest_text(on_disk) or on_disk.get("content_hash") == recorded.get("content_hash"))
+    files = manifest.get("files")
+    return isinstance(files, dict) and files.get(relative) not in (None, _sha(current))
 
 
 def _shorten(diff: str, limit: int = 40) -> str:

@@ -264,7 +264,8 @@ class Connector:
 
 def spec_hash(spec: Spec) -> str:
     """A hash of the spec's meaning (not its formatting) and the builder version."""
-    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    # Key order is kept: the order of operations, params and properties shapes the output.
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True))
     return hashlib.sha256(f"{__version__}\n{canonical}".encode()).hexdigest()
 
 

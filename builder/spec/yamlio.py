@@ -23,7 +23,10 @@ Path = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
 _SCALARS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
-_MAX_NODES = 2_000_000
+_MAX_NODES = 5_000_000
+# Values reached again through aliases: a real spec reuses a few anchors; a "billion laughs"
+# document reuses them exponentially. Past this budget the document is refused.
+_MAX_ALIAS_VALUES = 100_000
 
 
 @dataclass
@@ -60,6 +63,8 @@ class _Builder:
         self.doc = Document(file, None)
         self.problems: list[Diagnostic] = []
         self.budget = _MAX_NODES
+        self.alias_budget = _MAX_ALIAS_VALUES
+        self.seen: set[int] = set()
         self.active: set[int] = set()
         self.constructor = yaml.constructor.SafeConstructor()
 
@@ -69,8 +74,15 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.budget -= 1
+        key = id(node)
+        if key in self.seen:
+            self.alias_budget -= 1
+            if self.alias_budget < 0:
+                raise _TooBig(f"aliases expand to over {_MAX_ALIAS_VALUES} values (an alias bomb?)")
+        else:
+            self.seen.add(key)
         if self.budget < 0:
-            raise _TooBig()
+            raise _TooBig(f"the document has over {_MAX_NODES} values")
         self.doc.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             if id(node) in self.active:
@@ -140,7 +152,7 @@ class _Builder:
 
 
 class _TooBig(Exception):
-    pass
+    """The document is too large once aliases are expanded."""
 
 
 def load_yaml(text: str, file: str) -> Document:
@@ -165,10 +177,8 @@ def load_yaml(text: str, file: str) -> Document:
     builder = _Builder(file)
     try:
         builder.doc.data = builder.build(nodes[0], ())
-    except _TooBig:
-        raise InputError(
-            [Diagnostic(file, 1, 1, "", f"the document expands to over {_MAX_NODES} values (alias bomb?)")]
-        ) from None
+    except _TooBig as exc:
+        raise InputError([Diagnostic(file, 1, 1, "", str(exc))]) from None
     except RecursionError:
         raise InputError([Diagnostic(file, 1, 1, "", "the document is nested too deeply")]) from None
     if builder.problems:

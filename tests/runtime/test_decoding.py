@@ -103,7 +103,9 @@ def test_empty_json_body_is_none(api: respx.MockRouter, client: Demo) -> None:
 def test_text_bytes_and_none_kinds(
     api: respx.MockRouter, client: Demo, kind: Any, expected: Any
 ) -> None:
-    api.get("/raw").respond(200, content="héllo".encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
+    api.get("/raw").respond(
+        200, content="héllo".encode(), headers={"Content-Type": "text/plain; charset=utf-8"}
+    )
     op: Operation[Any] = Operation("raw", "GET", "/raw", response_kind=kind)
     assert client._call(op) == expected
 
@@ -120,6 +122,14 @@ def test_lazy_decoder_resolves_type_once() -> None:
     assert decoder.from_json(b'{"id": 1, "name": "a"}') == Item(id=1, name="a")
     assert decoder.from_python({"id": 2, "name": "b"}) == Item(id=2, name="b")
     assert calls == [1]
+
+
+def test_decoder_many_decodes_a_list_of_the_type() -> None:
+    decoder = Decoder(lazy=lambda: Item, many=True)
+    assert decoder.from_json(b'[{"id": 1, "name": "a"}]') == [Item(id=1, name="a")]
+    assert decoder.from_python([]) == []
+    with pytest.raises(ValueError):
+        decoder.from_python({"id": 1, "name": "a"})
 
 
 def test_decoder_without_type_and_with_non_model_type() -> None:

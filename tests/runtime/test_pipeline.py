@@ -37,7 +37,9 @@ def get_item(client: Demo, item_id: Any = 7) -> Item:
 # -- success and retries -------------------------------------------------------------------
 
 
-def test_success_decodes_the_model(api: respx.MockRouter, client: Demo, sleeps: list[float]) -> None:
+def test_success_decodes_the_model(
+    api: respx.MockRouter, client: Demo, sleeps: list[float]
+) -> None:
     route = api.get("/items/7").respond(200, json=ITEM_7)
     assert get_item(client) == Item(id=7, name="seven")
     assert route.call_count == 1
@@ -246,7 +248,9 @@ def test_quota_reset_is_used_as_retry_delay(api: respx.MockRouter, sleeps: list[
     reset = int(time.time()) + 10
     route = api.get("/items/7")
     route.side_effect = [
-        httpx.Response(429, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}),
+        httpx.Response(
+            429, headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)}
+        ),
         httpx.Response(200, json=ITEM_7),
     ]
     with Demo(service=service(quota_headers=QUOTA)) as client:
@@ -363,7 +367,9 @@ def query_key_client(key: str) -> Demo:
 
 
 def assert_hidden(exc: errors.ConnectorError, *values: str) -> None:
-    text = " ".join([str(exc), repr(exc), exc.message, getattr(exc, "url", ""), getattr(exc, "body", "")])
+    text = " ".join(
+        [str(exc), repr(exc), exc.message, getattr(exc, "url", ""), getattr(exc, "body", "")]
+    )
     for value in values:
         assert value not in text
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import pytest
 from hypothesis import given, settings

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage
 
 __version__ = "1.2.0"
-SPEC_HASH = "fcfdf42b91e53a7b296c0be5d0fc9190e64f9c6d8693590f58e2c38fab8bf779"
+SPEC_HASH = "964736dfcc07f8df4b1e8ddc071f23bf4decd4ba1e7da5bcf4a1a9565257a3a5"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "928cc0d9cad0e4cc20ced3253d444e5ad17f08f2317b19f27ae308e0604ccbda"
+SPEC_HASH = "0df77b871a05ba256df07beac865652f7832d83a7692634031accb9fd73ffad3"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [
