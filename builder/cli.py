@@ -39,7 +39,9 @@ def guarded(fn: F) -> F:
         except InputError as exc:
             _warn(exc.diagnostics)
             errors = len(exc.errors)
-            click.echo(f"{errors} error{'s' if errors != 1 else ''}; nothing was written.", err=True)
+            click.echo(
+                f"{errors} error{'s' if errors != 1 else ''}; nothing was written.", err=True
+            )
             sys.exit(BAD_INPUT)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
@@ -47,7 +49,11 @@ def guarded(fn: F) -> F:
             if os.environ.get("CONNECTOR_BUILDER_DEBUG"):
                 raise
             click.echo(f"connector-builder: internal error: {type(exc).__name__}: {exc}", err=True)
-            click.echo("This is a bug in connector-builder; rerun with CONNECTOR_BUILDER_DEBUG=1 for details.", err=True)
+            click.echo(
+                "This is a bug in connector-builder; "
+                "rerun with CONNECTOR_BUILDER_DEBUG=1 for details.",
+                err=True,
+            )
             sys.exit(INTERNAL)
 
     return wrapper  # type: ignore[return-value]
@@ -72,7 +78,14 @@ def main() -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--dir", "directory", default="specs", show_default=True, type=click.Path(file_okay=False), help="Where to write NAME.yaml.")
+@click.option(
+    "--dir",
+    "directory",
+    default="specs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write NAME.yaml.",
+)
 @guarded
 def new(name: str, directory: str) -> None:
     """Write a commented skeleton spec for a new connector NAME."""
@@ -80,11 +93,25 @@ def new(name: str, directory: str) -> None:
     from builder.render import environment
 
     if not is_safe_identifier(name) or name != name.lower():
-        raise InputError([Diagnostic("<argument>", 1, 1, "name", f"{name!r} must be lower_snake_case (it becomes connectors.{name})")])
+        raise InputError(
+            [
+                Diagnostic(
+                    "<argument>",
+                    1,
+                    1,
+                    "name",
+                    f"{name!r} must be lower_snake_case (it becomes connectors.{name})",
+                )
+            ]
+        )
     target = Path(directory) / f"{name}.yaml"
     if target.exists():
         raise InputError([Diagnostic(str(target), 1, 1, "", "already exists; not overwritten")])
-    text = environment().get_template("new_spec.yaml.j2").render(name=name, title=name.replace("_", " ").title())
+    text = (
+        environment()
+        .get_template("new_spec.yaml.j2")
+        .render(name=name, title=name.replace("_", " ").title())
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "x", encoding="utf-8") as handle:
         handle.write(text)
@@ -106,12 +133,21 @@ def validate(paths: tuple[str, ...]) -> None:
 
 @main.command()
 @PATHS
-@click.option("--out", default="generated", show_default=True, type=click.Path(file_okay=False), help="Writes OUT/connectors/<name>/.")
-@click.option("--force", is_flag=True, help="Regenerate even packages whose content hash is unchanged.")
+@click.option(
+    "--out",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Writes OUT/connectors/<name>/.",
+)
+@click.option(
+    "--force", is_flag=True, help="Regenerate even packages whose content hash is unchanged."
+)
 @guarded
 def generate(paths: tuple[str, ...], out: str, force: bool) -> None:
     """Validate every spec, then generate each connector package (atomically)."""
-    from builder.generate import generate as run, load_all
+    from builder.generate import generate as run
+    from builder.generate import load_all
 
     targets = _paths(paths)
     count = len(load_all(targets))
@@ -129,7 +165,13 @@ def generate(paths: tuple[str, ...], out: str, force: bool) -> None:
 
 @main.command()
 @PATHS
-@click.option("--out", default="generated", show_default=True, type=click.Path(file_okay=False), help="Where the generated packages are.")
+@click.option(
+    "--out",
+    default="generated",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the generated packages are.",
+)
 @guarded
 def check(paths: tuple[str, ...], out: str) -> None:
     """Exit 1 unless every spec is valid and OUT matches a fresh generation byte for byte."""
@@ -143,7 +185,11 @@ def check(paths: tuple[str, ...], out: str) -> None:
         click.echo(f"{item.name}: {item.reason}")
         if item.diff:
             click.echo(item.diff)
-    click.echo(f"{len(drift)} difference{'s' if len(drift) != 1 else ''}; run `connector-builder generate` to update.", err=True)
+    click.echo(
+        f"{len(drift)} difference{'s' if len(drift) != 1 else ''}; "
+        "run `connector-builder generate` to update.",
+        err=True,
+    )
     sys.exit(DRIFT)
 
 
@@ -160,14 +206,26 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
         spec = item.loaded.spec
         roles = [r for r in ("source", "sink") if getattr(spec.roles, r) is not None]
         ops = [n for n, op in spec.operations.items() if op.skip is None]
-        rows.append({"name": spec.name, "kind": spec.kind, "title": spec.title, "operations": ops, "roles": roles, "spec": str(item.path)})
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "title": spec.title,
+                "operations": ops,
+                "roles": roles,
+                "spec": str(item.path),
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max((len(r["name"]) for r in rows), default=4)
     click.echo(f"{'name':<{width}}  kind  ops  roles")
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {r['kind']:<4}  {len(r['operations']):>3}  {', '.join(r['roles']) or '-'}")
+        click.echo(
+            f"{r['name']:<{width}}  {r['kind']:<4}  {len(r['operations']):>3}  "
+            f"{', '.join(r['roles']) or '-'}"
+        )
         click.echo(f"{'':<{width}}  {', '.join(r['operations'])}")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from builder.atomic import recover, write_tree
 from builder.diagnostics import Diagnostic, InputError
 from builder.ir import Connector, build
-from builder.render import render_package, generator_digest
+from builder.render import generator_digest, render_package
 from builder.spec.loader import LoadedSpec, load_spec
 
 MANIFEST = "connector.json"
@@ -48,7 +48,9 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()))
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+            )
         elif path.exists():
             found.append(path)
         else:
@@ -71,7 +73,15 @@ def load_all(paths: Iterable[str | Path]) -> list[Selected]:
     for item in selected:
         if item.name in names:
             line, col = item.loaded.document.position(("name",))
-            problems.append(Diagnostic(str(item.path), line, col, "name", f"connector {item.name!r} is also defined in {names[item.name].path}"))
+            problems.append(
+                Diagnostic(
+                    str(item.path),
+                    line,
+                    col,
+                    "name",
+                    f"connector {item.name!r} is also defined in {names[item.name].path}",
+                )
+            )
         names[item.name] = item
     if any(p.severity == "error" for p in problems):
         raise InputError(problems + [w for s in selected for w in s.loaded.warnings])
@@ -79,13 +89,15 @@ def load_all(paths: Iterable[str | Path]) -> list[Selected]:
 
 
 def content_hash(connector: Connector) -> str:
-    return hashlib.sha256(f"{connector.spec_hash}\n{generator_digest()}\n{connector.spec_file}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{connector.spec_hash}\n{generator_digest()}\n{connector.spec_file}".encode()
+    ).hexdigest()
 
 
 def package_files(connector: Connector) -> dict[str, str]:
     """Every file of a connector's package, manifest included."""
     files = render_package(connector)
-    manifest = {
+    manifest: dict[str, object] = {
         "name": connector.name,
         "version": connector.version,
         "builder_version": connector.builder_version,
@@ -126,14 +138,22 @@ def _intact(package: Path, manifest: dict[str, object], connector: Connector) ->
         "spec_hash": connector.spec_hash,
         "content_hash": content_hash(connector),
     }
-    if any(manifest.get(k) != v for k, v in expected.items()) or set(manifest) != set(expected) | {"files"}:
+    if any(manifest.get(k) != v for k, v in expected.items()) or set(manifest) != set(expected) | {
+        "files"
+    }:
         return False
     if (package / MANIFEST).read_text("utf-8") != _manifest_text(manifest):
         return False
-    present = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    present = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     if present != set(recorded) | {MANIFEST}:
         return False
-    return all(_sha((package / path).read_text("utf-8")) == digest for path, digest in recorded.items())
+    return all(
+        _sha((package / path).read_text("utf-8")) == digest for path, digest in recorded.items()
+    )
 
 
 def generate(
@@ -151,7 +171,12 @@ def generate(
         recover(package)
         connector = build(item.loaded.spec, item.path.name)
         manifest = _read_manifest(package)
-        if not force and manifest and manifest.get("content_hash") == content_hash(connector) and _intact(package, manifest, connector):
+        if (
+            not force
+            and manifest
+            and manifest.get("content_hash") == content_hash(connector)
+            and _intact(package, manifest, connector)
+        ):
             outcome.skipped.append(item.name)
         else:
             write_tree(package, package_files(connector))
@@ -191,14 +216,28 @@ def check(paths: Iterable[str | Path], out: Path) -> list[Drift]:
                 continue
             edited = _edited(relative, current, text, manifest)
             reason = f"{relative} was edited by hand" if edited else f"{relative} is stale"
-            diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True), f"{package / relative} (on disk)", f"{package / relative} (generated)", n=2))
+            diff = "".join(
+                difflib.unified_diff(
+                    current.splitlines(True),
+                    text.splitlines(True),
+                    f"{package / relative} (on disk)",
+                    f"{package / relative} (generated)",
+                    n=2,
+                )
+            )
             drift.append(Drift(item.name, reason, _shorten(diff)))
-        extra = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts} - set(files)
+        extra = {
+            p.relative_to(package).as_posix()
+            for p in package.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
+        } - set(files)
         for relative in sorted(extra):
             drift.append(Drift(item.name, f"{relative} is not generated by the spec"))
     known = {s.name for s in selected}
     if root.is_dir():
-        for package in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        for package in sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+        ):
             if package.name not in known and (package / MANIFEST).exists():
                 drift.append(Drift(package.name, "generated package has no spec"))
     return drift
@@ -215,7 +254,10 @@ def _edited(relative: str, current: str, fresh: str, manifest: dict[str, object]
         except ValueError:
             return True
         recorded = json.loads(fresh)
-        return bool(current != _manifest_text(on_disk) or on_disk.get("content_hash") == recorded.get("content_hash"))
+        return bool(
+            current != _manifest_text(on_disk)
+            or on_disk.get("content_hash") == recorded.get("content_hash")
+        )
     files = manifest.get("files")
     return isinstance(files, dict) and files.get(relative) not in (None, _sha(current))
 

@@ -22,7 +22,13 @@ from builder.spec.checks import body_properties
 from builder.spec.models import Operation, Param, Retry, Schema, Spec, TypeFields
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "any": "Any"}
-_FORMATS = {"date-time": "datetime", "date": "date", "time": "time", "uuid": "UUID", "binary": "bytes"}
+_FORMATS = {
+    "date-time": "datetime",
+    "date": "date",
+    "time": "time",
+    "uuid": "UUID",
+    "binary": "bytes",
+}
 _FORMAT_IMPORTS = {
     "datetime": ("datetime", "datetime"),
     "date": ("datetime", "date"),
@@ -181,7 +187,9 @@ class Connector:
 
     @property
     def init_import_sections(self) -> list[list[tuple[str, str]]]:
-        imports = {(".client", n) for n in ("SERVICE", "SETTINGS", self.class_name, self.async_class_name)}
+        imports = {
+            (".client", n) for n in ("SERVICE", "SETTINGS", self.class_name, self.async_class_name)
+        }
         if self.models:
             imports |= {("typing", "TYPE_CHECKING"), ("typing", "Any")}
         return import_sections(imports)
@@ -200,11 +208,23 @@ class Connector:
 
     @property
     def test_import_sections(self) -> list[list[tuple[str, str]]]:
-        imports = {("__future__", "annotations"), ("asyncio", ""), ("httpx", ""), ("pytest", ""), ("respx", "")}
-        imports |= {("builder.runtime.errors", "NotFoundError"), ("builder.runtime.resilience", "RetryPolicy")}
+        imports = {
+            ("__future__", "annotations"),
+            ("asyncio", ""),
+            ("httpx", ""),
+            ("pytest", ""),
+            ("respx", ""),
+        }
+        imports |= {
+            ("builder.runtime.errors", "NotFoundError"),
+            ("builder.runtime.resilience", "RetryPolicy"),
+        }
         if not all(op.retries_503 for op in self.operations):
             imports.add(("builder.runtime.errors", "ServerError"))
-        imports |= {(f"connectors.{self.name}", self.class_name), (f"connectors.{self.name}", self.async_class_name)}
+        imports |= {
+            (f"connectors.{self.name}", self.class_name),
+            (f"connectors.{self.name}", self.async_class_name),
+        }
         if self.role("sink"):
             imports.add(("typing", "Any"))
         if any(op.style == "stream" for op in self.operations):
@@ -232,16 +252,29 @@ class Connector:
             imports.add((f"{runtime}.operation", "Decoder"))
         if self.lazy_models:
             imports.add(("types", "ModuleType"))
-        if any(op.decoder_runtime and "GenericAlias(" in op.decoder_runtime for op in self.operations):
+        if any(
+            op.decoder_runtime and "GenericAlias(" in op.decoder_runtime for op in self.operations
+        ):
             imports.add(("types", "GenericAlias"))
         if "paginate" in styles:
-            imports |= {(f"{runtime}.client", "Pager"), (f"{runtime}.client", "AsyncPager"), (f"{runtime}.pagination", "Pagination")}
+            imports |= {
+                (f"{runtime}.client", "Pager"),
+                (f"{runtime}.client", "AsyncPager"),
+                (f"{runtime}.pagination", "Pagination"),
+            }
         if "stream" in styles:
-            imports |= {(f"{runtime}.client", "Stream"), (f"{runtime}.client", "AsyncStream"), (f"{runtime}.operation", "StreamFormat")}
+            imports |= {
+                (f"{runtime}.client", "Stream"),
+                (f"{runtime}.client", "AsyncStream"),
+                (f"{runtime}.operation", "StreamFormat"),
+            }
         if self.quota_headers:
             imports.add((f"{runtime}.operation", "QuotaHeaders"))
         if self.role("source"):
-            imports |= {(f"{runtime}.roles", "SourceMixin"), (f"{runtime}.roles", "AsyncSourceMixin")}
+            imports |= {
+                (f"{runtime}.roles", "SourceMixin"),
+                (f"{runtime}.roles", "AsyncSourceMixin"),
+            }
             imports |= {("collections.abc", "Iterator"), ("collections.abc", "AsyncIterator")}
         if self.role("sink"):
             imports |= {(f"{runtime}.roles", "SinkMixin"), (f"{runtime}.roles", "AsyncSinkMixin")}
@@ -256,7 +289,9 @@ class Connector:
 
     @property
     def lazy_models(self) -> bool:
-        return any(op.decoder_runtime and "_models()" in op.decoder_runtime for op in self.operations)
+        return any(
+            op.decoder_runtime and "_models()" in op.decoder_runtime for op in self.operations
+        )
 
     def role(self, name: str) -> RoleIR | None:
         return next((r for r in self.roles if r.role == name), None)
@@ -309,11 +344,20 @@ class _Builder:
             return f"Literal[{', '.join(repr(v) for v in schema.enum)}]"
         variants = schema.one_of or schema.any_of
         if variants:
-            parts = [self.annotation(v, f"{owner}Variant{i + 1}", imports, request) for i, v in enumerate(variants)]
+            parts = [
+                self.annotation(v, f"{owner}Variant{i + 1}", imports, request)
+                for i, v in enumerate(variants)
+            ]
             return " | ".join(dict.fromkeys(parts))
-        kind = schema.type or ("object" if isinstance(schema, Schema) and schema.properties else "any")
+        kind = schema.type or (
+            "object" if isinstance(schema, Schema) and schema.properties else "any"
+        )
         if kind == "array":
-            item = self.annotation(schema.items, f"{owner}Item", imports, request) if schema.items else "Any"
+            item = (
+                self.annotation(schema.items, f"{owner}Item", imports, request)
+                if schema.items
+                else "Any"
+            )
             if item == "Any":
                 imports.add(("typing", "Any"))
             return f"list[{item}]"
@@ -343,16 +387,27 @@ class _Builder:
 
     def _is_object_model(self, name: str) -> bool:
         schema = self.spec.schemas.get(name)
-        return schema is not None and (bool(schema.properties) or schema.type in (None, "object")) and not (
-            schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items
+        return (
+            schema is not None
+            and (bool(schema.properties) or schema.type in (None, "object"))
+            and not (schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items)
         )
 
     # -- models ---------------------------------------------------------------------------
 
     def add_model(self, name: str, schema: Schema) -> None:
         description = schema.description or schema.title or ""
-        if not schema.properties and (schema.type not in (None, "object") or schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items):
-            self.models[name] = Model(name, description, alias_of=self.annotation(schema, name, self.imports))
+        if not schema.properties and (
+            schema.type not in (None, "object")
+            or schema.ref
+            or schema.enum
+            or schema.one_of
+            or schema.any_of
+            or schema.items
+        ):
+            self.models[name] = Model(
+                name, description, alias_of=self.annotation(schema, name, self.imports)
+            )
             return
         self.models[name] = Model(name, description)  # placeholder: keeps recursion finite
         fields = []
@@ -362,7 +417,12 @@ class _Builder:
             annotation = self.annotation(prop, f"{name}{pascal_case(wire)}", self.imports)
             required = wire in schema.required
             has_default = prop.default is not None
-            if not required and not has_default and not annotation.endswith("| None") and annotation != "Any":
+            if (
+                not required
+                and not has_default
+                and not annotation.endswith("| None")
+                and annotation != "Any"
+            ):
                 annotation = f"{annotation} | None"
             fields.append(
                 ModelField(
@@ -383,7 +443,9 @@ class _Builder:
 
     # -- operations -----------------------------------------------------------------------
 
-    def argument(self, name: str, param: Param, op: Operation, in_path: set[str], owner: str) -> Argument:
+    def argument(
+        self, name: str, param: Param, op: Operation, in_path: set[str], owner: str
+    ) -> Argument:
         wire = param.name or name
         location = param.in_ or ("path" if wire in in_path else "query")
         annotation = self.annotation(param, owner, self.client_imports_set, request=True)
@@ -409,34 +471,65 @@ class _Builder:
 
         in_path = set(re.findall(r"\{([^{}]*)\}", op.path))
         owner = pascal_case(name)
-        arguments = [self.argument(k, p, op, in_path, f"{owner}{pascal_case(k)}") for k, p in op.params.items()]
+        arguments = [
+            self.argument(k, p, op, in_path, f"{owner}{pascal_case(k)}")
+            for k, p in op.params.items()
+        ]
         body_mode = "none"
         if op.body is not None:
             props = body_properties(self.spec, op)
             if props is not None:
                 body_mode = "fields"
-                schema = op.body.schema_ if op.body.schema_.properties else self.spec.schemas[op.body.schema_.ref or ""]
+                schema = (
+                    op.body.schema_
+                    if op.body.schema_.properties
+                    else self.spec.schemas[op.body.schema_.ref or ""]
+                )
                 for wire, prop in props.items():
                     if wire in op.body.fixed:
                         continue
                     python = field_name(wire)
                     required = wire in schema.required and prop.default is None
-                    annotation = self.annotation(prop, f"{owner}{pascal_case(wire)}", self.client_imports_set, request=True)
+                    annotation = self.annotation(
+                        prop, f"{owner}{pascal_case(wire)}", self.client_imports_set, request=True
+                    )
                     if not required and not annotation.endswith("| None") and annotation != "Any":
                         annotation += " | None"
                     example = op.example.get(python, prop.example)
                     if example is None and required:
                         example = sample_value(prop, self.spec.schemas)
                     arguments.append(
-                        Argument(python, wire, "body", annotation, required, prop.default if not required else None, prop.description or "", example)
+                        Argument(
+                            python,
+                            wire,
+                            "body",
+                            annotation,
+                            required,
+                            prop.default if not required else None,
+                            prop.description or "",
+                            example,
+                        )
                     )
             else:
                 body_mode = "whole"
-                annotation = self.annotation(op.body.schema_, f"{owner}Body", self.client_imports_set, request=True)
+                annotation = self.annotation(
+                    op.body.schema_, f"{owner}Body", self.client_imports_set, request=True
+                )
                 example = op.example.get("body")
                 if example is None:
                     example = sample_value(op.body.schema_, self.spec.schemas)
-                arguments.append(Argument("body", "body", "body", annotation, True, None, op.body.schema_.description or "The request body.", example))
+                arguments.append(
+                    Argument(
+                        "body",
+                        "body",
+                        "body",
+                        annotation,
+                        True,
+                        None,
+                        op.body.schema_.description or "The request body.",
+                        example,
+                    )
+                )
         # Required arguments first, each group in declaration order.
         arguments.sort(key=lambda a: not a.required)
 
@@ -449,20 +542,32 @@ class _Builder:
             style, kind = "stream", "json"
             item = self.annotation(op.streaming.item, f"{owner}Chunk", self.client_imports_set)
             decoder = item
-            stream = {"framing": op.streaming.format, "done": op.streaming.done, "events": tuple(op.streaming.events)}
+            stream = {
+                "framing": op.streaming.format,
+                "done": op.streaming.done,
+                "events": tuple(op.streaming.events),
+            }
             sample = sample_value(op.streaming.item, self.spec.schemas)
         elif op.response is not None:
             kind = op.response.content
             if kind == "json":
-                schema = op.response.schema_
-                single = self.annotation(schema, f"{owner}Response", self.client_imports_set) if schema else "Any"
+                response_schema = op.response.schema_
+                single = (
+                    self.annotation(response_schema, f"{owner}Response", self.client_imports_set)
+                    if response_schema
+                    else "Any"
+                )
                 if single == "Any":
                     self.client_imports_set.add(("typing", "Any"))
                 item = record = single
                 decoder = f"list[{single}]" if op.response.many else single
-                if schema is None:
+                if response_schema is None:
                     decoder = None
-                sample = sample_value(schema, self.spec.schemas) if schema else {"ok": True}
+                sample = (
+                    sample_value(response_schema, self.spec.schemas)
+                    if response_schema
+                    else {"ok": True}
+                )
                 if op.response.many:
                     sample = [sample]
                     if not op.pagination:
@@ -487,8 +592,15 @@ class _Builder:
                 "page_size": p.page_size,
                 "start_page": p.start_page,
             }
-            defaults = {"cursor_param": "cursor", "offset_param": "offset", "page_param": "page", "start_page": 1}
-            pagination = {k: v for k, v in pagination.items() if v not in (None, ()) and defaults.get(k) != v}
+            defaults = {
+                "cursor_param": "cursor",
+                "offset_param": "offset",
+                "page_param": "page",
+                "start_page": 1,
+            }
+            pagination = {
+                k: v for k, v in pagination.items() if v not in (None, ()) and defaults.get(k) != v
+            }
             if p.items:
                 for key in reversed(p.items.split(".")):
                     sample, empty_page = {key: sample}, {key: empty_page}
@@ -516,7 +628,9 @@ class _Builder:
             tags=list(op.tags),
             record_annotation=record,
             retries_503=op.retry is None or (op.retry.attempts > 1 and 503 in op.retry.retry_on),
-            example_path=_fill_path(op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}),
+            example_path=_fill_path(
+                op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}
+            ),
             empty_page=empty_page,
         )
 
@@ -534,7 +648,16 @@ class _Builder:
         settings = [self.setting(n, s) for n, s in spec.config.items()]
         if "base_url" not in spec.config:
             settings.append(
-                SettingIR("base_url", "str | None", "str", f"{spec.name.upper()}_BASE_URL", spec.base_url, False, False, "Override the service's base URL (e.g. for a proxy or a test server).")
+                SettingIR(
+                    "base_url",
+                    "str | None",
+                    "str",
+                    f"{spec.name.upper()}_BASE_URL",
+                    spec.base_url,
+                    False,
+                    False,
+                    "Override the service's base URL (e.g. for a proxy or a test server).",
+                )
             )
         auth_class, auth_kwargs = _auth(spec)
         by_name = {o.name: o for o in operations}
@@ -548,7 +671,12 @@ class _Builder:
         class_name = spec.class_name or pascal_case(spec.name)
         model_names = set(self.models)
         used = sorted(
-            {name for op in operations for name in _names_in(_op_annotations(op)) if name in model_names}
+            {
+                name
+                for op in operations
+                for name in _names_in(_op_annotations(op))
+                if name in model_names
+            }
         )
         client_imports: dict[str, set[str]] = {}
         for module, imported in self.client_imports_set:
@@ -575,9 +703,19 @@ class _Builder:
             headers=dict(spec.headers),
             timeout=d.timeout,
             retry=_retry(d.retry),
-            rate_limit=(d.rate_limit.per_second, float(d.rate_limit.burst or max(1.0, d.rate_limit.per_second))) if d.rate_limit else None,
-            circuit_breaker=(d.circuit_breaker.failure_threshold, d.circuit_breaker.reset_timeout) if d.circuit_breaker else None,
-            quota_headers=spec.rate_limit_headers.model_dump(exclude_defaults=True) | {"remaining": spec.rate_limit_headers.remaining} if spec.rate_limit_headers else None,
+            rate_limit=(
+                d.rate_limit.per_second,
+                float(d.rate_limit.burst or max(1.0, d.rate_limit.per_second)),
+            )
+            if d.rate_limit
+            else None,
+            circuit_breaker=(d.circuit_breaker.failure_threshold, d.circuit_breaker.reset_timeout)
+            if d.circuit_breaker
+            else None,
+            quota_headers=spec.rate_limit_headers.model_dump(exclude_defaults=True)
+            | {"remaining": spec.rate_limit_headers.remaining}
+            if spec.rate_limit_headers
+            else None,
             models=_ordered(self.models),
             operations=operations,
             skipped=skipped,
@@ -589,7 +727,9 @@ class _Builder:
         )
 
     def setting(self, name: str, setting: Any) -> SettingIR:
-        python = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}[setting.type]
+        python = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}[
+            setting.type
+        ]
         required = setting.required if setting.required is not None else setting.default is None
         return SettingIR(
             name=name,
@@ -621,7 +761,15 @@ def _test_value(setting: SettingIR) -> Any:
 
 def _constraints(schema: TypeFields) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, name in (("minimum", "ge"), ("maximum", "le"), ("min_length", "min_length"), ("max_length", "max_length"), ("pattern", "pattern"), ("min_items", "min_length"), ("max_items", "max_length")):
+    for key, name in (
+        ("minimum", "ge"),
+        ("maximum", "le"),
+        ("min_length", "min_length"),
+        ("max_length", "max_length"),
+        ("pattern", "pattern"),
+        ("min_items", "min_length"),
+        ("max_items", "max_length"),
+    ):
         value = getattr(schema, key)
         if value is not None:
             out[name] = int(value) if isinstance(value, float) and value.is_integer() else value
@@ -664,14 +812,21 @@ def _auth(spec: Spec) -> tuple[str, dict[str, Any]]:
         return "".join(out)
 
     if auth.type == "api_key":
-        return "ApiKeyAuth", {"name": auth.name, "value": template(auth.value), "location": auth.in_}
+        return "ApiKeyAuth", {
+            "name": auth.name,
+            "value": template(auth.value),
+            "location": auth.in_,
+        }
     if auth.type == "bearer":
         kwargs = {"token": template(auth.token)}
         if auth.scheme != "Bearer":
             kwargs["scheme"] = auth.scheme
         return "BearerAuth", kwargs
     if auth.type == "basic":
-        return "BasicAuth", {"username": template(auth.username), "password": template(auth.password)}
+        return "BasicAuth", {
+            "username": template(auth.username),
+            "password": template(auth.password),
+        }
     if auth.type == "custom":
         return "CustomAuth", {}
     return "NoAuth", {}
@@ -694,7 +849,11 @@ def _decoder_runtime(annotation: str, models: set[str]) -> str:
 
     many = ""
     body = tree.body
-    if isinstance(body, ast.Subscript) and isinstance(body.value, ast.Name) and body.value.id == "list":
+    if (
+        isinstance(body, ast.Subscript)
+        and isinstance(body.value, ast.Name)
+        and body.value.id == "list"
+    ):
         body, many = body.slice, ", many=True"
     lazy = Lazify().visit(body)
     if not any(isinstance(n, ast.Call) for n in ast.walk(lazy)):

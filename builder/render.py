@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -93,7 +92,13 @@ def docwrap(text: str, indent: int, hanging: int | None = None) -> str:
             continue
         lead = line[: len(line) - len(line.lstrip())]
         lines.extend(
-            textwrap.wrap(line, width=room, subsequent_indent=lead, break_long_words=False, break_on_hyphens=False)
+            textwrap.wrap(
+                line,
+                width=room,
+                subsequent_indent=lead,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
         )
     pad = " " * hanging
     return "\n".join(lines[:1] + [(pad + line) if line else "" for line in lines[1:]])
@@ -104,7 +109,7 @@ def md(text: Any) -> str:
     out = []
     for ch in str(text):
         if ch in "\\`*_{}[]<>()#+!|~":
-            out.append("&#%d;" % ord(ch) if ch in "<>" else "\\" + ch)
+            out.append(f"&#{ord(ch)};" if ch in "<>" else "\\" + ch)
         elif ch == "&":
             out.append("&amp;")
         elif ch == "\n" or ch.isprintable():
@@ -202,21 +207,25 @@ def generator_digest() -> str:
     digest = hashlib.sha256()
     builder = Path(__file__).resolve().parent
     sources = [(TEMPLATES, p) for p in TEMPLATES.rglob("*.j2")]
-    sources += [(builder, p) for p in builder.rglob("*.py") if "runtime" not in p.relative_to(builder).parts]
+    sources += [
+        (builder, p) for p in builder.rglob("*.py") if "runtime" not in p.relative_to(builder).parts
+    ]
     for root, path in sorted(sources, key=lambda item: item[1].relative_to(item[0]).as_posix()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
 def format_python(source: str, name: str) -> str:
-    import black
+    from black import format_str
+    from black.mode import Mode, TargetVersion
+    from black.parsing import InvalidInput
 
     try:
         compile(source, name, "exec", dont_inherit=True)
-        return black.format_str(
-            source, mode=black.Mode(target_versions={black.TargetVersion.PY311}, line_length=LINE_LENGTH)
+        return format_str(
+            source, mode=Mode(target_versions={TargetVersion.PY311}, line_length=LINE_LENGTH)
         )
-    except (SyntaxError, black.InvalidInput) as exc:
+    except (SyntaxError, InvalidInput) as exc:
         raise RenderError(f"generated {name} does not parse: {exc}\n{_numbered(source)}") from None
 
 

@@ -18,7 +18,9 @@ _STRING_FORMATS = {
 }
 
 
-def sample_value(schema: TypeFields, schemas: dict[str, Schema], _seen: frozenset[str] = frozenset()) -> Any:
+def sample_value(
+    schema: TypeFields, schemas: dict[str, Schema], _seen: frozenset[str] = frozenset()
+) -> Any:
     """A value that validates against ``schema``; recursion through `$ref` is cut short."""
     if schema.example is not None:
         return schema.example

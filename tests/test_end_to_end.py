@@ -117,9 +117,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _recording_client(
-    base_url: str, **kw: Any
-) -> tuple[httpx.Client, list[httpx.Request]]:
+def _recording_client(base_url: str, **kw: Any) -> tuple[httpx.Client, list[httpx.Request]]:
     """An httpx client that remembers every request it sends."""
     seen: list[httpx.Request] = []
     client = httpx.Client(
@@ -143,7 +141,8 @@ def _raised(fn: Callable[[], Any]) -> BaseException:
 
 def _assert_connector_error(exc: BaseException, cls: type[errors.ConnectorError]) -> None:
     """Exactly ``cls``; never a raw httpx exception, nor one chained for the caller to see."""
-    assert not isinstance(exc, httpx.HTTPError), f"raw httpx error escaped: {exc!r}"
+    escaped_httpx = isinstance(exc, httpx.HTTPError) or type(exc).__module__.startswith("httpx")
+    assert not escaped_httpx, f"raw httpx exception escaped: {type(exc).__name__}: {exc}"
     assert type(exc) is cls, f"expected {cls.__name__}, got {type(exc).__name__}: {exc}"
     assert not isinstance(exc.__cause__, httpx.HTTPError)
 
@@ -497,9 +496,10 @@ def test_openai_stream_matches_non_stream_and_ends_with_usage(base_url: str) -> 
 
 @pytest.mark.timeout(20)
 def test_openai_stream_without_usage_has_no_usage_chunk(base_url: str) -> None:
-    with _openai(base_url) as ai, ai.stream_chat_completion(
-        model="gpt-fake-mini", messages=MESSAGES
-    ) as stream:
+    with (
+        _openai(base_url) as ai,
+        ai.stream_chat_completion(model="gpt-fake-mini", messages=MESSAGES) as stream,
+    ):
         chunks = list(stream)
 
     assert len(chunks) == 6
@@ -520,7 +520,9 @@ def test_openai_500_chunk_stream_arrives_complete(base_url: str) -> None:
     assert len(seen) == 1
     assert seen[0].headers["x-chunks"] == "500"
     assert seen[0].headers["authorization"] == f"Bearer {API_KEY}"
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) == 500
     words = ["echo:", "a", "b", "c"]
     assert "".join(pieces) == " ".join(words[i % 4] for i in range(500))
@@ -661,9 +663,7 @@ def test_503_n_times_then_success(base_url: str) -> None:
 def test_5xx_always_gives_server_error_after_attempts(base_url: str, attempts: int) -> None:
     key = _key()
     with FaultClient(base_url, retry=_fast(attempts=attempts)) as client:
-        exc = _raised(
-            lambda: client._call(STATUS, query={"key": key, "code": 503, "fail": 100})
-        )
+        exc = _raised(lambda: client._call(STATUS, query={"key": key, "code": 503, "fail": 100}))
 
     _assert_connector_error(exc, errors.ServerError)
     assert isinstance(exc, errors.ServerError)
@@ -718,8 +718,19 @@ def test_truncated_json_is_a_validation_error(base_url: str, op: Operation[Any])
 
     _assert_connector_error(exc, errors.ResponseValidationError)
     assert isinstance(exc, errors.ResponseValidationError)
-    assert "not valid JSON" in str(exc)
     assert exc.body == '{"id": 1, "na'
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("op", [BAD_JSON_TYPED, BAD_JSON_UNTYPED], ids=["typed", "untyped"])
+def test_truncated_json_message_says_not_valid_json(base_url: str, op: Operation[Any]) -> None:
+    # A body that is not JSON at all must not be described as a model mismatch.
+    with FaultClient(base_url) as client:
+        exc = _raised(lambda: client._call(op))
+
+    assert isinstance(exc, errors.ResponseValidationError)
+    assert "not valid JSON" in str(exc)
+    assert "does not match the declared model" not in str(exc)
 
 
 @pytest.mark.timeout(20)
@@ -763,6 +774,116 @@ def test_sse_cut_mid_event_is_a_stream_error_after_two_chunks(base_url: str) -> 
     _assert_connector_error(exc, errors.StreamError)
     assert "middle of an event" in str(exc)
     assert [c.choices[0]["delta"]["content"] for c in received] == ["Hello ", "world"]
+
+
+class Token(BaseModel):
+    i: int
+    text: str
+
+
+class Strict(BaseModel):
+    required_field: int
+
+
+NDJSON_TOKENS: Operation[Token] = Operation(
+    "ndjson", "GET", "/faults/ndjson", stream=StreamFormat("ndjson", Decoder(Token))
+)
+SSE_STRICT: Operation[Strict] = Operation(
+    "sse_cut",
+    "GET",
+    "/faults/sse_cut",
+    stream=StreamFormat("sse", Decoder(Strict), done="[DONE]"),
+)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("mode", "op", "good"),
+    [("sync", NDJSON_TOKENS, 3), ("sync", SSE_STRICT, 0), ("async", NDJSON_TOKENS, 3)],
+    ids=["sync-ndjson", "sync-sse", "async-ndjson"],
+)
+def test_stream_chunk_of_wrong_shape_is_a_validation_error(
+    base_url: str, mode: str, op: Operation[Any], good: int
+) -> None:
+    # NDJSON: 3 token lines match the model, then the final {"done": true, ...} line does not.
+    # SSE: the very first event lacks the required field.
+    received: list[Any] = []
+
+    def consume_sync() -> None:
+        with FaultClient(base_url) as client, client._stream(op, query={"n": 3}) as stream:
+            for chunk in stream:
+                received.append(chunk)
+
+    async def consume_async() -> None:
+        async with AsyncFaultClient(base_url) as client:
+            async with await client._stream(op, query={"n": 3}) as stream:
+                async for chunk in stream:
+                    received.append(chunk)
+
+    exc = _raised(consume_sync if mode == "sync" else lambda: asyncio.run(consume_async()))
+
+    _assert_connector_error(exc, errors.ResponseValidationError)
+    assert "does not match the declared model" in str(exc)
+    assert len(received) == good
+
+
+@pytest.mark.timeout(20)
+def test_mid_stream_read_timeout_is_a_stream_error(base_url: str) -> None:
+    # The server sends the first event at once, then pauses 1 s between events.
+    chat: Operation[Any] = Operation(
+        "chat",
+        "POST",
+        "/v1/chat/completions",
+        stream=StreamFormat("sse", Decoder(), done="[DONE]"),
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "a b"}], "stream": True}
+    received: list[Any] = []
+
+    def consume() -> None:
+        with FaultClient(base_url, timeout=0.3) as client:
+            with client._stream(chat, query={"delay": 1}, body=body) as stream:
+                for chunk in stream:
+                    received.append(chunk)
+
+    started = time.monotonic()
+    exc = _raised(consume)
+    elapsed = time.monotonic() - started
+
+    _assert_connector_error(exc, errors.StreamError)
+    assert "the stream broke" in str(exc)
+    assert len(received) == 1
+    assert received[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert elapsed < 1.0
+
+
+@pytest.mark.timeout(20)
+def test_streamed_request_is_retried_on_503(base_url: str) -> None:
+    key = _key()
+    op: Operation[Any] = Operation(
+        "status", "GET", "/faults/status", stream=StreamFormat("ndjson", Decoder())
+    )
+    with FaultClient(base_url, retry=_fast(attempts=3)) as client:
+        with client._stream(op, query={"key": key, "fail": 2}) as stream:
+            lines = list(stream)
+
+    assert lines == [{"ok": True, "calls": 3}]
+    assert _calls(base_url, key) == 3
+
+
+@pytest.mark.timeout(20)
+def test_openai_stream_error_status_is_typed(base_url: str) -> None:
+    async def async_error() -> None:
+        async with AsyncOpenAI(api_key=API_KEY, base_url=f"{base_url}/v1", retry=FAST) as ai:
+            await ai.stream_chat_completion(model="m", messages=[])
+
+    with _openai(base_url) as ai:
+        exc = _raised(lambda: ai.stream_chat_completion(model="m", messages=[]))
+    _assert_connector_error(exc, errors.BadRequestError)
+    assert "'messages' must be a non-empty array." in str(exc)
+
+    exc = _raised(lambda: asyncio.run(async_error()))
+    _assert_connector_error(exc, errors.BadRequestError)
+    assert "'messages' must be a non-empty array." in str(exc)
 
 
 @pytest.mark.timeout(20)
@@ -956,7 +1077,9 @@ def test_async_github_paginates_five_repos_concurrently(base_url: str) -> None:
         return [issue async for issue in gh.list_issues(owner="octo", repo=repo, per_page=10)]
 
     async def pages(gh: AsyncGitHub, repo: str) -> list[int]:
-        return [len(page) async for page in gh.list_issues(owner="octo", repo=repo, per_page=10).pages()]
+        return [
+            len(page) async for page in gh.list_issues(owner="octo", repo=repo, per_page=10).pages()
+        ]
 
     async def scenario() -> tuple[list[list[Any]], list[int]]:
         async with AsyncGitHub(token=TOKEN, base_url=base_url, retry=FAST) as gh:
@@ -978,8 +1101,7 @@ def test_async_github_roles(base_url: str) -> None:
     async def scenario() -> tuple[list[int], int, Any]:
         async with AsyncGitHub(token=TOKEN, base_url=base_url, retry=FAST) as gh:
             sizes = [
-                len(batch)
-                async for batch in gh.read_batch(10, owner="octo", repo="a", per_page=10)
+                len(batch) async for batch in gh.read_batch(10, owner="octo", repo="a", per_page=10)
             ]
             written = await gh.write([{"owner": "octo", "repo": "a", "title": "t"}])
             return sizes, written, gh.metrics
@@ -1069,3 +1191,41 @@ def test_circuit_breaker_failed_trial_reopens(base_url: str) -> None:
             _raised(lambda: client._call(STATUS, query=failing)), errors.CircuitOpenError
         )
     assert _calls(base_url, failing["key"]) == 3
+
+
+@pytest.mark.timeout(20)
+def test_circuit_breaker_recovers_after_a_cancelled_trial_call(base_url: str) -> None:
+    # A half-open trial call that is cancelled (asyncio.wait_for timing out) must not leave
+    # the circuit open for good: once reset_timeout has passed again, calls go through.
+    service = Service(
+        name="breaker",
+        base_url="http://127.0.0.1:9",
+        retry=RetryPolicy(attempts=1),
+        circuit_breaker=(1, 0.2),
+    )
+    healthy_key = _key()
+
+    async def scenario() -> tuple[str, Any]:
+        async with AsyncFaultClient(base_url, service=service) as client:
+            try:
+                await client._call(STATUS, query={"key": _key(), "fail": 100})
+            except errors.ServerError:
+                pass
+            await asyncio.sleep(0.25)
+            assert client.circuit_breaker is not None
+            state = client.circuit_breaker.state
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    client._call(SLOW, query={"key": _key(), "delay": 2}), timeout=0.2
+                )
+            await asyncio.sleep(0.3)
+            try:
+                return state, await client._call(STATUS, query={"key": healthy_key, "fail": 0})
+            except errors.ConnectorError as exc:
+                return state, exc
+
+    state, outcome = asyncio.run(scenario())
+
+    assert state == CircuitBreaker.HALF_OPEN
+    assert outcome == Ok(ok=True, calls=1), f"circuit stuck open: {outcome!r}"
+    assert _calls(base_url, healthy_key) == 1

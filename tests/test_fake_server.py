@@ -119,9 +119,7 @@ def test_chat_stream_ends_with_done(client: httpx.Client, include_usage: bool) -
         assert usage_chunks == []
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
-    text = "".join(
-        c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]
-    )
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     plain = client.post("/v1/chat/completions", json={**body, "stream": False}).json()
     assert text == plain["choices"][0]["message"]["content"] == "echo: hello big world"
 
@@ -131,9 +129,7 @@ def test_chat_stream_chunk_count_header(client: httpx.Client) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     resp = client.post("/v1/chat/completions", json=body, headers={"x-chunks": "500"})
     data = _sse_data(resp.text)
-    content_chunks = [
-        d for d in data[:-1] if "content" in json.loads(d)["choices"][0]["delta"]
-    ]
+    content_chunks = [d for d in data[:-1] if "content" in json.loads(d)["choices"][0]["delta"]]
     assert len(content_chunks) == 500
     assert data[-1] == "[DONE]"
 

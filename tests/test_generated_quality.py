@@ -14,7 +14,9 @@ from builder.generate import check, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "generated"
-CONNECTORS = sorted(p.name for p in (GENERATED / "connectors").iterdir() if (p / "connector.json").exists())
+CONNECTORS = sorted(
+    p.name for p in (GENERATED / "connectors").iterdir() if (p / "connector.json").exists()
+)
 HEAVY = ("jinja2", "black", "click", "yaml", "datamodel_code_generator", "openapi_spec_validator")
 
 
@@ -75,10 +77,12 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize("name", CONNECTORS)
 def test_importing_a_connector_loads_no_generator_dependency(name: str) -> None:
     probe = (
-        "import sys, json; import connectors.{0}; "
-        "print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    ).format(name)
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        f"import sys, json; import connectors.{name}; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     loaded = set(json.loads(result.stdout))
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
     # Models load on first use, not on import.
@@ -91,7 +95,9 @@ def test_models_load_on_first_use() -> None:
         "before = 'connectors.openai.models' in sys.modules; "
         "c.ChatCompletion; after = 'connectors.openai.models' in sys.modules; print(before, after)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["False", "True"]
 
 
@@ -106,3 +112,25 @@ def test_every_package_is_marked_typed_and_has_a_manifest() -> None:
 
 def test_connectors_is_a_namespace_package() -> None:
     assert not (GENERATED / "connectors" / "__init__.py").exists()
+
+
+@pytest.mark.timeout(300)
+def test_project_code_passes_ruff_and_mypy_strict() -> None:
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    lint = subprocess.run(
+        [ruff, "check", "--no-cache", "builder", "tests", "conftest.py"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    types = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "builder"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
+    assert types.returncode == 0, types.stdout + types.stderr

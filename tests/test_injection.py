@@ -21,8 +21,17 @@ SPEC = {
     "description": f"line one\nimport os\n{TRIPLE}\nos.system('touch PWNED')\n\u202e reversed",
     "base_url": "https://example.com/\"';import(os)",
     "config": {
-        "key": {"type": "string", "secret": True, "env": "HOSTILE_KEY", "description": "{{ config }} " + TRIPLE},
-        "mode": {"type": "string", "default": "'); os.system('touch PWNED'); ('", "description": EVIL},
+        "key": {
+            "type": "string",
+            "secret": True,
+            "env": "HOSTILE_KEY",
+            "description": "{{ config }} " + TRIPLE,
+        },
+        "mode": {
+            "type": "string",
+            "default": "'); os.system('touch PWNED'); ('",
+            "description": EVIL,
+        },
     },
     "auth": {"type": "api_key", "name": "X-Key", "value": "{config.key}\"'); os.system('x')"},
     "headers": {"X-Evil": TRIPLE + "'); import os #"},
@@ -46,7 +55,12 @@ SPEC = {
             "params": {
                 "thing_id": {"type": "string", "description": "\\" + TRIPLE},
                 "flag": {"type": "string", "enum": ["import os", "x\ny"], "default": "import os"},
-                "trace": {"in": "header", "name": "X-Trace", "type": "string", "default": TRIPLE + "'"},
+                "trace": {
+                    "in": "header",
+                    "name": "X-Trace",
+                    "type": "string",
+                    "default": TRIPLE + "'",
+                },
             },
             "response": "Thing",
             "example": {"thing_id": EVIL},
@@ -69,7 +83,9 @@ def test_hostile_strings_stay_data(tmp_path: Path) -> None:
                 assert node.func.attr != "system", name
             if isinstance(node, ast.Name):
                 assert node.id not in ("__import__", "os", "eval", "exec"), (name, node.id)
-            assert not isinstance(node, ast.Import) or all(a.name in ("httpx", "asyncio", "json", "pytest", "respx") for a in node.names), name
+            assert not isinstance(node, ast.Import) or all(
+                a.name in ("httpx", "asyncio", "json", "pytest", "respx") for a in node.names
+            ), name
     # A right-to-left override (a "Trojan source" trick) never reaches a generated file.
     for path in package.rglob("*"):
         if path.is_file():

@@ -30,7 +30,12 @@ def render(template: str, config: Config) -> str:
         name = match.group(1)
         if name is None:
             return match.group(0)[0]
-        value = config.reveal(name)
+        try:
+            value = config.reveal(name)
+        except KeyError:
+            raise ConfigError(
+                f"authentication refers to {name!r}, which is not a setting"
+            ) from None
         if value is None:
             raise ConfigError(f"setting {name!r} is needed for authentication but not set")
         return str(value)

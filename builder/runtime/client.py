@@ -11,9 +11,9 @@ import httpx
 
 from builder.runtime import errors
 from builder.runtime.config import Config
-from builder.runtime.operation import Operation, Service, wire_value
+from builder.runtime.operation import Operation, Service, wire_text, wire_value
 from builder.runtime.pagination import PageWalk
-from builder.runtime.pipeline import READ, SEND, SLEEP, Pipeline, Plan
+from builder.runtime.pipeline import SEND, SLEEP, Pipeline, Plan
 from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
 from builder.runtime.streaming import SSEDecoder
 
@@ -76,22 +76,29 @@ class _Core:
         body: Any,
         url: str | None = None,
     ) -> httpx.Request:
-        params = None
+        params: Any = None
         if query:
             params = {k: wire_value(v) for k, v in query.items() if v is not None}
         if headers:
-            headers = {k: str(wire_value(v)) for k, v in headers.items() if v is not None}
+            headers = {k: wire_text(v) for k, v in headers.items() if v is not None}
         content = None
         if body is not None:
             if isinstance(body, dict):
                 body = {k: v for k, v in body.items() if v is not None}
             content = _to_json(body, by_alias=True, exclude_none=True)
             headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
-        target = url if url is not None else op.url_path(path)
+        if url is not None:
+            # A next link carries its own query; httpx would replace it by the client's
+            # params (a query API key), so pass it explicitly and let httpx merge the two.
+            next_url = httpx.URL(url)
+            target: str | httpx.URL = next_url
+            params = next_url.params
+        else:
+            target = op.url_path(path)
         return http.build_request(
             op.method,
             target,
-            params=params if url is None else None,
+            params=params,
             headers=headers,
             content=content,
             timeout=op.timeout if op.timeout is not None else httpx.USE_CLIENT_DEFAULT,
@@ -112,7 +119,9 @@ class _Core:
             return response.content
         return None
 
-    def _page_items(self, op: Operation[Any], walk: PageWalk, response: httpx.Response) -> tuple[Any, list[Any], list[Any]]:
+    def _page_items(
+        self, op: Operation[Any], walk: PageWalk, response: httpx.Response
+    ) -> tuple[Any, list[Any], list[Any]]:
         try:
             body = json.loads(response.content) if response.content else None
             raw = walk.items(body)
@@ -129,6 +138,24 @@ def _custom_auth() -> Any:
     from builder.runtime.auth import CustomAuth
 
     return CustomAuth()
+
+
+def _adopt(
+    http: httpx.Client | httpx.AsyncClient, options: dict[str, Any], *, explicit_timeout: bool
+) -> None:
+    """Give a caller's own httpx client what the connector needs: base URL (where it has
+    none), credentials, default headers, and the timeout when one was passed explicitly."""
+    if not str(http.base_url):
+        http.base_url = options["base_url"]
+    http.headers.update(options["headers"])
+    if options["params"]:
+        http.params = http.params.merge(options["params"])
+    if options["cookies"]:
+        http.cookies.update(options["cookies"])
+    if options["auth"] is not None:
+        http.auth = options["auth"]
+    if explicit_timeout:
+        http.timeout = httpx.Timeout(options["timeout"])
 
 
 _serializer: Any = None
@@ -162,9 +189,7 @@ class SyncClient(_Core):
         if http_client is None:
             http_client = httpx.Client(transport=transport, **options)
         else:
-            for name in ("headers", "params", "cookies"):
-                if options[name]:
-                    getattr(http_client, name).update(options[name])
+            _adopt(http_client, options, explicit_timeout=timeout is not None)
         self._http = http_client
 
     def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
@@ -178,6 +203,9 @@ class SyncClient(_Core):
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue
+                    except BaseException:
+                        plan.close()  # cancelled or interrupted: let the plan tidy up
+                        raise
                     action, arg = plan.send(response)
                 elif action is SLEEP:
                     time.sleep(arg)
@@ -254,9 +282,7 @@ class AsyncClient(_Core):
         if http_client is None:
             http_client = httpx.AsyncClient(transport=transport, **options)
         else:
-            for name in ("headers", "params", "cookies"):
-                if options[name]:
-                    getattr(http_client, name).update(options[name])
+            _adopt(http_client, options, explicit_timeout=timeout is not None)
         self._http = http_client
 
     async def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
@@ -270,6 +296,9 @@ class AsyncClient(_Core):
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue
+                    except BaseException:
+                        plan.close()  # cancelled or interrupted: let the plan tidy up
+                        raise
                     action, arg = plan.send(response)
                 elif action is SLEEP:
                     import asyncio  # only when waiting: asyncio costs ~15 ms to import
@@ -360,7 +389,9 @@ class Pager(Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = client._build(client._http, op, self._path, walk.query, self._headers, None, walk.url)
+            request = client._build(
+                client._http, op, self._path, walk.query, self._headers, None, walk.url
+            )
             response = client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)
             yield items
@@ -396,7 +427,9 @@ class AsyncPager(Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = client._build(client._http, op, self._path, walk.query, self._headers, None, walk.url)
+            request = client._build(
+                client._http, op, self._path, walk.query, self._headers, None, walk.url
+            )
             response = await client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)
             yield items
@@ -436,7 +469,9 @@ class _StreamDecoding:
         try:
             return False, fmt.item.from_json(data.encode())
         except ValueError as exc:
-            raise self._client._pipeline.validation_error(self._op, self._response, exc) from None
+            raise self._client._pipeline.validation_error(
+                self._op, self._response, exc, data
+            ) from None
 
     def end(self) -> None:
         """Called when the body ends: a cut stream is an error, not a short answer."""
@@ -519,4 +554,3 @@ class AsyncStream(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-

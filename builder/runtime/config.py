@@ -147,8 +147,19 @@ def resolve_settings(
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """Replace every secret value that occurs in ``text`` by the mask."""
-    for value in secrets:
-        if value in text:
-            text = text.replace(value, MASK)
+    """Replace every secret value in ``text`` — as written or percent-encoded, as it
+    appears in a URL — by the mask; longer secrets first, so no fragment is left."""
+    if not secrets:
+        return text
+    from urllib.parse import quote, quote_plus
+
+    forms = {
+        form
+        for value in secrets
+        if value
+        for form in (value, quote(value, safe=""), quote_plus(value))
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, MASK)
     return text

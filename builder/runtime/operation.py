@@ -156,7 +156,7 @@ class Operation(Generic[T]):
         parts = []
         for i, segment in enumerate(segments):
             if i % 2:
-                parts.append(quote(_text(values[segment]), safe=""))
+                parts.append(quote(wire_text(values[segment]), safe=""))
             else:
                 parts.append(segment)
         return "".join(parts)
@@ -165,7 +165,8 @@ class Operation(Generic[T]):
         return f"Operation({self.name!r}, {self.method} {self.path})"
 
 
-def _text(value: Any) -> str:
+def wire_text(value: Any) -> str:
+    """A path or header value as text: booleans as ``true``/``false``, like query values."""
     if value is True:
         return "true"
     if value is False:

@@ -16,7 +16,6 @@ import httpx
 __all__ = ["PageWalk", "Pagination", "dig"]
 
 
-
 def _warn(message: str, *args: Any) -> None:
     import logging  # only when it has something to say
 
@@ -72,6 +71,8 @@ class PageWalk:
             query[spec.page_param] = spec.start_page
         if spec.style == "offset" and query.get(spec.offset_param) is None:
             query[spec.offset_param] = 0
+        if spec.style == "cursor" and query.get(spec.cursor_param) not in (None, ""):
+            self._seen.add(query[spec.cursor_param])  # a cursor leading back here ends the walk
 
     def items(self, body: Any) -> list[Any]:
         found = dig(body, self.spec.items_path) if self.spec.items_path else body
@@ -119,8 +120,9 @@ class PageWalk:
     def _follow(self, target: Any, response: httpx.Response) -> bool:
         if not target or not isinstance(target, str):
             return False
+        self._seen.add(str(response.request.url))  # the page just served
         url = str(response.request.url.join(target))
-        if url in self._seen or url == str(response.request.url):
+        if url in self._seen:
             _warn("pagination stopped: next link %s was already followed", url)
             return False
         self._seen.add(url)

@@ -81,7 +81,9 @@ class Pipeline:
                     retries += 1
                     yield SLEEP, policy.backoff(retries)
                     continue
-                raise self._transport_error(errors.TimeoutError, op, request, exc, retries) from None
+                raise self._transport_error(
+                    errors.TimeoutError, op, request, exc, retries
+                ) from None
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if breaker is not None:
                     breaker.record_failure()
@@ -93,7 +95,15 @@ class Pipeline:
                     errors.ConnectionFailedError, op, request, exc, retries
                 ) from None
             except httpx.HTTPError as exc:
-                raise self._transport_error(errors.TransportError, op, request, exc, retries) from None
+                if breaker is not None:
+                    breaker.record_failure()
+                raise self._transport_error(
+                    errors.TransportError, op, request, exc, retries
+                ) from None
+            except GeneratorExit:
+                if breaker is not None:
+                    breaker.abandon_trial()
+                raise
 
             status = response.status_code
             if status < 400:
@@ -196,11 +206,20 @@ class Pipeline:
         return errors.error_for_status(status)(message, **common)
 
     def validation_error(
-        self, op: Operation[Any], response: httpx.Response, exc: Exception
+        self, op: Operation[Any], response: httpx.Response, exc: Exception, body: str | None = None
     ) -> errors.ResponseValidationError:
-        body = scrub(response.text, self.secrets)
-        if isinstance(exc, ValueError) and not hasattr(exc, "errors"):
-            what = f"response is not valid JSON ({exc})"
+        """``body`` is the text that failed (a stream's chunk); default: the response body."""
+        if body is None:
+            try:
+                body = response.text
+            except httpx.ResponseNotRead:
+                body = ""
+        body = scrub(body, self.secrets)
+        get_errors = getattr(exc, "errors", None)
+        first = get_errors()[0] if get_errors is not None and get_errors() else {}
+        if get_errors is None or first.get("type") == "json_invalid":
+            detail = first.get("ctx", {}).get("error") or str(exc)
+            what = f"response is not valid JSON ({detail})"
         else:
             what = f"response does not match the declared model: {_summarise(exc)}"
         return errors.ResponseValidationError(

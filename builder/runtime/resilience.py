@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "TokenBucket", "parse_retry_after"]
@@ -30,7 +30,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 
@@ -165,6 +165,12 @@ class CircuitBreaker:
                 self._opened_at = time.monotonic()
                 self._trial = False
 
+    def abandon_trial(self) -> None:
+        """A trial call ended without a verdict (cancelled): let another one try."""
+        if self._trial:
+            with self._lock:
+                self._trial = False
+
     def reset(self) -> None:
         with self._lock:
             self._failures = 0
@@ -173,4 +179,4 @@ class CircuitBreaker:
 
 
 def utc_from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)

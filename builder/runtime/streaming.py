@@ -35,7 +35,9 @@ class SSEDecoder:
         if not line:
             if not self._pending:
                 return None
-            event = ServerSentEvent(self._event or "message", "\n".join(self._data), self._id, self._retry)
+            event = ServerSentEvent(
+                self._event or "message", "\n".join(self._data), self._id, self._retry
+            )
             self._event, self._data, self._retry, self._pending = "", [], None, False
             return event
         if line[0] == ":":

@@ -63,14 +63,26 @@ class _Checker:
         for name, setting in self.spec.config.items():
             path: Path = ("config", name)
             if not is_safe_identifier(name) or name != name.lower() or name in RESERVED_ARGUMENTS:
-                yield self.error(path, f"{name!r} cannot be a setting name: use lower_snake_case, not a keyword or one of {sorted(RESERVED_ARGUMENTS)}", key=True)
+                yield self.error(
+                    path,
+                    f"{name!r} cannot be a setting name: use lower_snake_case, "
+                    f"not a keyword or one of {sorted(RESERVED_ARGUMENTS)}",
+                    key=True,
+                )
             if setting.secret and setting.default is not None:
-                yield self.error(path + ("default",), "a secret setting must not have a default in the spec")
+                yield self.error(
+                    path + ("default",), "a secret setting must not have a default in the spec"
+                )
             if setting.default is not None and not _fits(setting.type, setting.default):
-                yield self.error(path + ("default",), f"default {setting.default!r} is not a {setting.type}")
+                yield self.error(
+                    path + ("default",), f"default {setting.default!r} is not a {setting.type}"
+                )
             if setting.env:
                 if setting.env in envs:
-                    yield self.error(path + ("env",), f"env var {setting.env} is already used by setting {envs[setting.env]!r}")
+                    yield self.error(
+                        path + ("env",),
+                        f"env var {setting.env} is already used by setting {envs[setting.env]!r}",
+                    )
                 envs[setting.env] = name
 
     def check_placeholders(self) -> Iterator[Diagnostic]:
@@ -81,22 +93,34 @@ class _Checker:
                 yield from self._placeholders(text, ("auth", field))
         for header, value in self.spec.headers.items():
             if not _HEADER_NAME.match(header):
-                yield self.error(("headers", header), f"{header!r} is not a valid header name", key=True)
+                yield self.error(
+                    ("headers", header), f"{header!r} is not a valid header name", key=True
+                )
             if _PLACEHOLDER.search(value):
-                yield self.error(("headers", header), "headers are sent as written: put credentials in `auth`")
+                yield self.error(
+                    ("headers", header), "headers are sent as written: put credentials in `auth`"
+                )
         if _PLACEHOLDER.search(self.spec.base_url):
-            yield self.error(("base_url",), "base_url is a plain URL; it can be overridden by the base_url setting")
+            yield self.error(
+                ("base_url",),
+                "base_url is a plain URL; it can be overridden by the base_url setting",
+            )
 
     def _placeholders(self, text: str, path: Path) -> Iterator[Diagnostic]:
         for match in _PLACEHOLDER.finditer(text):
             inner = match.group(1)
             if not inner.startswith("config."):
-                yield self.error(path, f"placeholder {{{inner}}} must be of the form {{config.NAME}}")
+                yield self.error(
+                    path, f"placeholder {{{inner}}} must be of the form {{config.NAME}}"
+                )
                 continue
             name = inner[len("config.") :]
             if name not in self.spec.config:
                 known = ", ".join(sorted(self.spec.config)) or "none declared"
-                yield self.error(path, f"placeholder {{{inner}}} names no setting under `config` (settings: {known})")
+                yield self.error(
+                    path,
+                    f"placeholder {{{inner}}} names no setting under `config` (settings: {known})",
+                )
 
     # -- schemas --------------------------------------------------------------------------
 
@@ -105,9 +129,17 @@ class _Checker:
         for name, schema in self.spec.schemas.items():
             path: Path = ("schemas", name)
             if not re.match(r"^[A-Z][A-Za-z0-9]*$", name):
-                yield self.error(path, f"{name!r} cannot be a schema name: use PascalCase letters and digits", key=True)
+                yield self.error(
+                    path,
+                    f"{name!r} cannot be a schema name: use PascalCase letters and digits",
+                    key=True,
+                )
             elif name in RESERVED_SCHEMAS or name in (client, f"Async{client}"):
-                yield self.error(path, f"schema name {name!r} is taken by the generated code; choose another", key=True)
+                yield self.error(
+                    path,
+                    f"schema name {name!r} is taken by the generated code; choose another",
+                    key=True,
+                )
             yield from self.check_schema(schema, path)
 
     def check_schema(self, schema: TypeFields, path: Path) -> Iterator[Diagnostic]:
@@ -115,18 +147,27 @@ class _Checker:
             if schema.ref not in self.spec.schemas:
                 close = [s for s in self.spec.schemas if s.lower() == schema.ref.lower()]
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                yield self.error(path, f"{schema.ref!r} is neither a built-in type nor a schema under `schemas`{hint}")
+                yield self.error(
+                    path,
+                    f"{schema.ref!r} is neither a built-in type nor a schema under `schemas`{hint}",
+                )
             if schema.type is not None:
                 yield self.error(path, "give either `type` or `$ref`, not both")
         if schema.enum is not None and schema.type in _SCALAR_TYPES:
             for i, value in enumerate(schema.enum):
                 if not _fits(schema.type, value):
-                    yield self.error(path + ("enum", i), f"enum value {value!r} is not a {schema.type}")
+                    yield self.error(
+                        path + ("enum", i), f"enum value {value!r} is not a {schema.type}"
+                    )
         if schema.default is not None:
             if schema.enum is not None and schema.default not in schema.enum:
-                yield self.error(path + ("default",), f"default {schema.default!r} is not one of the enum values")
+                yield self.error(
+                    path + ("default",), f"default {schema.default!r} is not one of the enum values"
+                )
             elif schema.type in _SCALAR_TYPES and not _fits(schema.type, schema.default):
-                yield self.error(path + ("default",), f"default {schema.default!r} is not a {schema.type}")
+                yield self.error(
+                    path + ("default",), f"default {schema.default!r} is not a {schema.type}"
+                )
         if schema.items is not None:
             yield from self.check_schema(schema.items, path + ("items",))
         for key in ("one_of", "any_of"):
@@ -143,20 +184,39 @@ class _Checker:
         for wire, prop in properties.items():
             python = field_name(wire)
             if python in seen:
-                yield self.error(path + ("properties", wire), f"properties {seen[python]!r} and {wire!r} both become the Python field {python!r}", key=True)
+                yield self.error(
+                    path + ("properties", wire),
+                    f"properties {seen[python]!r} and {wire!r} "
+                    f"both become the Python field {python!r}",
+                    key=True,
+                )
             seen[python] = wire
             yield from self.check_schema(prop, path + ("properties", wire))
         for i, name in enumerate(schema.required):
             if name not in properties:
-                yield self.error(path + ("required", i), f"required property {name!r} is not under `properties`")
+                yield self.error(
+                    path + ("required", i), f"required property {name!r} is not under `properties`"
+                )
         if isinstance(schema.additional_properties, Schema):
-            yield from self.check_schema(schema.additional_properties, path + ("additionalProperties",))
+            yield from self.check_schema(
+                schema.additional_properties, path + ("additionalProperties",)
+            )
 
     # -- operations -----------------------------------------------------------------------
 
     def check_operation(self, name: str, op: Operation, path: Path) -> Iterator[Diagnostic]:
-        if not is_safe_identifier(name) or name != name.lower() or name.startswith("_") or name in RESERVED_OPERATIONS:
-            yield self.error(path, f"{name!r} cannot be a method name: use lower_snake_case, not a keyword, not starting with _, not one of {sorted(RESERVED_OPERATIONS)}", key=True)
+        if (
+            not is_safe_identifier(name)
+            or name != name.lower()
+            or name.startswith("_")
+            or name in RESERVED_OPERATIONS
+        ):
+            yield self.error(
+                path,
+                f"{name!r} cannot be a method name: use lower_snake_case, not a keyword, "
+                f"not starting with _, not one of {sorted(RESERVED_OPERATIONS)}",
+                key=True,
+            )
         if op.skip is not None:
             yield self.warning(path + ("skip",), f"operation {name!r} is not generated: {op.skip}")
             return
@@ -165,12 +225,23 @@ class _Checker:
         for pname, param in op.params.items():
             ppath = path + ("params", pname)
             wire = param.name or pname
-            if not is_safe_identifier(pname) or pname != pname.lower() or pname in RESERVED_ARGUMENTS:
-                yield self.error(ppath, f"{pname!r} cannot be an argument name: use lower_snake_case (put the wire name in `name:`), not a keyword or one of {sorted(RESERVED_ARGUMENTS)}", key=True)
+            if (
+                not is_safe_identifier(pname)
+                or pname != pname.lower()
+                or pname in RESERVED_ARGUMENTS
+            ):
+                yield self.error(
+                    ppath,
+                    f"{pname!r} cannot be an argument name: use lower_snake_case (put the "
+                    f"wire name in `name:`), not a keyword or one of {sorted(RESERVED_ARGUMENTS)}",
+                    key=True,
+                )
             location = param.in_ or ("path" if wire in in_path else "query")
             if location == "path":
                 if wire not in in_path:
-                    yield self.error(ppath, f"path parameter {wire!r} does not appear in the path {op.path!r}")
+                    yield self.error(
+                        ppath, f"path parameter {wire!r} does not appear in the path {op.path!r}"
+                    )
                 if param.required is False:
                     yield self.error(ppath + ("required",), "path parameters are always required")
             if location == "header" and not _HEADER_NAME.match(wire):
@@ -180,24 +251,39 @@ class _Checker:
             wire_names[wire] = location
             yield from self.check_schema(param, ppath)
         for placeholder in in_path:
-            if not any((p.name or k) == placeholder and (p.in_ in (None, "path")) for k, p in op.params.items()):
-                yield self.error(path + ("path",), f"the path names {{{placeholder}}} but no path parameter declares it")
+            if not any(
+                (p.name or k) == placeholder and (p.in_ in (None, "path"))
+                for k, p in op.params.items()
+            ):
+                yield self.error(
+                    path + ("path",),
+                    f"the path names {{{placeholder}}} but no path parameter declares it",
+                )
         yield from self.check_body(op, path)
         if op.response is not None and op.response.schema_ is not None:
             yield from self.check_schema(op.response.schema_, path + ("response", "schema"))
         if op.streaming is not None:
             yield from self.check_schema(op.streaming.item, path + ("streaming", "item"))
             if op.response is not None:
-                yield self.error(path + ("streaming",), "an operation either streams or returns a `response`, not both")
+                yield self.error(
+                    path + ("streaming",),
+                    "an operation either streams or returns a `response`, not both",
+                )
             if op.pagination is not None:
                 yield self.error(path + ("streaming",), "a streaming operation cannot be paginated")
         if op.pagination is not None and (op.response is None or not op.response.many):
-            yield self.error(path + ("pagination",), "pagination needs `response: {schema: ..., many: true}` (the type of each item)")
+            yield self.error(
+                path + ("pagination",),
+                "pagination needs `response: {schema: ..., many: true}` (the type of each item)",
+            )
         for key in op.example:
             if key not in _argument_names(self.spec, op):
                 yield self.error(path + ("example", key), f"{key!r} is not an argument of {name}")
         if op.body is not None and op.method in ("GET", "HEAD"):
-            yield self.warning(path + ("body",), f"a {op.method} request with a body is unusual; many servers ignore it")
+            yield self.warning(
+                path + ("body",),
+                f"a {op.method} request with a body is unusual; many servers ignore it",
+            )
 
     def check_body(self, op: Operation, path: Path) -> Iterator[Diagnostic]:
         if op.body is None:
@@ -207,18 +293,27 @@ class _Checker:
         properties = _body_properties(self.spec, op)
         if properties is None:
             if op.body.fixed:
-                yield self.error(path + ("body", "fixed"), "`fixed` needs an object body with properties")
+                yield self.error(
+                    path + ("body", "fixed"), "`fixed` needs an object body with properties"
+                )
             return
         params = {k for k in op.params}
         for wire in properties:
             python = field_name(wire)
             if python in params:
-                yield self.error(bpath, f"body property {wire!r} and parameter {python!r} would be the same argument")
+                yield self.error(
+                    bpath,
+                    f"body property {wire!r} and parameter {python!r} would be the same argument",
+                )
             if python in RESERVED_ARGUMENTS:
-                yield self.error(bpath, f"body property {wire!r} would shadow the client argument {python!r}")
+                yield self.error(
+                    bpath, f"body property {wire!r} would shadow the client argument {python!r}"
+                )
         for key in op.body.fixed:
             if key not in properties:
-                yield self.error(path + ("body", "fixed", key), f"{key!r} is not a property of the body")
+                yield self.error(
+                    path + ("body", "fixed", key), f"{key!r} is not a property of the body"
+                )
 
     # -- roles ----------------------------------------------------------------------------
 
@@ -231,7 +326,9 @@ class _Checker:
             if target is None or target.skip:
                 yield self.error(path, f"no generated operation is named {roles.source.read!r}")
             elif not (target.pagination or (target.response and target.response.many)):
-                yield self.error(path, f"{roles.source.read!r} must return a list or pages of records")
+                yield self.error(
+                    path, f"{roles.source.read!r} must return a list or pages of records"
+                )
         if roles.sink is not None:
             target = ops.get(roles.sink.write)
             path = ("roles", "sink", "write")

@@ -112,14 +112,20 @@ def _strip_unknown(
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(fields))}"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; expected one of: {', '.join(sorted(fields))}"
+            )
             problems.append(doc.diagnostic(path + (key,), f"unknown key {key!r}{hint}", key=True))
             continue
         clean[key] = _strip_value(fields[key], value, path + (key,), doc, problems)
     return clean
 
 
-def _strip_value(annotation: Any, value: Any, path: Path, doc: Document, problems: list[Diagnostic]) -> Any:
+def _strip_value(
+    annotation: Any, value: Any, path: Path, doc: Document, problems: list[Diagnostic]
+) -> Any:
     for member in _models_in(annotation):
         origin = typing.get_origin(member)
         if origin is dict and isinstance(value, dict):
@@ -130,9 +136,15 @@ def _strip_value(annotation: Any, value: Any, path: Path, doc: Document, problem
             return [_strip_value(inner, v, path + (i,), doc, problems) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
-    candidates = [m for m in _models_in(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+    candidates = [
+        m for m in _models_in(annotation) if isinstance(m, type) and issubclass(m, BaseModel)
+    ]
     if len(candidates) > 1:  # a tagged union: pick the member whose `type` literal matches
-        tagged = [m for m in candidates if value.get("type") in typing.get_args(m.model_fields["type"].annotation)]
+        tagged = [
+            m
+            for m in candidates
+            if value.get("type") in typing.get_args(m.model_fields["type"].annotation)
+        ]
         if len(tagged) != 1:
             return value  # pydantic reports the bad tag
         candidates = tagged
@@ -161,7 +173,9 @@ def _from_validation(exc: ValidationError, doc: Document) -> list[Diagnostic]:
     out = []
     for (path, at_key), messages in by_place.items():
         unique = list(dict.fromkeys(messages))
-        out.append(doc.diagnostic(path, " or ".join(unique) if len(unique) <= 3 else unique[0], key=at_key))
+        out.append(
+            doc.diagnostic(path, " or ".join(unique) if len(unique) <= 3 else unique[0], key=at_key)
+        )
     return out
 
 
@@ -179,7 +193,9 @@ def _real_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, list[Any]]:
             current = current[part]
         else:
             rest.append(part)
-    return tuple(path), [r for r in rest if isinstance(r, str) and not r[:1].isupper() and "[" not in r]
+    return tuple(path), [
+        r for r in rest if isinstance(r, str) and not r[:1].isupper() and "[" not in r
+    ]
 
 
 def _clean(message: str) -> str:

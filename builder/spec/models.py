@@ -42,7 +42,20 @@ class TypeFields(StrictModel):
     ref: str | None = Field(None, alias="$ref", description="The name of a schema under `schemas`.")
     description: str | None = None
     format: (
-        Literal["date-time", "date", "time", "uuid", "uri", "email", "binary", "byte", "int32", "int64", "float", "double"]
+        Literal[
+            "date-time",
+            "date",
+            "time",
+            "uuid",
+            "uri",
+            "email",
+            "binary",
+            "byte",
+            "int32",
+            "int64",
+            "float",
+            "double",
+        ]
         | None
     ) = None
     enum: list[Scalar] | None = Field(None, min_length=1)
@@ -103,7 +116,9 @@ class Param(TypeFields):
         alias="in",
         description="Where it goes; default: path if the path names it, else query.",
     )
-    name: str | None = Field(None, description="The name on the wire, when it differs from the key.")
+    name: str | None = Field(
+        None, description="The name on the wire, when it differs from the key."
+    )
     required: bool | None = Field(
         None, description="Default: true for path params, and for others without a default: false."
     )
@@ -154,13 +169,19 @@ class Pagination(StrictModel):
     """How results come in pages. The operation's method returns a lazy iterator of items."""
 
     style: Literal["link_header", "next_url", "cursor", "offset", "page"]
-    items: str | None = Field(None, description="Dotted path to the list in each page; default: the body.")
-    next: str | None = Field(None, description="next_url / cursor: dotted path to the next URL or cursor.")
+    items: str | None = Field(
+        None, description="Dotted path to the list in each page; default: the body."
+    )
+    next: str | None = Field(
+        None, description="next_url / cursor: dotted path to the next URL or cursor."
+    )
     cursor_param: str = "cursor"
     cursor_from_item: str | None = Field(
         None, description="cursor: take the cursor from this field of the last item."
     )
-    has_more: str | None = Field(None, description="Dotted path to a flag that says more pages follow.")
+    has_more: str | None = Field(
+        None, description="Dotted path to a flag that says more pages follow."
+    )
     offset_param: str = "offset"
     page_param: str = "page"
     size_param: str | None = Field(None, description="The query parameter for the page size.")
@@ -181,8 +202,12 @@ class Streaming(StrictModel):
 
     format: Literal["sse", "ndjson"]
     item: Schema
-    done: str | None = Field(None, description='An SSE data payload that ends the stream, e.g. "[DONE]".')
-    events: list[str] = Field(default_factory=list, description="SSE event names to keep; default all.")
+    done: str | None = Field(
+        None, description='An SSE data payload that ends the stream, e.g. "[DONE]".'
+    )
+    events: list[str] = Field(
+        default_factory=list, description="SSE event names to keep; default all."
+    )
 
     @field_validator("item", mode="before")
     @classmethod
@@ -191,6 +216,16 @@ class Streaming(StrictModel):
 
 
 RetryOn = int | Literal["timeout", "connection_error"]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = (
+    408,
+    429,
+    500,
+    502,
+    503,
+    504,
+    "timeout",
+    "connection_error",
+)
 
 
 class Retry(StrictModel):
@@ -201,9 +236,7 @@ class Retry(StrictModel):
     max_delay: float = Field(30.0, ge=0)
     multiplier: float = Field(2.0, ge=1)
     jitter: bool = True
-    retry_on: list[RetryOn] = Field(
-        default_factory=lambda: [408, 429, 500, 502, 503, 504, "timeout", "connection_error"]
-    )
+    retry_on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     respect_retry_after: bool = True
     max_retry_after: float = Field(60.0, ge=0)
 

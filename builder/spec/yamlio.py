@@ -95,7 +95,9 @@ class _Builder:
                 self.active.discard(id(node))
         if isinstance(node, yaml.SequenceNode):
             if node.tag != f"{_TAG}seq":
-                self.error(node, path, f"YAML tag {node.tag!r} is not allowed: specs hold plain data")
+                self.error(
+                    node, path, f"YAML tag {node.tag!r} is not allowed: specs hold plain data"
+                )
                 return None
             if id(node) in self.active:
                 self.error(node, path, "an alias refers to a list that contains it")
@@ -122,14 +124,18 @@ class _Builder:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == f"{_TAG}merge":
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for source in sources:
                     built = self.build(source, path)
                     if isinstance(built, dict):
                         for k, v in built.items():
                             merged.setdefault(k, v)
                     else:
-                        self.error(source, path, "a merge key (<<) takes a mapping or a list of them")
+                        self.error(
+                            source, path, "a merge key (<<) takes a mapping or a list of them"
+                        )
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALARS:
                 self.error(key_node, path, "mapping keys must be plain strings")
@@ -142,7 +148,9 @@ class _Builder:
             child = path + (key,)
             if key in result:
                 first = self.doc.keys[child]
-                self.error(key_node, child, f"duplicate key {key!r} (first defined at line {first[0]})")
+                self.error(
+                    key_node, child, f"duplicate key {key!r} (first defined at line {first[0]})"
+                )
                 continue
             self.doc.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             result[key] = self.build(value_node, child)
@@ -180,7 +188,9 @@ def load_yaml(text: str, file: str) -> Document:
     except _TooBig as exc:
         raise InputError([Diagnostic(file, 1, 1, "", str(exc))]) from None
     except RecursionError:
-        raise InputError([Diagnostic(file, 1, 1, "", "the document is nested too deeply")]) from None
+        raise InputError(
+            [Diagnostic(file, 1, 1, "", "the document is nested too deeply")]
+        ) from None
     if builder.problems:
         raise InputError(builder.problems)
     return builder.doc

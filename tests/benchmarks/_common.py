@@ -45,7 +45,7 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
 
 def verdict(value: float, limit: float) -> str:
-    """"ok" when ``value`` is within ``limit`` (a ratio or a time), else "MISS"."""
+    """ "ok" when ``value`` is within ``limit`` (a ratio or a time), else "MISS"."""
     return "ok" if value <= limit else "MISS"
 
 
@@ -104,10 +104,16 @@ def environment() -> dict[str, Any]:
         except Exception:  # any failure just means "unknown"
             versions[name] = None
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-            check=False,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
     return {
@@ -121,8 +127,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_json(path: str | None, benchmark: str, params: dict[str, Any],
-               results: dict[str, Any]) -> None:
+def write_json(
+    path: str | None, benchmark: str, params: dict[str, Any], results: dict[str, Any]
+) -> None:
     if not path:
         return
     document = {

@@ -69,8 +69,15 @@ print(json.dumps({{
 def _cli_command(out: Path) -> list[str]:
     exe = shutil.which("connector-builder")
     if exe is None:  # not on PATH: the same entry point through this interpreter
-        return [sys.executable, "-c", "from builder.cli import main; main()",
-                "generate", "specs", "--out", str(out)]
+        return [
+            sys.executable,
+            "-c",
+            "from builder.cli import main; main()",
+            "generate",
+            "specs",
+            "--out",
+            str(out),
+        ]
     return [exe, "generate", "specs", "--out", str(out)]
 
 
@@ -87,12 +94,13 @@ def _run(cmd: list[str]) -> tuple[float, str]:
 
 def run_cli(out: Path, spec_names: set[str], expect: str) -> float:
     wall, stdout = _run(_cli_command(out))
-    generated = {line.rsplit("/", 1)[-1] for line in stdout.splitlines()
-                 if line.startswith("generated ")}
+    generated = {
+        line.rsplit("/", 1)[-1] for line in stdout.splitlines() if line.startswith("generated ")
+    }
     unchanged: set[str] = set()
     for line in stdout.splitlines():
         if line.startswith("unchanged: "):
-            unchanged = {n.strip() for n in line[len("unchanged: "):].split(",")}
+            unchanged = {n.strip() for n in line[len("unchanged: ") :].split(",")}
     if expect == "cold" and (generated != spec_names or unchanged):
         raise SystemExit(f"cold CLI run did not generate every spec:\n{stdout}")
     if expect == "noop" and (generated or unchanged != spec_names):
@@ -134,16 +142,27 @@ def main(argv: list[str] | None = None) -> int:
     names = spec_names()
 
     samples: dict[str, list[float]] = {
-        k: [] for k in (
-            "cold_cli", "cold_inproc_total", "cold_inproc_import", "cold_inproc_generate",
-            "cold_inproc_wall", "noop_cli", "noop_inproc_total", "noop_inproc_import",
-            "noop_inproc_generate", "noop_inproc_wall",
+        k: []
+        for k in (
+            "cold_cli",
+            "cold_inproc_total",
+            "cold_inproc_import",
+            "cold_inproc_generate",
+            "cold_inproc_wall",
+            "noop_cli",
+            "noop_inproc_total",
+            "noop_inproc_import",
+            "noop_inproc_generate",
+            "noop_inproc_wall",
         )
     }
     loaded: dict[str, list[str]] = {}
 
-    print(f"generation benchmark: {len(names)} specs ({', '.join(sorted(names))}), "
-          f"{iterations} iterations, fresh subprocess per run", flush=True)
+    print(
+        f"generation benchmark: {len(names)} specs ({', '.join(sorted(names))}), "
+        f"{iterations} iterations, fresh subprocess per run",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         for i in range(iterations):
             cli_out = Path(tmp) / f"cli-{i}"
@@ -160,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                         samples[f"{kind}_inproc_{part}"].append(data[part])
                     loaded[kind] = data["loaded"]
 
-            for step in ((cli_pair, inproc_pair) if i % 2 == 0 else (inproc_pair, cli_pair)):
+            for step in (cli_pair, inproc_pair) if i % 2 == 0 else (inproc_pair, cli_pair):
                 step()
-            print(f"  iteration {i + 1}/{iterations}: cold CLI {samples['cold_cli'][-1]:.2f} s, "
-                  f"no-op CLI {samples['noop_cli'][-1]:.3f} s", flush=True)
+            print(
+                f"  iteration {i + 1}/{iterations}: cold CLI {samples['cold_cli'][-1]:.2f} s, "
+                f"no-op CLI {samples['noop_cli'][-1]:.3f} s",
+                flush=True,
+            )
 
     stats = {k: summary(v) for k, v in samples.items()}
 
@@ -171,8 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         s = stats[key]
         if target is None:
             return [label, s["median"], s["min"], s["max"], s["n"], "", ""]
-        return [label, s["median"], s["min"], s["max"], s["n"], f"<= {target:g} s",
-                verdict(s["median"], target)]
+        return [
+            label,
+            s["median"],
+            s["min"],
+            s["max"],
+            s["n"],
+            f"<= {target:g} s",
+            verdict(s["median"], target),
+        ]
 
     rows = [
         row("cold   CLI subprocess, wall", "cold_cli", COLD_TARGET_S),
@@ -187,12 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         row("no-op  in-process child, wall", "noop_inproc_wall", None),
     ]
     print()
-    print(table(["case", "median s", "min s", "max s", "n", "target", ""], rows,
-                title=f"Generation of all of specs/ ({len(names)} specs)"))
+    print(
+        table(
+            ["case", "median s", "min s", "max s", "n", "target", ""],
+            rows,
+            title=f"Generation of all of specs/ ({len(names)} specs)",
+        )
+    )
     print()
-    print("heavy generator modules imported by the in-process run: "
-          f"cold: {', '.join(loaded.get('cold', [])) or 'none'}; "
-          f"no-op: {', '.join(loaded.get('noop', [])) or 'none'}")
+    print(
+        "heavy generator modules imported by the in-process run: "
+        f"cold: {', '.join(loaded.get('cold', [])) or 'none'}; "
+        f"no-op: {', '.join(loaded.get('noop', [])) or 'none'}"
+    )
 
     write_json(
         args.json,

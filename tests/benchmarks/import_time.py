@@ -33,8 +33,14 @@ if __package__ in (None, ""):  # run as a script: make ``tests.benchmarks`` impo
 from tests.benchmarks._common import parser, summary, table, verdict, write_json  # noqa: E402
 
 TARGET_RATIO = 1.30
-FORBIDDEN = ("jinja2", "black", "click", "yaml", "datamodel_code_generator",
-             "openapi_spec_validator")
+FORBIDDEN = (
+    "jinja2",
+    "black",
+    "click",
+    "yaml",
+    "datamodel_code_generator",
+    "openapi_spec_validator",
+)
 
 CANNED_CHAT_COMPLETION = json.dumps(
     {
@@ -67,8 +73,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "sys.modules['httpx._main'] = None",
         "import httpx, pydantic",
     ),
-    ("httpx_basemodel", "import httpx; from pydantic import BaseModel", "",
-     "import httpx\nfrom pydantic import BaseModel"),
+    (
+        "httpx_basemodel",
+        "import httpx; from pydantic import BaseModel",
+        "",
+        "import httpx\nfrom pydantic import BaseModel",
+    ),
     ("openai_sdk", "import openai   (official SDK)", "", "import openai"),
     (
         "connectors_openai_construct",
@@ -130,7 +140,11 @@ def _child_env() -> dict[str, str]:
 def run_case(setup: str, stmt: str, cwd: str, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, setup, stmt],
-        cwd=cwd, env=env, capture_output=True, text=True, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"child failed for {stmt!r}:\n{proc.stderr}")
@@ -151,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     env = _child_env()
     times: dict[str, list[float]] = {key: [] for key, *_ in CASES}
     modules: dict[str, set[str]] = {key: set() for key, *_ in CASES}
-    print(f"import-time benchmark: {len(CASES)} cases x {samples} fresh interpreters, "
-          "interleaved", flush=True)
+    print(
+        f"import-time benchmark: {len(CASES)} cases x {samples} fresh interpreters, interleaved",
+        flush=True,
+    )
     # A neutral working directory: imports resolve as they would for a user of the
     # installed packages, not through the repository root on sys.path.
     with tempfile.TemporaryDirectory(prefix="bench-import-") as cwd:
@@ -179,15 +195,35 @@ def main(argv: list[str] | None = None) -> int:
         if key == "connectors_openai":
             target = f"<= {TARGET_RATIO:.2f}x"
             verdict_cell = verdict(ratio, TARGET_RATIO)
-        rows.append([label, s["median"], s["min"], f"{ratio:.2f}x", f"{s['median'] / lean:.2f}x",
-                     len(top_level(modules[key])), target, verdict_cell])
+        rows.append(
+            [
+                label,
+                s["median"],
+                s["min"],
+                f"{ratio:.2f}x",
+                f"{s['median'] / lean:.2f}x",
+                len(top_level(modules[key])),
+                target,
+                verdict_cell,
+            ]
+        )
     print()
-    print(table(
-        ["statement (timed inside a fresh interpreter)", "median ms", "min ms",
-         "vs baseline", "vs no-cli baseline", "top-level mods", "target", ""],
-        rows,
-        title=f"Import time, {samples} fresh interpreters per case",
-    ))
+    print(
+        table(
+            [
+                "statement (timed inside a fresh interpreter)",
+                "median ms",
+                "min ms",
+                "vs baseline",
+                "vs no-cli baseline",
+                "top-level mods",
+                "target",
+                "",
+            ],
+            rows,
+            title=f"Import time, {samples} fresh interpreters per case",
+        )
+    )
 
     # --- what the connector loads beyond the baseline --------------------------------
     conn_top = top_level(modules["connectors_openai"])
@@ -196,52 +232,80 @@ def main(argv: list[str] | None = None) -> int:
     missing = sorted(base_top - conn_top)
     decode_extra = sorted(top_level(modules["connectors_openai_first_decode"]) - base_top)
     print()
-    print("top-level modules `import connectors.openai` loads that `import httpx, pydantic` "
-          f"doesn't: {', '.join(extra) or 'none'}")
-    print("top-level modules `import httpx, pydantic` loads that `import connectors.openai` "
-          f"doesn't: {', '.join(missing) or 'none'}")
-    print("top-level modules `import connectors.openai` + first decode loads beyond "
-          f"`import httpx, pydantic`: {', '.join(decode_extra) or 'none'}")
+    print(
+        "top-level modules `import connectors.openai` loads that `import httpx, pydantic` "
+        f"doesn't: {', '.join(extra) or 'none'}"
+    )
+    print(
+        "top-level modules `import httpx, pydantic` loads that `import connectors.openai` "
+        f"doesn't: {', '.join(missing) or 'none'}"
+    )
+    print(
+        "top-level modules `import connectors.openai` + first decode loads beyond "
+        f"`import httpx, pydantic`: {', '.join(decode_extra) or 'none'}"
+    )
 
     failures: dict[str, list[str]] = {}
-    for key in ("connectors_openai", "connectors_github", "connectors_openai_construct",
-                "connectors_openai_first_decode"):
+    for key in (
+        "connectors_openai",
+        "connectors_github",
+        "connectors_openai_construct",
+        "connectors_openai_first_decode",
+    ):
         bad = sorted(set(FORBIDDEN) & top_level(modules[key]))
         if bad:
             failures[key] = bad
     bad_extra = sorted(set(FORBIDDEN) & set(extra))
     if bad_extra:
-        print(f"FAIL: import connectors.openai loads generator dependencies beyond the "
-              f"baseline: {', '.join(bad_extra)}")
+        print(
+            f"FAIL: import connectors.openai loads generator dependencies beyond the "
+            f"baseline: {', '.join(bad_extra)}"
+        )
     for key, bad in failures.items():
         print(f"FAIL: {key} loads generator dependencies: {', '.join(bad)}")
     if not failures and not bad_extra:
         print(f"ok: none of {', '.join(FORBIDDEN)} is loaded by any connector case")
 
-    construct_extra = sorted(top_level(modules["connectors_openai_construct"])
-                             - top_level(modules["httpx_client_construct"]))
-    print("top-level modules `OpenAI(api_key='k')` (with its import) loads beyond "
-          f"`import httpx; httpx.Client()`: {', '.join(construct_extra) or 'none'}")
+    construct_extra = sorted(
+        top_level(modules["connectors_openai_construct"])
+        - top_level(modules["httpx_client_construct"])
+    )
+    print(
+        "top-level modules `OpenAI(api_key='k')` (with its import) loads beyond "
+        f"`import httpx; httpx.Client()`: {', '.join(construct_extra) or 'none'}"
+    )
     httpx_client_extra = sorted(top_level(modules["httpx_client_construct"]) - base_top)
-    print("top-level modules `import httpx; httpx.Client()` loads beyond `import httpx, pydantic`"
-          f" (httpcore's imports at client construction): {', '.join(httpx_client_extra)}")
+    print(
+        "top-level modules `import httpx; httpx.Client()` loads beyond `import httpx, pydantic`"
+        f" (httpcore's imports at client construction): {', '.join(httpx_client_extra)}"
+    )
 
     ratio = stats["connectors_openai"]["median"] / base
-    construct_ratio = (stats["connectors_openai_construct"]["median"]
-                       / stats["httpx_client_construct"]["median"])
+    construct_ratio = (
+        stats["connectors_openai_construct"]["median"] / stats["httpx_client_construct"]["median"]
+    )
     print()
-    print("from connectors.openai import OpenAI; OpenAI(api_key='k') / "
-          f"import httpx; httpx.Client() = {construct_ratio:.2f}x (no target)")
-    print(f"connectors.openai / baseline = {ratio:.2f}x (target <= {TARGET_RATIO:.2f}x: "
-          f"{verdict(ratio, TARGET_RATIO)}); vs the no-cli baseline: "
-          f"{stats['connectors_openai']['median'] / lean:.2f}x")
+    print(
+        "from connectors.openai import OpenAI; OpenAI(api_key='k') / "
+        f"import httpx; httpx.Client() = {construct_ratio:.2f}x (no target)"
+    )
+    print(
+        f"connectors.openai / baseline = {ratio:.2f}x (target <= {TARGET_RATIO:.2f}x: "
+        f"{verdict(ratio, TARGET_RATIO)}); vs the no-cli baseline: "
+        f"{stats['connectors_openai']['median'] / lean:.2f}x"
+    )
 
     write_json(
         args.json,
         "import_time",
-        {"samples": samples, "quick": args.quick,
-         "cases": {key: {"label": label, "setup": setup, "statement": stmt}
-                   for key, label, setup, stmt in CASES}},
+        {
+            "samples": samples,
+            "quick": args.quick,
+            "cases": {
+                key: {"label": label, "setup": setup, "statement": stmt}
+                for key, label, setup, stmt in CASES
+            },
+        },
         {
             "milliseconds": stats,
             "ratio_vs_baseline": {k: stats[k]["median"] / base for k in stats},

@@ -129,3 +129,20 @@ class AsyncDemo(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
 
     async def write(self, records: Any) -> int:
         return await self._write_all(self.create_item, records)
+
+
+class FakeClock:
+    """Stands in for the ``time`` module inside builder.runtime.resilience."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.epoch = 1_700_000_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.epoch + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from builder.runtime import resilience
-from tests.runtime._clients import BASE_URL
+from tests.runtime._clients import BASE_URL, FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -36,23 +36,6 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     monkeypatch.setattr(time, "sleep", fake_sleep)
     monkeypatch.setattr(asyncio, "sleep", fake_async_sleep)
     return requested
-
-
-class FakeClock:
-    """Stands in for the ``time`` module inside builder.runtime.resilience."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.epoch = 1_700_000_000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.epoch + self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -12,8 +12,16 @@ import respx
 from builder.runtime import errors
 from builder.runtime.auth import ApiKeyAuth
 from builder.runtime.resilience import RetryPolicy
-from tests.runtime._clients import CREATE_ITEM, GET_ITEM, TOKEN, AsyncDemo, Item, NewItem, service
-from tests.runtime.conftest import FakeClock
+from tests.runtime._clients import (
+    CREATE_ITEM,
+    GET_ITEM,
+    TOKEN,
+    AsyncDemo,
+    FakeClock,
+    Item,
+    NewItem,
+    service,
+)
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -305,7 +305,8 @@ def test_pages_yields_whole_typed_pages() -> None:
     spec = Pagination("page", items_path=("items",))
     with Demo(transport=server.transport) as client:
         pages = list(client._paginate(op(spec)).pages())
-    assert [ids(p) for p in pages] == [[10, 11], [20], []]
+    assert [ids(p) for p in pages if p] == [[10, 11], [20]]
+    assert len(server.requests) == len(pages) == 3
     assert all(isinstance(i, Item) for p in pages for i in p)
 
 
@@ -329,6 +330,76 @@ def test_iterating_again_starts_over_and_leaves_the_callers_query_alone() -> Non
         assert ids(list(pager)) == [1]
     assert query == {"q": "x"}
     assert [r.url.params["page"] for r in server.requests] == ["1", "2", "1", "2"]
+
+
+def two_pages(style: str) -> tuple[Pagination, Handler]:
+    """A pagination spec and a server that splits items 1..4 over two pages of two."""
+
+    def page_number(params: httpx.QueryParams) -> int:
+        if "offset" in params:
+            return int(params["offset"]) // 2 + 1
+        if "page" in params:
+            return int(params["page"])
+        marker = params.get("p") or params.get("cursor") or params.get("after")
+        return {None: 1, "2": 2, "c2": 2}.get(marker, 3)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        number = page_number(request.url.params)
+        if number == 2:
+            return httpx.Response(200, json={"data": items(3, 4), "more": False})
+        if number != 1:
+            return httpx.Response(200, json={"data": []})
+        body: dict[str, Any] = {"data": items(1, 2), "more": True}
+        headers = {}
+        if style == "link_header":
+            headers["Link"] = '</items?p=2>; rel="next"'
+        elif style == "next_url":
+            body["next"] = "https://api.test/items?p=2"
+        else:
+            body["next"] = "c2"
+        return httpx.Response(200, json=body, headers=headers)
+
+    specs = {
+        "link_header": Pagination("link_header", items_path=("data",)),
+        "next_url": Pagination("next_url", items_path=("data",), next_path=("next",)),
+        "cursor": Pagination("cursor", items_path=("data",), next_path=("next",)),
+        "cursor_from_item": Pagination(
+            "cursor",
+            items_path=("data",),
+            cursor_param="after",
+            cursor_from_item="id",
+            has_more_path=("more",),
+        ),
+        "has_more": Pagination(
+            "cursor", items_path=("data",), next_path=("next",), has_more_path=("more",)
+        ),
+        "offset": Pagination("offset", items_path=("data",), size_param="limit", page_size=2),
+        "page": Pagination("page", items_path=("data",), size_param="per_page", page_size=2),
+    }
+    return specs[style], handler
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["link_header", "next_url", "cursor", "cursor_from_item", "has_more", "offset", "page"],
+)
+def test_every_style_is_lazy_and_walks_all_pages(style: str) -> None:
+    spec, handler = two_pages(style)
+    server = Recorder(handler)
+    with Demo(transport=server.transport) as client:
+        pager = client._paginate(op(spec))
+        iterator = iter(pager)
+        assert server.requests == []
+        assert next(iterator).id == 1
+        assert len(server.requests) == 1
+        assert next(iterator).id == 2
+        assert len(server.requests) == 1  # the second page is not fetched before it is needed
+        assert [item.id for item in iterator] == [3, 4]
+        pages = [ids(page) for page in pager.pages() if page]
+    assert pages == [[1, 2], [3, 4]]
+    # Offset and page styles only learn of the end from a short (here: empty) page.
+    per_walk = 3 if style in {"offset", "page"} else 2
+    assert len(server.requests) == 2 * per_walk
 
 
 # -- loop protection -----------------------------------------------------------------------

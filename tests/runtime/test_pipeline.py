@@ -15,8 +15,7 @@ from builder.runtime.auth import ApiKeyAuth, CustomAuth
 from builder.runtime.config import MASK
 from builder.runtime.operation import Operation, QuotaHeaders
 from builder.runtime.resilience import RetryPolicy
-from tests.runtime._clients import GET_ITEM, TOKEN, Demo, Item, service
-from tests.runtime.conftest import FakeClock
+from tests.runtime._clients import GET_ITEM, TOKEN, Demo, FakeClock, Item, service
 
 pytestmark = pytest.mark.timeout(10)
 

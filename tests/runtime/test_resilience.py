@@ -19,7 +19,7 @@ from builder.runtime.resilience import (
     parse_retry_after,
     utc_from_epoch,
 )
-from tests.runtime.conftest import FakeClock
+from tests.runtime._clients import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 

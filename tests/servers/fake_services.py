@@ -83,8 +83,9 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=_JSON_SEPARATORS)
 
 
-def _int_param(request: Request, name: str, default: int, lo: int | None = None,
-               hi: int | None = None) -> int:
+def _int_param(
+    request: Request, name: str, default: int, lo: int | None = None, hi: int | None = None
+) -> int:
     """Read an integer query parameter, falling back to ``default`` on garbage."""
     raw = request.query_params.get(name)
     try:
@@ -348,8 +349,9 @@ def _rate_headers() -> dict[str, str]:
     }
 
 
-def _gh_json(request: Request, data: Any, status: int = 200,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def _gh_json(
+    request: Request, data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """JSON response carrying the GitHub rate-limit headers."""
     all_headers = _rate_headers()
     if headers:
@@ -377,8 +379,9 @@ def _issue_state(number: int, requested: str) -> str:
     return "closed" if number % 3 == 0 else "open"
 
 
-def _issue(request: Request, owner: str, repo: str, number: int, state: str,
-           title: str | None = None) -> dict[str, Any]:
+def _issue(
+    request: Request, owner: str, repo: str, number: int, state: str, title: str | None = None
+) -> dict[str, Any]:
     base = str(request.base_url).rstrip("/")
     return {
         "id": 1_000_000 + number,
@@ -637,8 +640,12 @@ async def fault_ndjson(request: Request) -> Response:
                 yield "".join(batch)
                 batch.clear()
         batch.append(
-            _dumps({"done": True, "usage": {"prompt_tokens": 1, "completion_tokens": n,
-                                            "total_tokens": n + 1}})
+            _dumps(
+                {
+                    "done": True,
+                    "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1},
+                }
+            )
             + "\n"
         )
         yield "".join(batch)

@@ -86,10 +86,16 @@ def run_server(
     env.setdefault("PYTHONUNBUFFERED", "1")
 
     cmd = [
-        sys.executable, "-m", "uvicorn", app_path,
-        "--host", host,
-        "--port", str(port),
-        "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
         "--no-access-log",
     ]
 
