@@ -20,6 +20,7 @@ from builder.runtime.streaming import SSEDecoder
 __all__ = ["AsyncClient", "AsyncPager", "AsyncStream", "Pager", "Stream", "SyncClient"]
 
 T = TypeVar("T")
+C = TypeVar("C")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -186,11 +187,9 @@ class SyncClient(_Core):
     ) -> None:
         options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
         self._owns_http = http_client is None
-        if http_client is None:
-            http_client = httpx.Client(transport=transport, **options)
-        else:
+        self._http = http_client or httpx.Client(transport=transport, **options)
+        if http_client is not None:
             _adopt(http_client, options, explicit_timeout=timeout is not None)
-        self._http = http_client
 
     def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
         send = self._http.send
@@ -279,11 +278,9 @@ class AsyncClient(_Core):
     ) -> None:
         options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
         self._owns_http = http_client is None
-        if http_client is None:
-            http_client = httpx.AsyncClient(transport=transport, **options)
-        else:
+        self._http = http_client or httpx.AsyncClient(transport=transport, **options)
+        if http_client is not None:
             _adopt(http_client, options, explicit_timeout=timeout is not None)
-        self._http = http_client
 
     async def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
         send = self._http.send
@@ -359,27 +356,29 @@ class AsyncClient(_Core):
         await self.aclose()
 
 
-class Pager(Generic[T]):
-    """A lazy iterator over every item of every page; ``pages()`` yields whole pages.
-
-    Nothing is requested until iteration starts; each page is fetched when it is needed.
-    """
+class _Pages(Generic[C]):
+    """What a pager remembers: the client, the operation and the first request's parts."""
 
     def __init__(
         self,
-        client: SyncClient,
+        client: C,
         op: Operation[Any],
         path: Mapping[str, Any] | None,
         query: dict[str, Any],
         headers: Mapping[str, Any] | None,
     ) -> None:
-        self._client, self._op, self._path, self._query, self._headers = (
-            client,
-            op,
-            path,
-            query,
-            headers,
-        )
+        self._client = client
+        self._op = op
+        self._path = path
+        self._query = query
+        self._headers = headers
+
+
+class Pager(_Pages[SyncClient], Generic[T]):
+    """A lazy iterator over every item of every page; ``pages()`` yields whole pages.
+
+    Nothing is requested until iteration starts; each page is fetched when it is needed.
+    """
 
     def __iter__(self) -> Iterator[T]:
         for page in self.pages():
@@ -399,24 +398,8 @@ class Pager(Generic[T]):
                 return
 
 
-class AsyncPager(Generic[T]):
+class AsyncPager(_Pages["AsyncClient"], Generic[T]):
     """The async counterpart of :class:`Pager`: ``async for item in pager``."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        op: Operation[Any],
-        path: Mapping[str, Any] | None,
-        query: dict[str, Any],
-        headers: Mapping[str, Any] | None,
-    ) -> None:
-        self._client, self._op, self._path, self._query, self._headers = (
-            client,
-            op,
-            path,
-            query,
-            headers,
-        )
 
     async def __aiter__(self) -> AsyncIterator[T]:
         async for page in self.pages():
