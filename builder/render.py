@@ -17,8 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from builder.ir import Connector
 from builder.naming import is_safe_identifier
 
@@ -177,7 +175,10 @@ def decoder(text: str) -> str:
 
 
 @cache
-def environment() -> jinja2.Environment:
+def environment() -> Any:
+    """The Jinja environment (imported here: a run that renders nothing never loads jinja2)."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
