@@ -642,8 +642,11 @@ class _Builder:
         for name, schema in spec.schemas.items():
             if name not in self.models:
                 self.add_model(name, schema)
-        operations = [self.operation(n, op) for n, op in spec.operations.items() if op.skip is None]
+        operations = [
+            self.operation(n, op) for n, op in spec.operations.items() if op.skip is None and n not in spec.skip
+        ]
         skipped = [(n, op.skip) for n, op in spec.operations.items() if op.skip is not None]
+        skipped += [(n, reason) for n, reason in spec.skip.items()]
 
         settings = [self.setting(n, s) for n, s in spec.config.items()]
         if "base_url" not in spec.config:

@@ -11,7 +11,7 @@ import httpx
 
 from builder.runtime import errors
 from builder.runtime.config import Config
-from builder.runtime.operation import Operation, Service, wire_text, wire_value
+from builder.runtime.operation import Operation, Service, styled_query, wire_text, wire_value
 from builder.runtime.pagination import PageWalk
 from builder.runtime.pipeline import SEND, SLEEP, Pipeline, Plan
 from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
@@ -76,18 +76,41 @@ class _Core:
         headers: Mapping[str, Any] | None,
         body: Any,
         url: str | None = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> httpx.Request:
         params: Any = None
         if query:
-            params = {k: wire_value(v) for k, v in query.items() if v is not None}
+            if op.styles:
+                params = [
+                    pair
+                    for k, v in query.items()
+                    if v is not None
+                    for pair in styled_query(k, v, op.styles.get(k))
+                ]
+            else:
+                params = {k: wire_value(v) for k, v in query.items() if v is not None}
         if headers:
             headers = {k: wire_text(v) for k, v in headers.items() if v is not None}
-        content = None
+        if cookies:
+            jar = "; ".join(f"{k}={wire_text(v)}" for k, v in cookies.items() if v is not None)
+            if jar:
+                headers = {**(headers or {}), "Cookie": jar}
+        content = data = files = None
         if body is not None:
-            if isinstance(body, dict):
-                body = {k: v for k, v in body.items() if v is not None}
-            content = _to_json(body, by_alias=True, exclude_none=True)
-            headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
+            kind = op.body_kind
+            if kind == "json":
+                if isinstance(body, dict):
+                    body = {k: v for k, v in body.items() if v is not None}
+                content = _to_json(body, by_alias=True, exclude_none=True)
+                headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
+            elif kind in ("form", "multipart"):
+                data, files = _form_fields(body, multipart=kind == "multipart")
+            else:  # binary or text: the body as it is
+                content = body.encode() if isinstance(body, str) else body
+                default_type = (
+                    "text/plain; charset=utf-8" if kind == "text" else "application/octet-stream"
+                )
+                headers = {"Content-Type": op.media_type or default_type, **(headers or {})}
         if url is not None:
             # A next link carries its own query; httpx would replace it by the client's
             # params (a query API key), so pass it explicitly and let httpx merge the two.
@@ -102,6 +125,8 @@ class _Core:
             params=params,
             headers=headers,
             content=content,
+            data=data,
+            files=files,
             timeout=op.timeout if op.timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
@@ -157,6 +182,27 @@ def _adopt(
         http.auth = options["auth"]
     if explicit_timeout:
         http.timeout = httpx.Timeout(options["timeout"])
+
+
+def _form_fields(body: Any, *, multipart: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Form fields (and, for multipart, files: bytes, file objects or (name, data, type))."""
+    if not isinstance(body, Mapping):
+        dump = getattr(body, "model_dump", None)
+        body = dump(by_alias=True, exclude_none=True) if dump else {}
+    data: dict[str, Any] = {}
+    files: dict[str, Any] = {}
+    for key, value in body.items():
+        if value is None:
+            continue
+        if multipart and (isinstance(value, bytes | tuple) or hasattr(value, "read")):
+            files[key] = value
+        elif isinstance(value, list | tuple):
+            data[key] = [wire_text(v) for v in value]
+        elif isinstance(value, dict) or hasattr(value, "model_dump"):
+            data[key] = _to_json(value, by_alias=True, exclude_none=True).decode()
+        else:
+            data[key] = wire_text(value)
+    return data, (files or None) if multipart else None
 
 
 _serializer: Any = None
@@ -225,8 +271,9 @@ class SyncClient(_Core):
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
         body: Any = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> T:
-        request = self._build(self._http, op, path, query, headers, body)
+        request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = self._run(self._pipeline.plan(op, request))
         return self._decode(op, response)  # type: ignore[no-any-return]
 
@@ -246,8 +293,9 @@ class SyncClient(_Core):
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
         body: Any = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> Stream[T]:
-        request = self._build(self._http, op, path, query, headers, body)
+        request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
         return Stream(self, op, response)
 
@@ -318,8 +366,9 @@ class AsyncClient(_Core):
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
         body: Any = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> T:
-        request = self._build(self._http, op, path, query, headers, body)
+        request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = await self._run(self._pipeline.plan(op, request))
         return self._decode(op, response)  # type: ignore[no-any-return]
 
@@ -339,8 +388,9 @@ class AsyncClient(_Core):
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
         body: Any = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> AsyncStream[T]:
-        request = self._build(self._http, op, path, query, headers, body)
+        request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = await self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
         return AsyncStream(self, op, response)
 

@@ -119,6 +119,9 @@ class Operation(Generic[T]):
         "timeout",
         "pagination",
         "stream",
+        "body_kind",
+        "media_type",
+        "styles",
         "_segments",
     )
 
@@ -134,6 +137,9 @@ class Operation(Generic[T]):
         timeout: float | None = None,
         pagination: Any = None,
         stream: StreamFormat | None = None,
+        body_kind: Literal["json", "form", "multipart", "binary", "text"] = "json",
+        media_type: str | None = None,
+        styles: Mapping[str, tuple[str, bool]] | None = None,
     ) -> None:
         self.name = name
         self.method = method
@@ -144,6 +150,9 @@ class Operation(Generic[T]):
         self.timeout = timeout
         self.pagination = pagination
         self.stream = stream
+        self.body_kind = body_kind
+        self.media_type = media_type
+        self.styles = styles or {}  # query wire name -> (OpenAPI style, explode)
         # Split the path template once: even items are literal text, odd items param names.
         self._segments: tuple[str, ...] = tuple(_PATH_PARAM.split(path))
 
@@ -188,3 +197,22 @@ def wire_value(value: Any) -> Any:
     if enum_value is not None:
         return enum_value
     return str(value)
+
+
+_DELIMITERS = {"form": ",", "spaceDelimited": " ", "pipeDelimited": "|", "tabDelimited": "\t"}
+
+
+def styled_query(name: str, value: Any, style: tuple[str, bool] | None) -> list[tuple[str, Any]]:
+    """Query pairs for one parameter, written in its OpenAPI style.
+
+    Default (form, exploded): a list repeats the key. ``explode: false`` joins a list with
+    the style's delimiter; ``deepObject`` writes a mapping as ``name[key]=value``.
+    """
+    if style is None:
+        return [(name, wire_value(value))]
+    kind, explode = style
+    if kind == "deepObject" and isinstance(value, Mapping):
+        return [(f"{name}[{k}]", wire_value(v)) for k, v in value.items() if v is not None]
+    if isinstance(value, list | tuple) and not explode:
+        return [(name, _DELIMITERS.get(kind, ",").join(wire_text(v) for v in value))]
+    return [(name, wire_value(value))]

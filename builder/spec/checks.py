@@ -54,6 +54,11 @@ class _Checker:
         yield from self.check_schemas()
         for name, op in self.spec.operations.items():
             yield from self.check_operation(name, op, ("operations", name))
+        for name, reason in self.spec.skip.items():
+            if self.spec.source is None and name not in self.spec.operations:
+                yield self.error(("skip", name), f"no operation is named {name!r}", key=True)
+            else:
+                yield self.warning(("skip", name), f"operation {name!r} is not generated: {reason}")
         yield from self.check_roles()
 
     # -- config and placeholders ----------------------------------------------------------
@@ -183,7 +188,7 @@ class _Checker:
         seen: dict[str, str] = {}
         for wire, prop in properties.items():
             python = field_name(wire)
-            if python in seen:
+            if python in seen and self.spec.source is None:  # imported names are made unique
                 yield self.error(
                     path + ("properties", wire),
                     f"properties {seen[python]!r} and {wire!r} "
@@ -323,7 +328,7 @@ class _Checker:
         if roles.source is not None:
             target = ops.get(roles.source.read)
             path: Path = ("roles", "source", "read")
-            if target is None or target.skip:
+            if target is None or target.skip or roles.source.read in self.spec.skip:
                 yield self.error(path, f"no generated operation is named {roles.source.read!r}")
             elif not (target.pagination or (target.response and target.response.many)):
                 yield self.error(
@@ -332,7 +337,7 @@ class _Checker:
         if roles.sink is not None:
             target = ops.get(roles.sink.write)
             path = ("roles", "sink", "write")
-            if target is None or target.skip:
+            if target is None or target.skip or roles.sink.write in self.spec.skip:
                 yield self.error(path, f"no generated operation is named {roles.sink.write!r}")
             elif target.body is None:
                 yield self.error(path, f"{roles.sink.write!r} must send a body (the record)")

@@ -60,7 +60,13 @@ def load_spec_text(text: str, file: str) -> LoadedSpec:
             [doc.diagnostic((), f"a spec is a mapping of keys to values, not a {_kind(doc.data)}")]
         )
     problems: list[Diagnostic] = []
-    data = _strip_unknown(Spec, doc.data, (), doc, problems)
+    data = doc.data
+    if isinstance(data.get("source"), dict) and "openapi" in data["source"]:
+        from builder.openapi.overlay import apply_source
+
+        data, found = apply_source(doc, data)
+        problems.extend(found)
+    data = _strip_unknown(Spec, data, (), doc, problems)
     spec: Spec | None = None
     try:
         spec = Spec.model_validate(data)

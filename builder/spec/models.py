@@ -122,6 +122,10 @@ class Param(TypeFields):
     required: bool | None = Field(
         None, description="Default: true for path params, and for others without a default: false."
     )
+    style: Literal["form", "spaceDelimited", "pipeDelimited", "tabDelimited", "deepObject"] | None = (
+        Field(None, description="How an array or object query value is written (OpenAPI styles).")
+    )
+    explode: bool = Field(True, description="false: an array is one comma-joined value.")
 
     @model_validator(mode="before")
     @classmethod
@@ -130,14 +134,17 @@ class Param(TypeFields):
 
 
 class Body(StrictModel):
-    """A JSON request body. An object body's properties become keyword arguments."""
+    """A request body. An object body's properties become keyword arguments."""
 
     schema_: Schema = Field(alias="schema")
     fixed: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields this operation always sends (e.g. stream: true); not arguments.",
     )
-    content_type: Literal["json"] = "json"
+    content_type: Literal["json", "form", "multipart", "binary", "text"] = Field(
+        "json", description="json, form (urlencoded), multipart (files), binary (bytes), text."
+    )
+    media_type: str | None = Field(None, description="The Content-Type of a binary or text body.")
 
     @field_validator("schema_", mode="before")
     @classmethod
@@ -319,8 +326,19 @@ class CustomAuth(StrictModel):
     description: str | None = Field(None, description="What the caller must pass as auth=.")
 
 
+class OAuth2ClientCredentialsAuth(StrictModel):
+    """OAuth2 client credentials: a token fetched from `token_url`, cached, renewed."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str = Field(pattern=r"^https?://")
+    client_id: str = Field(description='Template such as "{config.client_id}".')
+    client_secret: str = Field(description='Template such as "{config.client_secret}".')
+    scopes: list[str] = Field(default_factory=list)
+
+
 Auth = Annotated[
-    NoAuth | ApiKeyAuth | BearerAuth | BasicAuth | CustomAuth, Field(discriminator="type")
+    NoAuth | ApiKeyAuth | BearerAuth | BasicAuth | CustomAuth | OAuth2ClientCredentialsAuth,
+    Field(discriminator="type"),
 ]
 
 
@@ -366,10 +384,32 @@ class Roles(StrictModel):
     sink: SinkRole | None = None
 
 
+class OpenAPISource(StrictModel):
+    """Operations and schemas come from an OpenAPI document; the spec is an overlay."""
+
+    openapi: str = Field(description="Path of the document, relative to the spec file.")
+    include_tags: list[str] = Field(default_factory=list)
+    exclude_tags: list[str] = Field(default_factory=list)
+    include_paths: list[str] = Field(default_factory=list, description="Glob patterns.")
+    exclude_paths: list[str] = Field(default_factory=list, description="Glob patterns.")
+    include_operations: list[str] = Field(default_factory=list, description="operationIds or names.")
+    exclude_operations: list[str] = Field(default_factory=list, description="operationIds or names.")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description='operationId (or "METHOD /path") -> method name.'
+    )
+
+
 class Spec(StrictModel):
     """A connector spec, version 1."""
 
     spec_version: Literal[1]
+    source: OpenAPISource | None = Field(
+        None, description="Start from an OpenAPI document; `operations` then adjust its ones."
+    )
+    skip: dict[str, str] = Field(
+        default_factory=dict,
+        description="Operations not to generate, each with the reason (listed as warnings).",
+    )
     name: str = Field(pattern=IDENTIFIER, description="Package name: connectors.<name>.")
     title: str
     class_name: str | None = Field(

@@ -1,0 +1,162 @@
+"""Reading OpenAPI documents: fast parsing, `$ref` resolution, positions only when needed.
+
+The happy path parses with ``json`` or libyaml and never tracks positions; a message that
+needs a line number re-reads the text with position tracking, once, on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+
+from builder.diagnostics import Diagnostic, InputError
+
+try:
+    from yaml import CSafeLoader as _FastLoader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _FastLoader  # type: ignore[assignment]
+
+LARGE_DOCUMENT = 512 * 1024
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class _NoDatesLoader(_FastLoader):  # type: ignore[misc, valid-type]
+    """YAML with dates kept as text: an OpenAPI example date is a string, not a datetime."""
+
+
+_NoDatesLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in _FastLoader.yaml_implicit_resolvers.items()
+}
+
+
+class OpenAPIDocument:
+    """One parsed document and the files its `$ref`s reach."""
+
+    def __init__(self, path: Path, text: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.text = text
+        self.data = data
+        self._others: dict[Path, OpenAPIDocument] = {}
+
+    @property
+    def version(self) -> str:
+        raw = self.data.get("openapi") or self.data.get("swagger") or ""
+        return str(raw)
+
+    @property
+    def major(self) -> str:
+        """``2.0``, ``3.0`` or ``3.1``."""
+        v = self.version
+        return "2.0" if v.startswith("2") else "3.1" if v.startswith("3.1") or v.startswith("3.2") else "3.0"
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    # -- positions ------------------------------------------------------------------------
+
+    @cached_property
+    def _positions(self) -> dict[tuple[str, ...], tuple[int, int]]:
+        """(line, col) of every value, by JSON-pointer parts; built on first use only."""
+        positions: dict[tuple[str, ...], tuple[int, int]] = {}
+        try:
+            root = yaml.compose(self.text, Loader=_FastLoader)
+        except yaml.YAMLError:
+            return positions
+        stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
+        while stack:
+            node, path = stack.pop()
+            positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, yaml.ScalarNode):
+                        stack.append((value, path + (key.value,)))
+            elif isinstance(node, yaml.SequenceNode):
+                for i, value in enumerate(node.value):
+                    stack.append((value, path + (str(i),)))
+        return positions
+
+    def position(self, pointer: str) -> tuple[int, int]:
+        parts = tuple(_unescape(p) for p in pointer.lstrip("#").split("/") if p) if pointer else ()
+        positions = self._positions
+        while parts and parts not in positions:
+            parts = parts[:-1]
+        return positions.get(parts, (1, 1))
+
+    def diagnostic(self, pointer: str, message: str, severity: str = "error") -> Diagnostic:
+        # Finding a line means re-reading the text with positions: worth it for an error,
+        # not for a warning in a document of megabytes.
+        exact = severity == "error" or len(self.text) < LARGE_DOCUMENT
+        line, col = self.position(pointer) if exact else (1, 1)
+        return Diagnostic(str(self.path), line, col, pointer or "#", message, severity)  # type: ignore[arg-type]
+
+    # -- references -----------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> tuple[Any, OpenAPIDocument, str]:
+        """The target of a `$ref`, the document it is in, and its pointer there."""
+        location, _, fragment = ref.partition("#")
+        document = self if not location else self._other(location)
+        target: Any = document.data
+        for part in fragment.split("/"):
+            if not part:
+                continue
+            key = _unescape(part)
+            if isinstance(target, dict) and key in target:
+                target = target[key]
+            elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+                target = target[int(key)]
+            else:
+                raise KeyError(ref)
+        return target, document, "#" + fragment
+
+    def _other(self, location: str) -> OpenAPIDocument:
+        if "://" in location:
+            raise KeyError(f"{location}: remote references are not fetched")
+        path = (self.path.parent / unquote(location)).resolve()
+        if path not in self._others:
+            self._others[path] = load_document(path)
+        return self._others[path]
+
+
+def _unescape(part: str) -> str:
+    return unquote(part).replace("~1", "/").replace("~0", "~")
+
+
+def load_document(path: str | Path) -> OpenAPIDocument:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise InputError([Diagnostic(str(path), 1, 1, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError([Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
+    data = parse(text, str(path))
+    if not isinstance(data, dict) or not (data.get("openapi") or data.get("swagger")):
+        raise InputError(
+            [Diagnostic(str(path), 1, 1, "", "not an OpenAPI document: no `openapi` or `swagger` key")]
+        )
+    return OpenAPIDocument(path, text, data)
+
+
+def parse(text: str, file: str) -> Any:
+    """JSON when it looks like JSON (fast), else YAML with libyaml; errors located."""
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError([Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]) from None
+    try:
+        return yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise InputError([Diagnostic(file, line, col, "", f"invalid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise InputError([Diagnostic(file, 1, 1, "", f"invalid YAML: {exc}")]) from None

@@ -1,0 +1,259 @@
+"""OpenAPI / JSON Schema -> the spec language's schema subset.
+
+What the subset can say is kept (types, `$ref`, objects, arrays, enums, nullability,
+unions, additionalProperties, formats, defaults, descriptions); `allOf` is merged into one
+object; what a generated model cannot enforce faithfully (patterns in another regex
+dialect, exclusive bounds, conditional schemas) is left out — responses are checked for
+shape and types, not re-validated against every constraint a service documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.naming import pascal_case, unique
+from builder.openapi.document import OpenAPIDocument
+from builder.spec.checks import RESERVED_SCHEMAS
+
+_FORMATS = {"date-time", "date", "time", "uuid", "uri", "email", "binary", "byte", "int32", "int64", "float", "double"}
+_SCALARS = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+_MAX_DEPTH = 40
+
+
+class SchemaConverter:
+    """Converts schemas, naming each component schema once (cycles are `$ref`s)."""
+
+    def __init__(self, document: OpenAPIDocument, taken: set[str]) -> None:
+        self.document = document
+        self.schemas: dict[str, dict[str, Any]] = {}
+        self._names: dict[tuple[str, str], str] = {}  # (file, pointer) -> our name
+        self._taken = set(taken) | set(RESERVED_SCHEMAS)
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def _is_component(self, pointer: str) -> bool:
+        parts = pointer.lstrip("#").strip("/").split("/")
+        return (len(parts) == 3 and parts[:2] == ["components", "schemas"]) or (
+            len(parts) == 2 and parts[0] == "definitions"
+        )
+
+    def _name_for(self, document: OpenAPIDocument, pointer: str) -> str:
+        key = (str(document.path), pointer)
+        if key not in self._names:
+            raw = pointer.rsplit("/", 1)[-1]
+            base = pascal_case(raw) or "Model"
+            if not base[0].isalpha():
+                base = "Model" + base
+            base = base[0].upper() + base[1:]
+            if base in RESERVED_SCHEMAS:
+                base += "Model"
+            self._names[key] = unique(base, self._taken)
+        return self._names[key]
+
+    def ref(self, ref: str, document: OpenAPIDocument, depth: int = 0) -> dict[str, Any]:
+        """A `$ref`: a component schema becomes a named schema; anything else is inlined."""
+        target, owner, pointer = document.resolve(ref)
+        if self._is_component(pointer):
+            name = self._name_for(owner, pointer)
+            if name not in self.schemas:
+                self.schemas[name] = {}  # reserve first: a cycle comes back as a $ref
+                self.schemas[name] = self.convert(target, owner, name, depth + 1, top=True)
+            return {"$ref": name}
+        return self.convert(target, owner, pointer.rsplit("/", 1)[-1], depth + 1)
+
+    # -- conversion -----------------------------------------------------------------------
+
+    def convert(
+        self,
+        node: Any,
+        document: OpenAPIDocument,
+        hint: str,
+        depth: int = 0,
+        top: bool = False,
+    ) -> dict[str, Any]:
+        if depth > _MAX_DEPTH or not isinstance(node, dict):
+            return {"type": "any"}
+        if "$ref" in node and isinstance(node["$ref"], str):
+            converted = self.ref(node["$ref"], document, depth)
+            extra = _annotations(node)
+            if extra.get("description") and "$ref" in converted:
+                return converted  # siblings of $ref are ignored in 3.0; keep the reference
+            return converted
+        if "allOf" in node and isinstance(node["allOf"], list):
+            return self._all_of(node, document, hint, depth)
+        out: dict[str, Any] = _annotations(node)
+        types, nullable = _types(node)
+        if nullable:
+            out["nullable"] = True
+        variants = node.get("oneOf") or node.get("anyOf")
+        if isinstance(variants, list) and variants:
+            converted = [self.convert(v, document, f"{hint}Option{i + 1}", depth + 1) for i, v in enumerate(variants)]
+            real = [c for c in converted if c.get("type") != "null"]
+            if len(real) < len(converted):
+                out["nullable"] = True
+            if len(real) == 1:
+                return {**real[0], **{k: v for k, v in out.items() if k not in real[0]}}
+            if not real:
+                return {**out, "type": "any"}
+            out["anyOf" if "anyOf" in node else "oneOf"] = real
+            return out
+        if len(types) > 1:
+            out["anyOf"] = [self._typed(t, node, document, hint, depth) for t in types]
+            return out
+        kind = types[0] if types else _implied_type(node)
+        out.update(self._typed(kind, node, document, hint, depth))
+        self._enum_and_default(out, node)
+        return out
+
+    def _typed(self, kind: str, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if kind == "null":
+            return {"type": "any"}
+        if kind == "array":
+            out["type"] = "array"
+            items = node.get("items")
+            if isinstance(items, dict):
+                out["items"] = self.convert(items, document, f"{hint}Item", depth + 1)
+            return out
+        if kind == "object":
+            properties = node.get("properties")
+            if isinstance(properties, dict) and properties:
+                out["properties"] = {
+                    str(name): self.convert(prop, document, f"{hint}{pascal_case(str(name))}", depth + 1)
+                    for name, prop in properties.items()
+                }
+                required = node.get("required")
+                if isinstance(required, list):
+                    out["required"] = list(dict.fromkeys(r for r in required if isinstance(r, str) and r in properties))
+            else:
+                out["type"] = "object"
+            extra = node.get("additionalProperties")
+            if extra is False and properties:
+                out["additionalProperties"] = False
+            elif isinstance(extra, dict) and extra:
+                converted = self.convert(extra, document, f"{hint}Value", depth + 1)
+                if properties:
+                    pass  # declared properties plus arbitrary extras: the model keeps extras
+                else:
+                    out["additionalProperties"] = converted
+            return out
+        if kind in _SCALARS:
+            out["type"] = kind
+            fmt = node.get("format")
+            if isinstance(fmt, str) and fmt in _FORMATS and (kind == "string" or fmt in ("int32", "int64", "float", "double")):
+                out["format"] = fmt
+            if kind == "string" and node.get("type") == "file":
+                out["format"] = "binary"
+            return out
+        if kind == "file":
+            return {"type": "string", "format": "binary"}
+        return {"type": "any"}
+
+    def _enum_and_default(self, out: dict[str, Any], node: dict[str, Any]) -> None:
+        kind = out.get("type")
+        values = node.get("enum")
+        if "const" in node and values is None:
+            values = [node["const"]]
+        if isinstance(values, list) and kind in _SCALARS:
+            if None in values:
+                out["nullable"] = True
+            kept = list(dict.fromkeys(v for v in values if _fits(kind, v)))
+            if kept:
+                out["enum"] = kept
+        default = node.get("default")
+        if default is not None and kind in _SCALARS and _fits(kind, default):
+            if "enum" not in out or default in out["enum"]:
+                out["default"] = default
+
+    def _all_of(self, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int) -> dict[str, Any]:
+        """allOf: the members' properties merged into one object (no inheritance)."""
+        members = [m for m in node["allOf"] if isinstance(m, dict)]
+        own = {k: v for k, v in node.items() if k != "allOf"}
+        if len(members) == 1 and not own.get("properties"):
+            merged = self.convert(members[0], document, hint, depth + 1)
+            return {**merged, **_annotations(own)} if "$ref" not in merged else merged
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        nullable = False
+        for member in [*members, own]:
+            resolved, owner = self._resolve_object(member, document, depth)
+            if resolved is None:
+                continue
+            if resolved.get("nullable"):
+                nullable = True
+            if "allOf" in resolved:
+                flat = self._all_of(resolved, owner, hint, depth + 1)
+                properties.update(flat.get("properties", {}))
+                required.extend(flat.get("required", []))
+                continue
+            for name, prop in (resolved.get("properties") or {}).items():
+                properties[str(name)] = self.convert(prop, owner, f"{hint}{pascal_case(str(name))}", depth + 1)
+            required.extend(r for r in resolved.get("required") or [] if isinstance(r, str))
+        out = _annotations(own)
+        if not properties:
+            out["type"] = "object"
+            return out
+        out["properties"] = properties
+        out["required"] = list(dict.fromkeys(r for r in required if r in properties))
+        if nullable:
+            out["nullable"] = True
+        return out
+
+    def _resolve_object(self, node: dict[str, Any], document: OpenAPIDocument, depth: int) -> tuple[dict[str, Any] | None, OpenAPIDocument]:
+        seen = 0
+        while "$ref" in node and isinstance(node["$ref"], str) and seen < _MAX_DEPTH:
+            target, document, _ = document.resolve(node["$ref"])
+            if not isinstance(target, dict):
+                return None, document
+            node, seen = target, seen + 1
+        return node, document
+
+
+def _annotations(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("description", "title"):
+        value = node.get(key)
+        if isinstance(value, str) and value.strip():
+            out[key] = value.strip()
+    if node.get("deprecated") is True:
+        out["deprecated"] = True
+    if node.get("readOnly") is True:
+        out["readOnly"] = True
+    if node.get("writeOnly") is True:
+        out["writeOnly"] = True
+    return out
+
+
+def _types(node: dict[str, Any]) -> tuple[list[str], bool]:
+    raw = node.get("type")
+    nullable = node.get("nullable") is True or node.get("x-nullable") is True
+    if isinstance(raw, list):
+        kinds = [str(t) for t in raw]
+        if "null" in kinds:
+            nullable = True
+        kinds = [k for k in kinds if k != "null"]
+        return kinds, nullable
+    if isinstance(raw, str):
+        if raw == "null":
+            return ["null"], True
+        return [raw], nullable
+    return [], nullable
+
+
+def _implied_type(node: dict[str, Any]) -> str:
+    if "properties" in node or "additionalProperties" in node:
+        return "object"
+    if "items" in node:
+        return "array"
+    if isinstance(node.get("enum"), list) and node["enum"] and all(isinstance(v, str) for v in node["enum"]):
+        return "string"
+    return "any"
+
+
+def _fits(kind: str, value: Any) -> bool:
+    expected = _SCALARS.get(kind)
+    if expected is None:
+        return False
+    if isinstance(value, bool) and kind != "boolean":
+        return False
+    return isinstance(value, expected)  # type: ignore[arg-type]
