@@ -229,6 +229,29 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{'':<{width}}  {', '.join(r['operations'])}")
 
 
+@main.command("import-openapi")
+@click.argument("document", type=click.Path())
+@click.option("--name", required=True, help="The connector's name (lower_snake_case).")
+@click.option(
+    "--out",
+    default="specs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the spec and the document's copy go.",
+)
+@guarded
+def import_openapi(document: str, name: str, out: str) -> None:
+    """Write a spec for an OpenAPI document (2.0, 3.0, 3.1), next to a copy of it."""
+    from builder.openapi.importer import import_openapi as run
+
+    spec, taken, skipped = run(Path(document), name, Path(out))
+    click.echo(
+        f"wrote {spec}: {taken} operations"
+        + (f", {len(skipped)} skipped (listed under skip:)" if skipped else "")
+    )
+    click.echo(f"next: connector-builder generate {spec}")
+
+
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the spec language (for editors)."""
@@ -239,6 +262,10 @@ def schema() -> None:
     document["title"] = "connector-builder spec, version 1"
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
+
+from builder.diff.cli import diff_command  # noqa: E402  (needs `main` defined above)
+
+main.add_command(diff_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

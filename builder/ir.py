@@ -56,13 +56,11 @@ class ModelField:
             args["default"] = self.default
         if self.name != self.wire_name:
             args["alias"] = self.wire_name
-        if self.description:
-            args["description"] = self.description
         return args | self.constraints
 
     @property
     def needs_field(self) -> bool:
-        return bool(self.constraints or self.description or self.name != self.wire_name)
+        return bool(self.constraints or self.name != self.wire_name)
 
 
 @dataclass(frozen=True)
@@ -113,6 +111,9 @@ class OperationIR:
     retries_503: bool  # whether a 503 is retried under the scaffold's two-attempt policy
     example_path: str  # the path with the example's path arguments filled in
     empty_page: Any  # a page with no items (pagination tests)
+    body_kind: str = "json"  # json | form | multipart | binary | text
+    media_type: str | None = None
+    styles: dict[str, tuple[str, bool]] = field(default_factory=dict)  # query wire name -> style
 
     def where(self, location: str) -> list[Argument]:
         return [a for a in self.arguments if a.location == location]
@@ -208,28 +209,59 @@ class Connector:
 
     @property
     def test_import_sections(self) -> list[list[tuple[str, str]]]:
-        imports = {
-            ("__future__", "annotations"),
-            ("asyncio", ""),
-            ("httpx", ""),
-            ("pytest", ""),
-            ("respx", ""),
-        }
+        imports = {("__future__", "annotations"), ("asyncio", ""), ("json", ""), ("httpx", "")}
+        imports |= {("pytest", ""), ("respx", ""), ("pathlib", "Path"), ("typing", "Any")}
         imports |= {
             ("builder.runtime.errors", "NotFoundError"),
-            ("builder.runtime.resilience", "RetryPolicy"),
+            ("builder.runtime.errors", "ServerError"),
         }
-        if not all(op.retries_503 for op in self.operations):
-            imports.add(("builder.runtime.errors", "ServerError"))
+        imports |= {("builder.runtime.resilience", "RetryPolicy")}
         imports |= {
             (f"connectors.{self.name}", self.class_name),
             (f"connectors.{self.name}", self.async_class_name),
         }
-        if self.role("sink"):
-            imports.add(("typing", "Any"))
-        if any(op.style == "stream" for op in self.operations):
-            imports.add(("json", ""))
         return import_sections(imports)
+
+    def test_cases(self) -> str:
+        """``tests/cases.json``: per operation, the example call and what the mock serves."""
+        cases = []
+        for op in self.operations:
+            response: dict[str, Any] = {"kind": op.response_kind}
+            if op.style == "stream" and op.stream is not None:
+                response["kind"] = "stream"
+                data = json.dumps(op.sample_response)
+                if op.stream["framing"] == "sse":
+                    event = f"event: {op.stream['events'][0]}\n" if op.stream["events"] else ""
+                    done = f"data: {op.stream['done']}\n\n" if op.stream["done"] is not None else ""
+                    response["body"] = f"{event}data: {data}\n\n{done}"
+                    response["content_type"] = "text/event-stream"
+                else:
+                    response["body"] = data + "\n"
+                    response["content_type"] = "application/x-ndjson"
+            elif op.response_kind == "json":
+                response["body"] = op.sample_response
+                if (
+                    op.style == "paginate"
+                    and op.pagination
+                    and op.pagination["style"] in ("offset", "page")
+                ):
+                    response["empty_page"] = op.empty_page
+            arguments = {
+                k: v.decode() if isinstance(v, bytes) else v for k, v in op.example.items()
+            }
+            cases.append(
+                {
+                    "name": op.name,
+                    "method": op.method,
+                    "path": op.example_path,
+                    "style": op.style,
+                    "arguments": arguments,
+                    "bytes_arguments": [k for k, v in op.example.items() if isinstance(v, bytes)],
+                    "response": response,
+                    "retries_503": op.retries_503,
+                }
+            )
+        return json.dumps({"base_url": self.base_url, "operations": cases}, indent=1) + "\n"
 
     def _client_imports(self) -> set[tuple[str, str]]:
         # httpx is only needed for annotations; importing it at run time happens through
@@ -518,6 +550,8 @@ class _Builder:
                 example = op.example.get("body")
                 if example is None:
                     example = sample_value(op.body.schema_, self.spec.schemas)
+                if annotation == "bytes" and isinstance(example, str):
+                    example = example.encode()
                 arguments.append(
                     Argument(
                         "body",
@@ -628,6 +662,13 @@ class _Builder:
             tags=list(op.tags),
             record_annotation=record,
             retries_503=op.retry is None or (op.retry.attempts > 1 and 503 in op.retry.retry_on),
+            body_kind=op.body.content_type if op.body else "json",
+            media_type=op.body.media_type if op.body else None,
+            styles={
+                (p.name or k): (p.style or "form", p.explode)
+                for k, p in op.params.items()
+                if (p.in_ or "query") == "query" and (p.style is not None or not p.explode)
+            },
             example_path=_fill_path(
                 op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}
             ),
@@ -643,7 +684,9 @@ class _Builder:
             if name not in self.models:
                 self.add_model(name, schema)
         operations = [
-            self.operation(n, op) for n, op in spec.operations.items() if op.skip is None and n not in spec.skip
+            self.operation(n, op)
+            for n, op in spec.operations.items()
+            if op.skip is None and n not in spec.skip
         ]
         skipped = [(n, op.skip) for n, op in spec.operations.items() if op.skip is not None]
         skipped += [(n, reason) for n, reason in spec.skip.items()]
@@ -832,6 +875,13 @@ def _auth(spec: Spec) -> tuple[str, dict[str, Any]]:
         }
     if auth.type == "custom":
         return "CustomAuth", {}
+    if auth.type == "oauth2_client_credentials":
+        return "OAuth2ClientCredentials", {
+            "token_url": auth.token_url,
+            "client_id": template(auth.client_id),
+            "client_secret": template(auth.client_secret),
+            "scopes": tuple(auth.scopes),
+        }
     return "NoAuth", {}
 
 

@@ -39,7 +39,7 @@ class RenderError(Exception):
 
 def literal(value: Any) -> str:
     """A Python literal for plain data; anything else is refused."""
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int | str | bytes):
         return repr(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -243,5 +243,6 @@ def render_package(connector: Connector) -> dict[str, str]:
         if target.endswith(".py"):
             text = format_python(text, f"connectors/{connector.name}/{target}")
         files[target] = text
+    files["tests/cases.json"] = connector.test_cases()
     files["py.typed"] = ""
     return files

@@ -12,12 +12,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from builder.naming import is_safe_identifier, pascal_case, snake_case, unique
 from builder.openapi.document import HTTP_METHODS, OpenAPIDocument
 from builder.openapi.schemas import SchemaConverter
 from builder.spec.checks import RESERVED_ARGUMENTS, RESERVED_OPERATIONS
+from builder.spec.models import Operation as OperationModel
 
 _IGNORED_HEADERS = {"accept", "content-type", "authorization"}
+# What a parameter may carry of a schema (an object parameter is a plain mapping).
+_PARAM_SCHEMA_KEYS = {
+    "type", "$ref", "description", "format", "enum", "default", "nullable", "items", "oneOf",
+    "anyOf", "deprecated",
+}  # fmt: skip
 _JSON = re.compile(r"^application/([\w.+-]+\+)?json|^\*/\*$|/json$|^text/json")
 
 
@@ -80,14 +88,14 @@ class _Converter:
 
     def run(self) -> Converted:
         data = self.doc.data
-        info = data.get("info") if isinstance(data.get("info"), dict) else {}
+        info: dict[str, Any] = data["info"] if isinstance(data.get("info"), dict) else {}
         auth = self.security()
         operations: dict[str, Any] = {}
         unconvertible: dict[str, tuple[str, str]] = {}
         pointers: dict[str, str] = {}
         taken = set(RESERVED_OPERATIONS)
         total = 0
-        paths = data.get("paths") if isinstance(data.get("paths"), dict) else {}
+        paths: dict[str, Any] = data["paths"] if isinstance(data.get("paths"), dict) else {}
         for path, item in paths.items():
             if not isinstance(item, dict):
                 continue
@@ -111,11 +119,21 @@ class _Converter:
                     continue
                 pointers[name] = pointer
                 try:
-                    operations[name] = self.operation(op, item, method, str(path), pointer)
+                    converted = self.operation(op, item, method, str(path), pointer)
+                    OperationModel.model_validate(converted)
                 except Unsupported as exc:
                     unconvertible[name] = (str(exc), pointer)
                 except KeyError as exc:
                     unconvertible[name] = (f"unresolvable reference {exc}", pointer)
+                except ValidationError as exc:
+                    error = exc.errors(include_url=False)[0]
+                    where = ".".join(str(p) for p in error["loc"])
+                    unconvertible[name] = (
+                        f"does not fit the spec language: {where}: {error['msg']}",
+                        pointer,
+                    )
+                else:
+                    operations[name] = converted
         spec: dict[str, Any] = {
             "spec_version": 1,
             "name": self.name,
@@ -129,13 +147,19 @@ class _Converter:
         description = info.get("description")
         if isinstance(description, str) and description.strip():
             spec["description"] = description.strip()
-        docs = (data.get("externalDocs") or {}).get("url") if isinstance(data.get("externalDocs"), dict) else None
+        docs = (
+            (data.get("externalDocs") or {}).get("url")
+            if isinstance(data.get("externalDocs"), dict)
+            else None
+        )
         if isinstance(docs, str) and docs.startswith("http"):
             spec["docs_url"] = docs
         return Converted(spec, unconvertible, pointers, total)
 
     def operation_name(self, op_id: str, method: str, path: str, taken: set[str]) -> str:
-        renamed = self.selection.rename.get(op_id) or self.selection.rename.get(f"{method.upper()} {path}")
+        renamed = self.selection.rename.get(op_id) or self.selection.rename.get(
+            f"{method.upper()} {path}"
+        )
         if renamed:
             taken.add(renamed)
             return renamed
@@ -175,7 +199,11 @@ class _Converter:
 
     def security(self) -> dict[str, Any]:
         data = self.doc.data
-        schemes = data.get("securityDefinitions") if self.v2 else (data.get("components") or {}).get("securitySchemes")
+        schemes = (
+            data.get("securityDefinitions")
+            if self.v2
+            else (data.get("components") or {}).get("securitySchemes")
+        )
         schemes = schemes if isinstance(schemes, dict) else {}
         requirements = data.get("security")
         chosen: str | None = None
@@ -194,19 +222,41 @@ class _Converter:
         env = self.name.upper()
         kind = scheme.get("type")
         if kind == "apiKey" and scheme.get("in") in ("header", "query", "cookie"):
-            self.config["api_key"] = {"type": "string", "secret": True, "env": f"{env}_API_KEY", "description": "The API key."}
-            return {"type": "api_key", "name": str(scheme.get("name") or "X-API-Key"), "in": scheme["in"], "value": "{config.api_key}"}
+            self.config["api_key"] = {
+                "type": "string",
+                "secret": True,
+                "env": f"{env}_API_KEY",
+                "description": "The API key.",
+            }
+            return {
+                "type": "api_key",
+                "name": str(scheme.get("name") or "X-API-Key"),
+                "in": scheme["in"],
+                "value": "{config.api_key}",
+            }
         if kind == "basic" or (kind == "http" and str(scheme.get("scheme", "")).lower() == "basic"):
             self.config["username"] = {"type": "string", "env": f"{env}_USERNAME"}
             self.config["password"] = {"type": "string", "secret": True, "env": f"{env}_PASSWORD"}
-            return {"type": "basic", "username": "{config.username}", "password": "{config.password}"}
+            return {
+                "type": "basic",
+                "username": "{config.username}",
+                "password": "{config.password}",
+            }
         if kind == "oauth2":
-            flows = scheme.get("flows") if isinstance(scheme.get("flows"), dict) else {}
-            credentials = flows.get("clientCredentials") or (scheme if scheme.get("flow") == "application" else None)
+            flows: dict[str, Any] = scheme["flows"] if isinstance(scheme.get("flows"), dict) else {}
+            credentials = flows.get("clientCredentials") or (
+                scheme if scheme.get("flow") == "application" else None
+            )
             if isinstance(credentials, dict) and credentials.get("tokenUrl"):
                 self.config["client_id"] = {"type": "string", "env": f"{env}_CLIENT_ID"}
-                self.config["client_secret"] = {"type": "string", "secret": True, "env": f"{env}_CLIENT_SECRET"}
-                scopes = credentials.get("scopes") if isinstance(credentials.get("scopes"), dict) else {}
+                self.config["client_secret"] = {
+                    "type": "string",
+                    "secret": True,
+                    "env": f"{env}_CLIENT_SECRET",
+                }
+                scopes: dict[str, Any] = (
+                    credentials["scopes"] if isinstance(credentials.get("scopes"), dict) else {}
+                )
                 return {
                     "type": "oauth2_client_credentials",
                     "token_url": str(credentials["tokenUrl"]),
@@ -215,12 +265,19 @@ class _Converter:
                     "scopes": [str(s) for s in scopes],
                 }
         # bearer, other OAuth2 flows, OpenID Connect: the caller supplies an access token.
-        self.config["token"] = {"type": "string", "secret": True, "env": f"{env}_TOKEN", "description": "An access token."}
+        self.config["token"] = {
+            "type": "string",
+            "secret": True,
+            "env": f"{env}_TOKEN",
+            "description": "An access token.",
+        }
         return {"type": "bearer", "token": "{config.token}"}
 
     # -- operations -----------------------------------------------------------------------
 
-    def operation(self, op: dict[str, Any], item: dict[str, Any], method: str, path: str, pointer: str) -> dict[str, Any]:
+    def operation(
+        self, op: dict[str, Any], item: dict[str, Any], method: str, path: str, pointer: str
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"method": method.upper(), "path": path}
         for key in ("summary", "description"):
             value = op.get(key)
@@ -245,13 +302,19 @@ class _Converter:
             if properties and _collides(properties, set(params)):
                 # A body field and a parameter would be one argument: the body goes whole,
                 # as one `body` argument typed by its model.
-                body["schema"] = {"anyOf": [body["schema"], {"type": "object"}]} if "$ref" in body["schema"] else {"type": "object"}
+                body["schema"] = (
+                    {"anyOf": [body["schema"], {"type": "object"}]}
+                    if "$ref" in body["schema"]
+                    else {"type": "object"}
+                )
         response = self.response(op, hint)
         if response is not None:
             out["response"] = response
         return out
 
-    def parameters(self, item: dict[str, Any], op: dict[str, Any], path: str, hint: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def parameters(
+        self, item: dict[str, Any], op: dict[str, Any], path: str, hint: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         for raw in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
             param = raw
@@ -281,7 +344,12 @@ class _Converter:
                 python += "_"
             python = unique(python, taken)
             schema = self.param_schema(param, f"{hint}{pascal_case(wire)}")
-            entry: dict[str, Any] = {k: v for k, v in schema.items() if k not in ("readOnly", "writeOnly", "title")}
+            if "properties" in schema:
+                schema = {
+                    "type": "object",
+                    **{k: v for k, v in schema.items() if k in ("description", "nullable")},
+                }
+            entry: dict[str, Any] = {k: v for k, v in schema.items() if k in _PARAM_SCHEMA_KEYS}
             entry["in"] = location
             if python != wire:
                 entry["name"] = wire
@@ -298,19 +366,48 @@ class _Converter:
                 entry["deprecated"] = True
             style, explode = param.get("style"), param.get("explode")
             if self.v2 and param.get("collectionFormat") in ("csv", "ssv", "pipes", "tsv"):
-                style, explode = {"csv": "form", "ssv": "spaceDelimited", "pipes": "pipeDelimited", "tsv": "tabDelimited"}[param["collectionFormat"]], False
-            if style in ("form", "spaceDelimited", "pipeDelimited", "deepObject", "simple", "tabDelimited") and entry.get("type") in ("array", "object"):
+                style, explode = (
+                    {
+                        "csv": "form",
+                        "ssv": "spaceDelimited",
+                        "pipes": "pipeDelimited",
+                        "tsv": "tabDelimited",
+                    }[param["collectionFormat"]],
+                    False,
+                )
+            if style in (
+                "form",
+                "spaceDelimited",
+                "pipeDelimited",
+                "deepObject",
+                "simple",
+                "tabDelimited",
+            ) and entry.get("type") in ("array", "object"):
                 if style == "deepObject":
                     entry["style"] = "deepObject"
-                elif explode is False or style in ("spaceDelimited", "pipeDelimited", "tabDelimited") or (style == "simple"):
-                    entry["style"] = {"form": "form", "simple": "form", "spaceDelimited": "spaceDelimited", "pipeDelimited": "pipeDelimited", "tabDelimited": "tabDelimited"}[style]
+                elif (
+                    explode is False
+                    or style in ("spaceDelimited", "pipeDelimited", "tabDelimited")
+                    or (style == "simple")
+                ):
+                    entry["style"] = {
+                        "form": "form",
+                        "simple": "form",
+                        "spaceDelimited": "spaceDelimited",
+                        "pipeDelimited": "pipeDelimited",
+                        "tabDelimited": "tabDelimited",
+                    }[style]
                     entry["explode"] = False
             out[python] = entry
         # Path placeholders the document forgot to declare still need an argument.
         for wire in sorted(in_path):
             if not any(e.get("in") == "path" and e.get("name", k) == wire for k, e in out.items()):
                 python = unique(snake_case(wire) or "param", taken)
-                out[python] = {"type": "string", "in": "path", **({"name": wire} if python != wire else {})}
+                out[python] = {
+                    "type": "string",
+                    "in": "path",
+                    **({"name": wire} if python != wire else {}),
+                }
         return out, body_params
 
     def param_schema(self, param: dict[str, Any], hint: str) -> dict[str, Any]:
@@ -322,9 +419,15 @@ class _Converter:
             if isinstance(media, dict) and isinstance(media.get("schema"), dict):
                 return self.schemas.convert(media["schema"], self.doc, hint)
         # Swagger 2.0: the schema keywords sit on the parameter itself.
-        return self.schemas.convert({k: v for k, v in param.items() if k not in ("name", "in", "required", "description")}, self.doc, hint)
+        return self.schemas.convert(
+            {k: v for k, v in param.items() if k not in ("name", "in", "required", "description")},
+            self.doc,
+            hint,
+        )
 
-    def body(self, op: dict[str, Any], body_params: list[dict[str, Any]], hint: str) -> dict[str, Any] | None:
+    def body(
+        self, op: dict[str, Any], body_params: list[dict[str, Any]], hint: str
+    ) -> dict[str, Any] | None:
         if self.v2:
             return self._body_v2(op, body_params, hint)
         request = op.get("requestBody")
@@ -339,8 +442,16 @@ class _Converter:
         schema_node = media.get("schema") if isinstance(media, dict) else None
         kind = _content_kind(media_type)
         if kind == "binary":
-            return {"schema": {"type": "string", "format": "binary"}, "content_type": "binary", "media_type": media_type}
-        schema = self.schemas.convert(schema_node, self.doc, f"{hint}Request") if isinstance(schema_node, dict) else {"type": "any"}
+            return {
+                "schema": {"type": "string", "format": "binary"},
+                "content_type": "binary",
+                "media_type": media_type,
+            }
+        schema = (
+            self.schemas.convert(schema_node, self.doc, f"{hint}Request")
+            if isinstance(schema_node, dict)
+            else {"type": "any"}
+        )
         out: dict[str, Any] = {"schema": schema}
         if kind != "json":
             out["content_type"] = kind
@@ -348,30 +459,50 @@ class _Converter:
             out["schema"] = {"type": "string"}
         return out
 
-    def _body_v2(self, op: dict[str, Any], params: list[dict[str, Any]], hint: str) -> dict[str, Any] | None:
+    def _body_v2(
+        self, op: dict[str, Any], params: list[dict[str, Any]], hint: str
+    ) -> dict[str, Any] | None:
         body = next((p for p in params if p.get("in") == "body"), None)
         if body is not None:
             schema = body.get("schema")
-            converted = self.schemas.convert(schema, self.doc, f"{hint}Request") if isinstance(schema, dict) else {"type": "any"}
+            converted = (
+                self.schemas.convert(schema, self.doc, f"{hint}Request")
+                if isinstance(schema, dict)
+                else {"type": "any"}
+            )
             return {"schema": converted}
         form = [p for p in params if p.get("in") == "formData"]
         if not form:
             return None
         consumes = op.get("consumes") or self.consumes
         multipart = any(p.get("type") == "file" for p in form) or "multipart/form-data" in consumes
-        properties = {str(p["name"]): self.param_schema(p, f"{hint}{pascal_case(str(p['name']))}") for p in form}
+        properties = {
+            str(p["name"]): self.param_schema(p, f"{hint}{pascal_case(str(p['name']))}")
+            for p in form
+        }
         required = [str(p["name"]) for p in form if p.get("required")]
-        return {"schema": {"properties": properties, "required": required}, "content_type": "multipart" if multipart else "form"}
+        return {
+            "schema": {"properties": properties, "required": required},
+            "content_type": "multipart" if multipart else "form",
+        }
 
     def response(self, op: dict[str, Any], hint: str) -> dict[str, Any] | None:
         responses = op.get("responses")
         if not isinstance(responses, dict) or not responses:
             return {"content": "none"}
-        codes = sorted((str(c) for c in responses if str(c).startswith("2")), key=lambda c: c.replace("X", "9"))
+        codes = sorted(
+            (str(c) for c in responses if str(c).startswith("2")), key=lambda c: c.replace("X", "9")
+        )
         code = codes[0] if codes else ("default" if "default" in responses else None)
         if code is None:
             return {"content": "none"}
-        response = responses[code] if code in responses else responses[int(code)] if code.isdigit() and int(code) in responses else None
+        response = (
+            responses[code]
+            if code in responses
+            else responses[int(code)]
+            if code.isdigit() and int(code) in responses
+            else None
+        )
         if isinstance(response, dict) and "$ref" in response:
             response, _, _ = self.doc.resolve(response["$ref"])
         if not isinstance(response, dict) or code == "204":
@@ -416,7 +547,11 @@ def _content_kind(media_type: str) -> str:
         return "form"
     if kind.startswith("multipart/"):
         return "multipart"
-    if kind.startswith("text/") or kind in ("application/xml", "application/yaml", "application/x-yaml"):
+    if kind.startswith("text/") or kind in (
+        "application/xml",
+        "application/yaml",
+        "application/x-yaml",
+    ):
         return "text"
     return "binary"
 

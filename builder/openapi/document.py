@@ -26,7 +26,7 @@ LARGE_DOCUMENT = 512 * 1024
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-class _NoDatesLoader(_FastLoader):  # type: ignore[misc, valid-type]
+class _NoDatesLoader(_FastLoader):
     """YAML with dates kept as text: an OpenAPI example date is a string, not a datetime."""
 
 
@@ -54,7 +54,13 @@ class OpenAPIDocument:
     def major(self) -> str:
         """``2.0``, ``3.0`` or ``3.1``."""
         v = self.version
-        return "2.0" if v.startswith("2") else "3.1" if v.startswith("3.1") or v.startswith("3.2") else "3.0"
+        return (
+            "2.0"
+            if v.startswith("2")
+            else "3.1"
+            if v.startswith("3.1") or v.startswith("3.2")
+            else "3.0"
+        )
 
     @cached_property
     def digest(self) -> str:
@@ -140,7 +146,11 @@ def load_document(path: str | Path) -> OpenAPIDocument:
     data = parse(text, str(path))
     if not isinstance(data, dict) or not (data.get("openapi") or data.get("swagger")):
         raise InputError(
-            [Diagnostic(str(path), 1, 1, "", "not an OpenAPI document: no `openapi` or `swagger` key")]
+            [
+                Diagnostic(
+                    str(path), 1, 1, "", "not an OpenAPI document: no `openapi` or `swagger` key"
+                )
+            ]
         )
     return OpenAPIDocument(path, text, data)
 
@@ -151,12 +161,16 @@ def parse(text: str, file: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError([Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]) from None
+            raise InputError(
+                [Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
+            ) from None
     try:
         return yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InputError([Diagnostic(file, line, col, "", f"invalid YAML: {exc.problem}")]) from None
+        raise InputError(
+            [Diagnostic(file, line, col, "", f"invalid YAML: {exc.problem}")]
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError([Diagnostic(file, 1, 1, "", f"invalid YAML: {exc}")]) from None

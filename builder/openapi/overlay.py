@@ -42,7 +42,7 @@ def apply_source(doc: Document, data: dict[str, Any]) -> tuple[dict[str, Any], l
         exclude_operations=source.exclude_operations,
         rename=source.rename,
     )
-    name = data.get("name") if isinstance(data.get("name"), str) else "connector"
+    name = str(data["name"]) if isinstance(data.get("name"), str) else "connector"
     converted = convert(document, name, selection)
     merged = dict(converted.spec)
     problems: list[Diagnostic] = []
@@ -75,7 +75,10 @@ def apply_source(doc: Document, data: dict[str, Any]) -> tuple[dict[str, Any], l
         try:
             Operation.model_validate(op)
         except ValidationError as exc:
-            converted.unconvertible[op_name] = (f"does not fit the spec language: {_first(exc)}", converted.pointers.get(op_name, "#"))
+            converted.unconvertible[op_name] = (
+                f"does not fit the spec language: {_first(exc)}",
+                converted.pointers.get(op_name, "#"),
+            )
             del operations[op_name]
     for op_name, (reason, pointer) in converted.unconvertible.items():
         operations.pop(op_name, None)
@@ -102,7 +105,11 @@ def source_document(doc: Document, data: dict[str, Any]) -> OpenAPIDocument:
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("pagination", "streaming", "retry"):
+        if (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and key not in ("pagination", "streaming", "retry")
+        ):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value

@@ -15,7 +15,20 @@ from builder.naming import pascal_case, unique
 from builder.openapi.document import OpenAPIDocument
 from builder.spec.checks import RESERVED_SCHEMAS
 
-_FORMATS = {"date-time", "date", "time", "uuid", "uri", "email", "binary", "byte", "int32", "int64", "float", "double"}
+_FORMATS = {
+    "date-time",
+    "date",
+    "time",
+    "uuid",
+    "uri",
+    "email",
+    "binary",
+    "byte",
+    "int32",
+    "int64",
+    "float",
+    "double",
+}
 _SCALARS = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
 _MAX_DEPTH = 40
 
@@ -87,9 +100,12 @@ class SchemaConverter:
             out["nullable"] = True
         variants = node.get("oneOf") or node.get("anyOf")
         if isinstance(variants, list) and variants:
-            converted = [self.convert(v, document, f"{hint}Option{i + 1}", depth + 1) for i, v in enumerate(variants)]
-            real = [c for c in converted if c.get("type") != "null"]
-            if len(real) < len(converted):
+            options = [
+                self.convert(v, document, f"{hint}Option{i + 1}", depth + 1)
+                for i, v in enumerate(variants)
+            ]
+            real = [c for c in options if c.get("type") != "null"]
+            if len(real) < len(options):
                 out["nullable"] = True
             if len(real) == 1:
                 return {**real[0], **{k: v for k, v in out.items() if k not in real[0]}}
@@ -105,7 +121,9 @@ class SchemaConverter:
         self._enum_and_default(out, node)
         return out
 
-    def _typed(self, kind: str, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int) -> dict[str, Any]:
+    def _typed(
+        self, kind: str, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if kind == "null":
             return {"type": "any"}
@@ -119,12 +137,16 @@ class SchemaConverter:
             properties = node.get("properties")
             if isinstance(properties, dict) and properties:
                 out["properties"] = {
-                    str(name): self.convert(prop, document, f"{hint}{pascal_case(str(name))}", depth + 1)
+                    str(name): self.convert(
+                        prop, document, f"{hint}{pascal_case(str(name))}", depth + 1
+                    )
                     for name, prop in properties.items()
                 }
                 required = node.get("required")
                 if isinstance(required, list):
-                    out["required"] = list(dict.fromkeys(r for r in required if isinstance(r, str) and r in properties))
+                    out["required"] = list(
+                        dict.fromkeys(r for r in required if isinstance(r, str) and r in properties)
+                    )
             else:
                 out["type"] = "object"
             extra = node.get("additionalProperties")
@@ -140,7 +162,11 @@ class SchemaConverter:
         if kind in _SCALARS:
             out["type"] = kind
             fmt = node.get("format")
-            if isinstance(fmt, str) and fmt in _FORMATS and (kind == "string" or fmt in ("int32", "int64", "float", "double")):
+            if (
+                isinstance(fmt, str)
+                and fmt in _FORMATS
+                and (kind == "string" or fmt in ("int32", "int64", "float", "double"))
+            ):
                 out["format"] = fmt
             if kind == "string" and node.get("type") == "file":
                 out["format"] = "binary"
@@ -165,7 +191,9 @@ class SchemaConverter:
             if "enum" not in out or default in out["enum"]:
                 out["default"] = default
 
-    def _all_of(self, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int) -> dict[str, Any]:
+    def _all_of(
+        self, node: dict[str, Any], document: OpenAPIDocument, hint: str, depth: int
+    ) -> dict[str, Any]:
         """allOf: the members' properties merged into one object (no inheritance)."""
         members = [m for m in node["allOf"] if isinstance(m, dict)]
         own = {k: v for k, v in node.items() if k != "allOf"}
@@ -187,7 +215,9 @@ class SchemaConverter:
                 required.extend(flat.get("required", []))
                 continue
             for name, prop in (resolved.get("properties") or {}).items():
-                properties[str(name)] = self.convert(prop, owner, f"{hint}{pascal_case(str(name))}", depth + 1)
+                properties[str(name)] = self.convert(
+                    prop, owner, f"{hint}{pascal_case(str(name))}", depth + 1
+                )
             required.extend(r for r in resolved.get("required") or [] if isinstance(r, str))
         out = _annotations(own)
         if not properties:
@@ -199,7 +229,9 @@ class SchemaConverter:
             out["nullable"] = True
         return out
 
-    def _resolve_object(self, node: dict[str, Any], document: OpenAPIDocument, depth: int) -> tuple[dict[str, Any] | None, OpenAPIDocument]:
+    def _resolve_object(
+        self, node: dict[str, Any], document: OpenAPIDocument, depth: int
+    ) -> tuple[dict[str, Any] | None, OpenAPIDocument]:
         seen = 0
         while "$ref" in node and isinstance(node["$ref"], str) and seen < _MAX_DEPTH:
             target, document, _ = document.resolve(node["$ref"])
@@ -245,7 +277,11 @@ def _implied_type(node: dict[str, Any]) -> str:
         return "object"
     if "items" in node:
         return "array"
-    if isinstance(node.get("enum"), list) and node["enum"] and all(isinstance(v, str) for v in node["enum"]):
+    if (
+        isinstance(node.get("enum"), list)
+        and node["enum"]
+        and all(isinstance(v, str) for v in node["enum"])
+    ):
         return "string"
     return "any"
 

@@ -35,7 +35,10 @@ def validate(document: OpenAPIDocument) -> list[Diagnostic]:
             cache.write_text(json.dumps(findings), "utf-8")
         except OSError:
             pass  # a read-only home: validate again next time
-    return [document.diagnostic(pointer, f"OpenAPI validation: {message}", "warning") for pointer, message in findings]
+    return [
+        document.diagnostic(pointer, f"OpenAPI validation: {message}", "warning")
+        for pointer, message in findings
+    ]
 
 
 def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
@@ -53,7 +56,9 @@ def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
     findings: list[tuple[str, str]] = []
     try:
         for error in validator_class(data).iter_errors():
-            pointer = "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path)
+            pointer = "#/" + "/".join(
+                str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path
+            )
             message = str(error.message)
             if len(message) > 300:
                 message = message[:300] + "…"
@@ -61,5 +66,7 @@ def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
             if len(findings) >= MAX_FINDINGS:
                 break
     except Exception as exc:  # the validator itself failed on an odd document
-        findings.append(("#", f"the validator could not check this document: {type(exc).__name__}: {exc}"))
+        findings.append(
+            ("#", f"the validator could not check this document: {type(exc).__name__}: {exc}")
+        )
     return findings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,16 @@ import httpx
 from builder.runtime.config import Config
 from builder.runtime.errors import ConfigError
 
-__all__ = ["ApiKeyAuth", "Auth", "BasicAuth", "BearerAuth", "CustomAuth", "NoAuth", "render"]
+__all__ = [
+    "ApiKeyAuth",
+    "Auth",
+    "BasicAuth",
+    "BearerAuth",
+    "CustomAuth",
+    "NoAuth",
+    "OAuth2ClientCredentials",
+    "render",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -131,3 +140,92 @@ class CustomAuth(Auth):
         if callable(custom):
             return Credentials({}, {}, {}, _CallableAuth(custom))
         raise ConfigError(f"auth= must be an httpx.Auth or a callable, not {type(custom).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2ClientCredentials(Auth):
+    """OAuth2 client credentials: a token fetched from ``token_url``, kept until it expires."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scopes: tuple[str, ...] = ()
+
+    def credentials(self, config: Config, custom: object = None) -> Credentials:
+        flow = _ClientCredentialsFlow(
+            self.token_url,
+            render(self.client_id, config),
+            render(self.client_secret, config),
+            self.scopes,
+        )
+        return Credentials({}, {}, {}, flow)
+
+
+class _ClientCredentialsFlow(httpx.Auth):
+    """Adds ``Authorization: Bearer`` with a cached token; fetches a new one when it is
+    about to expire, or once when the service answers 401 (a token revoked early)."""
+
+    requires_response_body = True
+    _MARGIN = 30.0  # renew this many seconds before the token expires
+
+    def __init__(
+        self, token_url: str, client_id: str, client_secret: str, scopes: tuple[str, ...]
+    ) -> None:
+        self._token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scopes = scopes
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        import time
+
+        fresh = False
+        if self._token is None or time.monotonic() >= self._expires_at:
+            yield from self._fetch()
+            fresh = True
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        response = yield request
+        if response.status_code == 401 and not fresh:
+            yield from self._fetch()
+            request.headers["Authorization"] = f"Bearer {self._token}"
+            yield request
+
+    def _fetch(self) -> Generator[httpx.Request, httpx.Response, None]:
+        import time
+
+        from builder.runtime.errors import AuthenticationError
+
+        data = {"grant_type": "client_credentials"}
+        if self._scopes:
+            data["scope"] = " ".join(self._scopes)
+        pair = f"{self._client_id}:{self._client_secret}".encode()
+        token_request = httpx.Request(
+            "POST",
+            self._token_url,
+            data=data,
+            headers={"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")},
+        )
+        response = yield token_request
+        try:
+            payload = response.json()
+            token = payload["access_token"]
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if response.status_code >= 400 or not isinstance(token, str):
+            raise AuthenticationError(
+                f"the token endpoint refused the client credentials ({response.status_code})",
+                status_code=response.status_code,
+                method="POST",
+                url=self._token_url,
+            )
+        self._token = token
+        expires_in = payload.get("expires_in")
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float | str)
+            and str(expires_in).replace(".", "", 1).isdigit()
+            else 3600.0
+        )
+        self._expires_at = time.monotonic() + max(0.0, lifetime - self._MARGIN)

@@ -283,8 +283,9 @@ class SyncClient(_Core):
         path: Mapping[str, Any] | None = None,
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> Pager[T]:
-        return Pager(self, op, path, dict(query or {}), headers)
+        return Pager(self, op, path, dict(query or {}), headers, cookies)
 
     def _stream(
         self,
@@ -378,8 +379,9 @@ class AsyncClient(_Core):
         path: Mapping[str, Any] | None = None,
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> AsyncPager[T]:
-        return AsyncPager(self, op, path, dict(query or {}), headers)
+        return AsyncPager(self, op, path, dict(query or {}), headers, cookies)
 
     async def _stream(
         self,
@@ -416,12 +418,14 @@ class _Pages(Generic[C]):
         path: Mapping[str, Any] | None,
         query: dict[str, Any],
         headers: Mapping[str, Any] | None,
+        cookies: Mapping[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._op = op
         self._path = path
         self._query = query
         self._headers = headers
+        self._cookies = cookies
 
 
 class Pager(_Pages[SyncClient], Generic[T]):
@@ -439,7 +443,14 @@ class Pager(_Pages[SyncClient], Generic[T]):
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
             request = client._build(
-                client._http, op, self._path, walk.query, self._headers, None, walk.url
+                client._http,
+                op,
+                self._path,
+                walk.query,
+                self._headers,
+                None,
+                walk.url,
+                self._cookies,
             )
             response = client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)
@@ -461,7 +472,14 @@ class AsyncPager(_Pages["AsyncClient"], Generic[T]):
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
             request = client._build(
-                client._http, op, self._path, walk.query, self._headers, None, walk.url
+                client._http,
+                op,
+                self._path,
+                walk.query,
+                self._headers,
+                None,
+                walk.url,
+                self._cookies,
             )
             response = await client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)

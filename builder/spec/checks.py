@@ -92,7 +92,7 @@ class _Checker:
 
     def check_placeholders(self) -> Iterator[Diagnostic]:
         auth = self.spec.auth
-        for field in ("value", "token", "username", "password"):
+        for field in ("value", "token", "username", "password", "client_id", "client_secret"):
             text = getattr(auth, field, None)
             if isinstance(text, str):
                 yield from self._placeholders(text, ("auth", field))

@@ -122,9 +122,9 @@ class Param(TypeFields):
     required: bool | None = Field(
         None, description="Default: true for path params, and for others without a default: false."
     )
-    style: Literal["form", "spaceDelimited", "pipeDelimited", "tabDelimited", "deepObject"] | None = (
-        Field(None, description="How an array or object query value is written (OpenAPI styles).")
-    )
+    style: (
+        Literal["form", "spaceDelimited", "pipeDelimited", "tabDelimited", "deepObject"] | None
+    ) = Field(None, description="How an array or object query value is written (OpenAPI styles).")
     explode: bool = Field(True, description="false: an array is one comma-joined value.")
 
     @model_validator(mode="before")
@@ -392,8 +392,12 @@ class OpenAPISource(StrictModel):
     exclude_tags: list[str] = Field(default_factory=list)
     include_paths: list[str] = Field(default_factory=list, description="Glob patterns.")
     exclude_paths: list[str] = Field(default_factory=list, description="Glob patterns.")
-    include_operations: list[str] = Field(default_factory=list, description="operationIds or names.")
-    exclude_operations: list[str] = Field(default_factory=list, description="operationIds or names.")
+    include_operations: list[str] = Field(
+        default_factory=list, description="operationIds or names."
+    )
+    exclude_operations: list[str] = Field(
+        default_factory=list, description="operationIds or names."
+    )
     rename: dict[str, str] = Field(
         default_factory=dict, description='operationId (or "METHOD /path") -> method name.'
     )

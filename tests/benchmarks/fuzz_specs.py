@@ -42,7 +42,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -214,6 +214,34 @@ HOSTILE = [
     "#frag",
 ]
 
+RESERVED = [
+    "self",
+    "cls",
+    "class",
+    "def",
+    "async",
+    "await",
+    "import",
+    "none",
+    "true",
+    "timeout",
+    "retry",
+    "auth",
+    "http_client",
+    "transport",
+    "close",
+    "aclose",
+    "read",
+    "write",
+    "read_batch",
+    "config",
+    "metrics",
+    "__dunder__",
+    "_",
+    "__",
+    "_private",
+]
+
 IDENTIFIERS = [
     "items",
     "owner",
@@ -240,47 +268,15 @@ IDENTIFIERS = [
     "model",
     "models",
     "client",
-    "self",
-    "cls",
-    "class",
-    "def",
-    "async",
-    "await",
-    "import",
-    "none",
-    "true",
-    "timeout",
-    "retry",
-    "auth",
-    "http_client",
-    "transport",
-    "close",
-    "aclose",
-    "read",
-    "write",
-    "read_batch",
-    "config",
-    "metrics",
     "service",
     "settings",
-    "_private",
-    "__dunder__",
     "a_b_c",
     "x1",
-    "_",
-    "__",
     "snake_case_name_that_is_rather_long_for_an_argument",
 ]
 
-SCHEMA_NAMES = [
-    "Thing",
-    "Item",
-    "User",
-    "Page",
-    "Label",
-    "Note",
-    "Event",
-    "Error",
+SAFE_SCHEMA_NAMES = ["Thing", "Item", "User", "Page", "Label", "Note", "Event", "Error", "A", "Z9"]
+SCHEMA_NAMES = SAFE_SCHEMA_NAMES + [
     "Model",
     "BaseModel",
     "Field",
@@ -313,8 +309,6 @@ SCHEMA_NAMES = [
     "RetryPolicy",
     "ThingPage",
     "NoteAttachment",
-    "A",
-    "Z9",
 ]
 
 PROPERTY_NAMES = [
@@ -430,6 +424,7 @@ YAML_FRAGMENTS = [
     "2001-12-14t21:59:43.10-05:00",
     "0o17",
     "1_000",
+    "9" * 4400,  # longer than Python's int-from-text limit (4300 digits)
     ".inf",
     "~",
     "=",
@@ -497,22 +492,29 @@ def random_value(ch: Chooser, depth: int = 0) -> Any:
 
 @dataclass
 class _Ctx:
+    wild: float  # the chance of each structural choice being hostile (most are rejected)
     schema_names: list[str] = field(default_factory=list)
     settings: list[str] = field(default_factory=list)
 
 
-def _ident(ch: Chooser) -> str:
-    if ch.coin(0.85):
-        return ch.choice(IDENTIFIERS)
-    return ch.choice([hostile_string(ch), ch.choice(PROPERTY_NAMES)])
+def _wild(ch: Chooser, ctx: _Ctx) -> bool:
+    return ctx.wild > 0 and ch.coin(ctx.wild)
 
 
-def _maybe(ch: Chooser, p: float, make: Callable[[], Any]) -> Any:
-    return make() if ch.coin(p) else None
+def _ident(ch: Chooser, ctx: _Ctx) -> str:
+    """A Python name (a method, argument or setting name)."""
+    if _wild(ch, ctx):
+        return ch.choice([hostile_string(ch), ch.choice(PROPERTY_NAMES), ch.choice(RESERVED)])
+    return ch.choice(IDENTIFIERS)
 
 
-def _text_field(ch: Chooser) -> str:
-    return ch.choice(["A thing.", "List items, newest first.", hostile_string(ch)])
+def _free_text(ch: Chooser) -> str:
+    """Text the spec may hold freely (descriptions, titles...): hostile half the time."""
+    return (
+        ch.choice(["A thing.", "List items, newest first.", "Ünïcödé — ok"])
+        if ch.coin()
+        else (hostile_string(ch))
+    )
 
 
 def random_schema(ch: Chooser, ctx: _Ctx, depth: int = 0) -> Any:
@@ -520,31 +522,39 @@ def random_schema(ch: Chooser, ctx: _Ctx, depth: int = 0) -> Any:
     if kind == 0:
         return ch.choice(BUILTIN_WORDS)
     if kind == 1 and ctx.schema_names:
-        return ch.choice(ctx.schema_names) if ch.coin(0.9) else ch.choice(SCHEMA_NAMES)
+        return ch.choice(SCHEMA_NAMES) if _wild(ch, ctx) else ch.choice(ctx.schema_names)
     schema: dict[str, Any] = {}
-    if kind in (2, 3):  # a string with constraints
+    if kind in (1, 2, 3):  # a string with constraints
         schema["type"] = "string"
         if ch.coin(0.3):
             schema["format"] = ch.choice(FORMATS)
         if ch.coin(0.2):
             schema["minLength"] = ch.randint(0, 3)
         if ch.coin(0.2):
-            schema["maxLength"] = ch.randint(0, 50)
+            schema["maxLength"] = ch.randint(3, 50)
         if ch.coin(0.2):
-            schema["pattern"] = ch.choice(["^[a-z]+$", "\\d+", "[", "(?P<x>a)", hostile_string(ch)])
+            schema["pattern"] = ch.choice(
+                ["^[a-z]+$", "\\d+", "'\"", TRIPLE, "{{x}}", "\\", "[" if _wild(ch, ctx) else "a"]
+            )
         if ch.coin(0.3):
-            schema["enum"] = [
-                ch.choice(["a", "b", "open", "closed", hostile_string(ch), 1, True, 2.5])
-                for _ in range(ch.randint(1, 4))
-            ]
+            schema["enum"] = list(
+                dict.fromkeys(
+                    ch.choice(["a", "b", "open", "closed", hostile_string(ch)])
+                    for _ in range(ch.randint(1, 4))
+                )
+            )
+            if _wild(ch, ctx):
+                schema["enum"].append(ch.choice([1, True, 2.5, None]))
     elif kind == 4:  # a number
         schema["type"] = ch.choice(["integer", "number"])
         if ch.coin(0.3):
-            schema["minimum"] = ch.choice([0, 1, -5, 0.5, 1e300])
+            schema["minimum"] = ch.choice([0, 1, -5, 0.5])
         if ch.coin(0.3):
-            schema["maximum"] = ch.choice([10, 100, -1, 2.5])
+            schema["maximum"] = ch.choice([10, 100, 1e300])
         if ch.coin(0.2):
-            schema["enum"] = [ch.choice([1, 2, 3, -1, 0.5, 10**20]) for _ in range(ch.randint(1, 3))]
+            schema["enum"] = list(
+                dict.fromkeys(ch.choice([1, 2, 3, -1, 10**20]) for _ in range(ch.randint(1, 3)))
+            )
     elif kind in (5, 6, 7):  # an object
         props = {}
         for _ in range(ch.randint(0, 4)):
@@ -556,32 +566,53 @@ def random_schema(ch: Chooser, ctx: _Ctx, depth: int = 0) -> Any:
         else:
             schema["type"] = "object"
         if props and ch.coin(0.5):
-            schema["required"] = [ch.choice(list(props)) for _ in range(ch.randint(1, 2))]
-        if ch.coin(0.2):
-            schema["additionalProperties"] = ch.choice(
-                [False, True, "string", {"type": "integer"}]
+            schema["required"] = list(
+                dict.fromkeys(ch.choice(list(props)) for _ in range(ch.randint(1, 2)))
             )
+        if ch.coin(0.2):
+            schema["additionalProperties"] = ch.choice([False, True, "string", {"type": "integer"}])
     elif kind == 8:
         schema["type"] = "array"
         schema["items"] = random_schema(ch, ctx, depth + 1)
         if ch.coin(0.2):
             schema["minItems"] = ch.randint(0, 2)
         if ch.coin(0.2):
-            schema["maxItems"] = ch.randint(0, 9)
+            schema["maxItems"] = ch.randint(2, 9)
     else:
         schema[ch.choice(["oneOf", "anyOf"])] = [
             random_schema(ch, ctx, depth + 1) for _ in range(ch.randint(1, 3))
         ]
     if ch.coin(0.15):
         schema["nullable"] = True
-    if ch.coin(0.15):
-        schema["default"] = scalar(ch) if ch.coin(0.5) else ch.choice(["a", 1, False, 0.5])
+    if ch.coin(0.1):
+        schema["default"] = _default_for(ch, ctx, schema)
     if ch.coin(0.3):
-        schema["description"] = _text_field(ch)
-    for key in ("title", "example", "deprecated", "readOnly", "writeOnly"):
+        schema["description"] = _free_text(ch)
+    if ch.coin(0.05):
+        schema["title"] = _free_text(ch)
+    if ch.coin(0.05):
+        schema["example"] = scalar(ch)
+    for key in ("deprecated", "readOnly", "writeOnly"):
         if ch.coin(0.05):
-            schema[key] = scalar(ch) if key in ("title", "example") else True
+            schema[key] = True
     return schema
+
+
+def _default_for(ch: Chooser, ctx: _Ctx, schema: dict[str, Any]) -> Any:
+    if _wild(ch, ctx):
+        return scalar(ch)
+    if schema.get("enum"):
+        return ch.choice(schema["enum"])
+    kind = schema.get("type")
+    if kind == "string" and "format" not in schema and "pattern" not in schema:
+        return ch.choice(["", "x", hostile_string(ch)])[: schema.get("maxLength", 50)]
+    if kind == "integer":
+        return ch.choice([1, 3, 5])
+    if kind == "number":
+        return ch.choice([1.5, 3])
+    if kind == "boolean":
+        return ch.coin()
+    return None
 
 
 def _path_and_params(ch: Chooser, ctx: _Ctx) -> tuple[str, dict[str, Any]]:
@@ -589,29 +620,44 @@ def _path_and_params(ch: Chooser, ctx: _Ctx) -> tuple[str, dict[str, Any]]:
     segments = []
     for _ in range(ch.randint(1, 3)):
         if ch.coin(0.4):
-            name = _ident(ch)
+            name = _ident(ch, ctx)
+            if name in params:
+                continue
             segments.append("{" + name + "}")
             params[name] = ch.choice(["string", "integer", {"type": "string", "format": "uuid"}])
         else:
-            segments.append(ch.choice(["things", "v1", "items", "a-b", "x.json", hostile_string(ch)]))
+            segments.append(
+                ch.choice(["things", "v1", "items", "a-b", "x.json", "ü", "%20", "a'b", '"'])
+                if not _wild(ch, ctx)
+                else hostile_string(ch)
+            )
     path = "/" + "/".join(segments)
     for _ in range(ch.randint(0, 3)):
-        name = _ident(ch)
+        name = _ident(ch, ctx)
+        if name in params:
+            continue
         param: dict[str, Any] = {}
         schema = random_schema(ch, ctx, 2)
         if isinstance(schema, dict):
             param.update(schema)
+            for key in ("title", "readOnly", "writeOnly", "properties", "required"):
+                if not _wild(ch, ctx):
+                    param.pop(key, None)
+            if "properties" in schema and "properties" not in param:
+                param["type"] = "object"
         else:
             param["type" if schema in BUILTIN_WORDS else "$ref"] = schema
         if ch.coin(0.3):
-            param["in"] = ch.choice(["query", "header", "cookie", "path"])
+            param["in"] = ch.choice(["query", "header", "cookie"])
+        if _wild(ch, ctx):
+            param["in"] = "path"
         if ch.coin(0.2):
-            param["name"] = ch.choice(["X-Request-Id", "per_page", "q", hostile_string(ch)])
+            param["name"] = ch.choice(["X-Request-Id", "per_page", "q", "a b", "ü", "'", '"'])
         if ch.coin(0.2):
             param["required"] = ch.coin()
         params[name] = param
-    if ch.coin(0.1):  # a placeholder without a parameter, or the reverse
-        path += "/{" + _ident(ch) + "}"
+    if _wild(ch, ctx):  # a placeholder without a parameter
+        path += "/{" + _ident(ch, ctx) + "}"
     return path, params
 
 
@@ -621,17 +667,21 @@ def random_operation(ch: Chooser, ctx: _Ctx) -> dict[str, Any]:
     if params:
         op["params"] = params
     if ch.coin(0.4):
-        op["summary"] = _text_field(ch)
+        op["summary"] = _free_text(ch)
     if ch.coin(0.2):
-        op["description"] = _text_field(ch)
+        op["description"] = _free_text(ch)
     if ch.coin(0.35):
         body: dict[str, Any] = {"schema": random_schema(ch, ctx, 1)}
-        if ch.coin(0.2):
+        props = body["schema"].get("properties") if isinstance(body["schema"], dict) else None
+        if props and ch.coin(0.3):
+            body["fixed"] = {ch.choice(list(props)): scalar(ch)}
+        elif _wild(ch, ctx):
             body["fixed"] = {ch.choice(PROPERTY_NAMES): scalar(ch)}
         op["body"] = body
     shape = ch.randint(0, 5)
     if shape == 0:
-        op["response"] = random_schema(ch, ctx, 1)
+        word = random_schema(ch, ctx, 1)
+        op["response"] = word if isinstance(word, str) else {"schema": word}
     elif shape == 1:
         op["response"] = {
             "schema": random_schema(ch, ctx, 1),
@@ -643,17 +693,17 @@ def random_operation(ch: Chooser, ctx: _Ctx) -> dict[str, Any]:
         style = ch.choice(PAGINATION_STYLES)
         pagination: dict[str, Any] = {"style": style}
         if ch.coin(0.5):
-            pagination["items"] = ch.choice(["data", "items", "results.list", "0", ""])
+            pagination["items"] = ch.choice(["data", "items", "results.list", "0"])
         if style in ("next_url", "cursor") or ch.coin(0.2):
             pagination["next"] = ch.choice(["next", "links.next", "meta.cursor"])
         if style == "cursor" and ch.coin(0.3):
             pagination["cursor_from_item"] = ch.choice(["id", "name"])
         for key, values in (
-            ("cursor_param", ["cursor", "after", hostile_string(ch)]),
+            ("cursor_param", ["cursor", "after", "a b", "ü"]),
             ("offset_param", ["offset", "skip"]),
             ("page_param", ["page", "p"]),
             ("size_param", ["per_page", "limit"]),
-            ("page_size", [1, 50, 0, -1]),
+            ("page_size", [1, 50]),
             ("start_page", [0, 1]),
             ("has_more", ["has_more", "meta.more"]),
         ):
@@ -671,98 +721,123 @@ def random_operation(ch: Chooser, ctx: _Ctx) -> dict[str, Any]:
             streaming["events"] = [ch.choice(["message", "change", hostile_string(ch)])]
         op["streaming"] = streaming
     if ch.coin(0.15):
-        op["retry"] = {"attempts": ch.choice([1, 2, 3, 0, 21])}
+        op["retry"] = {"attempts": ch.choice([1, 2, 3]) if not _wild(ch, ctx) else 0}
     if ch.coin(0.1):
-        op["timeout"] = ch.choice([5, 0.5, 0, -1])
+        op["timeout"] = ch.choice([5, 0.5]) if not _wild(ch, ctx) else 0
     if ch.coin(0.1):
-        op["tags"] = [ch.choice(["a", hostile_string(ch)])]
+        op["tags"] = [_free_text(ch)]
     if ch.coin(0.1):
         op["deprecated"] = True
     if ch.coin(0.25):
         op["example"] = {name: scalar(ch) for name in list(params)[: ch.randint(0, 3)]}
     if ch.coin(0.05):
-        op["skip"] = _text_field(ch)
+        op["skip"] = _free_text(ch) or "reason"
     return op
 
 
-def random_spec(ch: Chooser) -> dict[str, Any]:
-    """A spec drawn from the grammar of the spec language: mostly valid, sometimes not."""
-    ctx = _Ctx()
-    name = ch.choice(["svc", "demo_api", "x", "my_service_2", "items"]) if ch.coin(0.9) else (
-        _ident(ch)
-    )
+def random_spec(ch: Chooser, wild: float = 0.05) -> dict[str, Any]:
+    """A spec drawn from the grammar of the spec language. ``wild`` is the chance of each
+    structural choice being hostile: with 0 most specs are valid (with hostile free text)."""
+    ctx = _Ctx(wild)
     spec: dict[str, Any] = {
-        "spec_version": 1,
-        "name": name,
-        "title": _text_field(ch) if ch.coin(0.3) else "Demo API",
-        "base_url": ch.choice(
-            ["https://api.example.com", "http://localhost:8080/v1", "https://x.test/{y}"]
-        )
-        if ch.coin(0.9)
-        else hostile_string(ch),
+        "spec_version": 1 if not _wild(ch, ctx) else ch.choice([2, "1", 1.0, True]),
+        "name": ch.choice(["svc", "demo_api", "x", "my_service_2", "items"])
+        if not _wild(ch, ctx)
+        else _ident(ch, _Ctx(1.0)),
+        "title": _free_text(ch),
+        "base_url": ch.choice(["https://api.example.com", "http://localhost:8080/v1/"])
+        if not _wild(ch, ctx)
+        else ch.choice(["https://x.test/{y}", "ftp://x", hostile_string(ch)]),
     }
     if ch.coin(0.2):
-        spec["class_name"] = ch.choice(SCHEMA_NAMES)
+        spec["class_name"] = ch.choice(
+            ["Client", "DemoAPI", "X"] if not _wild(ch, ctx) else SCHEMA_NAMES
+        )
     if ch.coin(0.3):
-        spec["description"] = _text_field(ch)
+        spec["description"] = _free_text(ch)
     if ch.coin(0.1):
-        spec["version"] = ch.choice(["1.2.3", "0.1.0-rc.1", "1.0", "v1"])
+        spec["version"] = ch.choice(["1.2.3", "0.1.0-rc.1"] + (["1.0", "v1"] if ctx.wild else []))
     if ch.coin(0.1):
-        spec["docs_url"] = ch.choice(["https://docs.example.com", hostile_string(ch)])
+        spec["docs_url"] = ch.choice(["https://docs.example.com", _free_text(ch)])
     config: dict[str, Any] = {}
     for _ in range(ch.randint(0, 3)):
-        setting_name = _ident(ch)
+        setting_name = _ident(ch, ctx)
         setting: dict[str, Any] = {"type": ch.choice(["string", "integer", "number", "boolean"])}
-        if ch.coin(0.5):
+        secret = ch.coin(0.5)
+        if secret:
             setting["secret"] = True
         if ch.coin(0.5):
-            setting["env"] = ch.choice(["DEMO_TOKEN", "X", "A_B_1", "bad-env", "_E"])
-        if ch.coin(0.3):
-            setting["default"] = scalar(ch)
+            setting["env"] = ch.choice(["DEMO_TOKEN", "X", "A_B_1", "_E", "lower"])
+            if _wild(ch, ctx):
+                setting["env"] = ch.choice(["bad-env", "1X", "", hostile_string(ch)])
+        if (not secret and ch.coin(0.3)) or _wild(ch, ctx):
+            setting["default"] = (
+                {
+                    "string": "dflt",
+                    "integer": 3,
+                    "number": 2.5,
+                    "boolean": True,
+                }[setting["type"]]
+                if not _wild(ch, ctx)
+                else scalar(ch)
+            )
         if ch.coin(0.2):
             setting["required"] = ch.coin()
         if ch.coin(0.3):
-            setting["description"] = _text_field(ch)
+            setting["description"] = _free_text(ch)
         config[setting_name] = setting
     if config:
         spec["config"] = config
         ctx.settings = list(config)
-    placeholder = "{config." + (ch.choice(ctx.settings) if ctx.settings else "missing") + "}"
+    placeholder = (
+        "{config."
+        + (ch.choice(ctx.settings) if ctx.settings and not _wild(ch, ctx) else "missing")
+        + "}"
+    )
     auth_kind = ch.choice(["none", "api_key", "bearer", "basic", "custom", None])
+    if auth_kind in ("api_key", "bearer", "basic") and not ctx.settings and not _wild(ch, ctx):
+        auth_kind = "none"
     if auth_kind == "api_key":
         spec["auth"] = {
             "type": "api_key",
             "in": ch.choice(["header", "query", "cookie"]),
-            "name": ch.choice(["X-Api-Key", "api_key", "key", hostile_string(ch)]),
+            "name": ch.choice(["X-Api-Key", "api_key", "key", "a b", "ü"]),
             "value": ch.choice([placeholder, "Key " + placeholder, "{{" + placeholder + "}}"]),
         }
     elif auth_kind == "bearer":
         spec["auth"] = {"type": "bearer", "token": placeholder}
         if ch.coin(0.2):
-            spec["auth"]["scheme"] = ch.choice(["Token", hostile_string(ch)])
+            spec["auth"]["scheme"] = ch.choice(["Token", _free_text(ch)])
     elif auth_kind == "basic":
         spec["auth"] = {"type": "basic", "username": placeholder, "password": placeholder}
     elif auth_kind is not None:
         spec["auth"] = {"type": auth_kind}
+        if auth_kind == "custom" and ch.coin(0.5):
+            spec["auth"]["description"] = _free_text(ch)
     if ch.coin(0.2):
-        spec["headers"] = {ch.choice(["Accept", "X-Thing", hostile_string(ch)]): _text_field(ch)}
+        spec["headers"] = {ch.choice(["Accept", "X-Thing", "a'b"]): _free_text(ch)}
     if ch.coin(0.3):
         defaults: dict[str, Any] = {}
         if ch.coin(0.5):
-            defaults["timeout"] = ch.choice([1, 30, 0.5, 0])
+            defaults["timeout"] = ch.choice([1, 30, 0.5]) if not _wild(ch, ctx) else 0
         if ch.coin(0.5):
             defaults["retry"] = {
                 "attempts": ch.choice([1, 3, 5]),
-                "retry_on": ch.choice([[429, 503], ["timeout"], [200], [500, "connection_error"]]),
+                "retry_on": ch.choice([[429, 503], ["timeout"], [500, "connection_error"]])
+                if not _wild(ch, ctx)
+                else [200],
             }
         if ch.coin(0.3):
-            defaults["rate_limit"] = {"per_second": ch.choice([1, 10, 0.5, 0]), "burst": 2}
+            defaults["rate_limit"] = {"per_second": ch.choice([1, 10, 0.5]), "burst": 2}
         if ch.coin(0.3):
             defaults["circuit_breaker"] = {"failure_threshold": 3, "reset_timeout": 10}
         spec["defaults"] = defaults
     if ch.coin(0.1):
         spec["rate_limit_headers"] = {"remaining": "X-Remaining", "reset": "X-Reset"}
-    names = [ch.choice(SCHEMA_NAMES) for _ in range(ch.randint(0, 4))]
+    names = [
+        ch.choice(SCHEMA_NAMES if _wild(ch, ctx) else SAFE_SCHEMA_NAMES)
+        for _ in range(ch.randint(0, 4))
+    ]
     ctx.schema_names = list(dict.fromkeys(names))
     schemas = {}
     for schema_name in ctx.schema_names:
@@ -771,15 +846,23 @@ def random_spec(ch: Chooser) -> dict[str, Any]:
         spec["schemas"] = schemas
     operations = {}
     for _ in range(ch.randint(1, 4)):
-        operations[_ident(ch)] = random_operation(ch, ctx)
+        operations[_ident(ch, ctx)] = random_operation(ch, ctx)
     spec["operations"] = operations
-    if ch.coin(0.2):
-        op_names = list(operations) + ["missing_op"]
-        roles: dict[str, Any] = {}
-        if ch.coin(0.7):
-            roles["source"] = {"read": ch.choice(op_names)}
-        if ch.coin(0.5):
-            roles["sink"] = {"write": ch.choice(op_names)}
+    readers = [
+        name
+        for name, op in operations.items()
+        if "pagination" in op
+        or (isinstance(op.get("response"), dict) and op["response"].get("many"))
+    ]
+    writers = [name for name, op in operations.items() if "body" in op]
+    if _wild(ch, ctx):
+        readers = writers = list(operations) + ["missing_op"]
+    roles: dict[str, Any] = {}
+    if readers and ch.coin(0.4):
+        roles["source"] = {"read": ch.choice(readers)}
+    if writers and ch.coin(0.3):
+        roles["sink"] = {"write": ch.choice(writers)}
+    if roles:
         spec["roles"] = roles
     return spec
 
@@ -974,26 +1057,31 @@ def seed_text(path: Path) -> str:
 
 @dataclass
 class Case:
-    kind: str  # how it was made, e.g. "seed:openai.yaml data:delete,retype"
+    source: str  # random-spec | seed-data | seed-text | random-yaml | random-text
+    kind: str  # how it was made, e.g. "seed:openai.yaml delete,retype"
     text: str
 
 
-def make_case(ch: Chooser, *, lean_valid: bool = False) -> Case:
-    """One random or mutated spec. ``lean_valid``: fewer mutations, more accepted specs."""
-    source = ch.choice(
-        ["random-spec", "random-spec", "seed-data", "seed-text", "random-yaml", "random-text"]
-        if not lean_valid
-        else ["random-spec", "random-spec", "random-spec", "seed-data"]
-    )
+SOURCES = ("random-spec", "random-spec", "seed-data", "seed-text", "random-yaml", "random-text")
+LEAN_SOURCES = ("random-spec", "random-spec", "random-spec", "seed-data")
+
+
+def make_case(
+    ch: Chooser, *, lean_valid: bool = False, sources: Sequence[str] | None = None
+) -> Case:
+    """One random or mutated spec. ``lean_valid``: fewer mutations, more accepted specs;
+    ``sources``: make it one of these ways (default: all, random specs twice as often)."""
+    source = ch.choice(sources or (LEAN_SOURCES if lean_valid else SOURCES))
     steps: list[str] = []
     if source == "random-yaml":
-        return Case(source, dump(ch, random_value(ch)))
+        return Case(source, source, dump(ch, random_value(ch)))
     if source == "random-text":
         pieces = [ch.choice(YAML_FRAGMENTS + HOSTILE) for _ in range(ch.randint(1, 12))]
-        return Case(source, "".join(pieces) + ch.text(10))
+        return Case(source, source, "".join(pieces) + ch.text(10))
     if source == "random-spec":
-        data: Any = random_spec(ch)
-        label = "random-spec"
+        wild = ch.choice([0.0, 0.01] if lean_valid else [0.0, 0.0, 0.02, 0.1, 0.3])
+        data: Any = random_spec(ch, wild)
+        label = f"random-spec(wild={wild})"
     else:
         seed = ch.choice(SEED_FILES)
         label = f"seed:{seed.name}"
@@ -1002,16 +1090,20 @@ def make_case(ch: Chooser, *, lean_valid: bool = False) -> Case:
             for _ in range(ch.randint(1, 3)):
                 text, step = mutate_text(ch, text)
                 steps.append(step)
-            return Case(f"{label} text:{','.join(steps)}", text)
+            return Case(source, f"{label} text:{','.join(steps)}", text)
         data = yaml.safe_load(seed_text(seed))
-    for _ in range(ch.randint(0 if source == "random-spec" else 1, 1 if lean_valid else 3)):
+    if source == "random-spec":
+        rounds = ch.choice([0, 0, 0, 1] if lean_valid else [0, 0, 0, 1, 2, 3])
+    else:
+        rounds = ch.choice([1] if lean_valid else [1, 1, 2, 3])
+    for _ in range(rounds):
         data, step = mutate_data(ch, data)
         steps.append(step)
     text = dump(ch, data)
     if not lean_valid and ch.coin(0.15):
         text, step = mutate_text(ch, text)
         steps.append("text:" + step)
-    return Case(f"{label} {','.join(steps)}".strip(), text)
+    return Case(source, f"{label} {','.join(steps)}".strip(), text)
 
 
 # --------------------------------------------------------------------------------------- #
@@ -1094,7 +1186,9 @@ def examine(text: str, workdir: Path, index: int) -> Result:
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return Result("crashed", "generate() raised on an accepted spec:\n" + traceback.format_exc())
+        return Result(
+            "crashed", "generate() raised on an accepted spec:\n" + traceback.format_exc()
+        )
     packages = [p for p in (out / "connectors").iterdir() if p.is_dir()]
     if len(outcome.written) != 1 or len(packages) != 1:
         return Result("crashed", f"generate() wrote {outcome.written}, found {packages}")
@@ -1147,6 +1241,31 @@ def ruff_problems(packages: Sequence[Path]) -> dict[Path, list[str]]:
     return found
 
 
+def signature(outcome: str, detail: str) -> str:
+    """A short description shared by failures that are probably the same bug."""
+    lines = detail.splitlines()
+    if outcome == "crashed":
+        raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+        text = raised[-1] if raised else (lines[-1] if lines else "")
+    elif outcome == "bad-code":
+        found = sorted(
+            {
+                f"{m.group(1)} {m.group(2)}"
+                for m in (
+                    re.search(r"/connectors/[^/]+/([^:]+):\d+:\d+: ([A-Z]+\d+)", line)
+                    for line in lines
+                )
+                if m
+            }
+        )
+        return ("ruff: " + ", ".join(found) if found else (lines[0] if lines else ""))[:160]
+    else:
+        text = lines[0] if lines else ""
+    text = re.sub(r"connectors/[^/]+/", "connectors/<name>/", text)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    return re.sub(r"\d+", "N", text)[:160]
+
+
 # --------------------------------------------------------------------------------------- #
 # The script
 # --------------------------------------------------------------------------------------- #
@@ -1164,18 +1283,28 @@ def run(
     started = time.perf_counter()
     for i in range(n):
         case = make_case(ch)
-        source = case.kind.split(" ", 1)[0].split(":", 1)[0]
+        source = case.source
         result = examine(case.text, workdir, i) if do_generate else load_only(case.text)
         if result.outcome == "accepted" and result.package is not None:
             accepted[result.package] = (i, case)
         counts[result.outcome] += 1
         by_source.setdefault(source, Counter())[result.outcome] += 1
         if result.outcome in BAD_OUTCOMES:
-            failures.append({"case": i, "kind": case.kind, "outcome": result.outcome,
-                             "detail": result.detail, "text": case.text})
+            failures.append(
+                {
+                    "case": i,
+                    "kind": case.kind,
+                    "outcome": result.outcome,
+                    "detail": result.detail,
+                    "text": case.text,
+                }
+            )
         if progress and (i + 1) % 250 == 0:
-            print(f"  {i + 1}/{n} cases, {time.perf_counter() - started:.0f} s: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)
+            print(
+                f"  {i + 1}/{n} cases, {time.perf_counter() - started:.0f} s: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                flush=True,
+            )
     timings["load_and_generate_s"] = time.perf_counter() - started
     if do_generate and accepted:
         t0 = time.perf_counter()
@@ -1185,11 +1314,18 @@ def run(
             i, case = accepted[package]
             counts["accepted"] -= 1
             counts["bad-code"] += 1
-            source = case.kind.split(" ", 1)[0].split(":", 1)[0]
+            source = case.source
             by_source[source]["accepted"] -= 1
             by_source[source]["bad-code"] += 1
-            failures.append({"case": i, "kind": case.kind, "outcome": "bad-code",
-                             "detail": "ruff:\n" + "\n".join(lines[:10]), "text": case.text})
+            failures.append(
+                {
+                    "case": i,
+                    "kind": case.kind,
+                    "outcome": "bad-code",
+                    "detail": "ruff:\n" + "\n".join(lines[:10]),
+                    "text": case.text,
+                }
+            )
     return {
         "tried": n,
         "counts": dict(counts),
@@ -1199,17 +1335,33 @@ def run(
     }
 
 
+def _distinct(failures: list[dict[str, Any]], per_kind: int) -> list[dict[str, Any]]:
+    """At most ``per_kind`` failures of each signature, smallest spec text first."""
+    seen: Counter[str] = Counter()
+    out = []
+    for failure in sorted(failures, key=lambda f: len(f["text"])):
+        sig = signature(failure["outcome"], failure["detail"])
+        if seen[sig] < per_kind:
+            seen[sig] += 1
+            out.append({**failure, "signature": sig})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("-n", type=int, help="how many specs (default 2000; --quick: 200)")
     p.add_argument("--seed", type=int, default=20240607, help="random seed (default fixed)")
     p.add_argument("--keep", metavar="DIR", help="keep the generated packages in DIR")
     p.add_argument("--no-generate", action="store_true", help="only load (much faster)")
+    p.add_argument("--show", type=int, default=0, help="print N failing cases in full")
     args = p.parse_args(argv)
     n = args.n or (200 if args.quick else 2000)
 
-    print(f"spec fuzzing: {n} random/mutated specs, seed {args.seed}, "
-          f"{len(SEED_FILES)} seed specs ({', '.join(s.name for s in SEED_FILES)})", flush=True)
+    print(
+        f"spec fuzzing: {n} random/mutated specs, seed {args.seed}, "
+        f"{len(SEED_FILES)} seed specs ({', '.join(s.name for s in SEED_FILES)})",
+        flush=True,
+    )
     if args.keep:
         workdir = Path(args.keep)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -1223,29 +1375,57 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for outcome, label in (
         ("rejected", "rejected, every error located (FILE:LINE:COL in the text)"),
-        ("accepted", "accepted, generated, compiles, ruff-clean"
-         if not args.no_generate else "accepted (not generated: --no-generate)"),
+        (
+            "accepted",
+            "accepted, generated, compiles, ruff-clean"
+            if not args.no_generate
+            else "accepted (not generated: --no-generate)",
+        ),
         ("bad-diagnostic", "rejected with an unlocated / misplaced error"),
         ("bad-code", "accepted, but generated code does not compile or is not ruff-clean"),
         ("crashed", "crashed (a traceback)"),
     ):
-        rows.append([label, counts.get(outcome, 0),
-                     *(report["by_source"][s].get(outcome, 0) for s in sources),
-                     "must be 0" if outcome in BAD_OUTCOMES else ""])
-    rows.append(["tried", report["tried"],
-                 *(sum(report["by_source"][s].values()) for s in sources), ""])
-    print(table(["outcome", "total", *sources, ""], rows,
-                title=f"Spec fuzzing: {report['tried']} specs tried"))
+        rows.append(
+            [
+                label,
+                counts.get(outcome, 0),
+                *(report["by_source"][s].get(outcome, 0) for s in sources),
+                "must be 0" if outcome in BAD_OUTCOMES else "",
+            ]
+        )
+    rows.append(
+        ["tried", report["tried"], *(sum(report["by_source"][s].values()) for s in sources), ""]
+    )
+    print(
+        table(
+            ["outcome", "total", *sources, ""],
+            rows,
+            title=f"Spec fuzzing: {report['tried']} specs tried",
+        )
+    )
     t = report["timings"]
     print(f"\n(load + generate {t['load_and_generate_s']:.1f} s, ruff {t['ruff_s']:.1f} s)")
     bad = {k: counts.get(k, 0) for k in BAD_OUTCOMES}
-    for failure in report["failures"][:10]:
+    groups = Counter(signature(f["outcome"], f["detail"]) for f in report["failures"])
+    if groups:
+        print("\nfailures by kind (count, outcome: signature):")
+        for sig, count in groups.most_common():
+            outcome = next(
+                f["outcome"]
+                for f in report["failures"]
+                if signature(f["outcome"], f["detail"]) == sig
+            )
+            print(f"  {count:5d}  {outcome}: {sig}")
+    for failure in _distinct(report["failures"], 1)[: args.show]:
         print(f"\n--- case {failure['case']} ({failure['kind']}): {failure['outcome']}")
-        print(failure["detail"].rstrip()[-3000:])
+        print(failure["detail"].rstrip()[-1500:])
         print("--- spec text:")
-        print(failure["text"][:2000])
-    print("\n" + ("ok: " if not any(bad.values()) else "FAIL: ")
-          + ", ".join(f"{k} {v}" for k, v in bad.items()))
+        print(failure["text"][:1500])
+    print(
+        "\n"
+        + ("ok: " if not any(bad.values()) else "FAIL: ")
+        + ", ".join(f"{k} {v}" for k, v in bad.items())
+    )
     write_json(
         args.json,
         "fuzz_specs",
@@ -1255,7 +1435,7 @@ def main(argv: list[str] | None = None) -> int:
             "counts": counts,
             "by_source": report["by_source"],
             "timings": t,
-            "failures": report["failures"][:50],
+            "failures": _distinct(report["failures"], 5),
             "targets": {k: 0 for k in BAD_OUTCOMES},
             "verdict": "ok" if not any(bad.values()) else "FAIL",
         },

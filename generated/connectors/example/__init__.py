@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage
 
 __version__ = "1.2.0"
-SPEC_HASH = "964736dfcc07f8df4b1e8ddc071f23bf4decd4ba1e7da5bcf4a1a9565257a3a5"
+SPEC_HASH = "5861f15a5a39b85e483f7f26958435abd50ea99acb2b245aab4c04fe7ca8913b"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "0bc391633587abe37b27f2f3091d9374f4633bc9221729ff1cb4064ecd3db74d"
+SPEC_HASH = "d5cd5859c54592cc652a42a053642dbd2fda468f462db2c6ff205adb9da0d69f"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

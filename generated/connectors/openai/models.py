@@ -50,7 +50,8 @@ class ImageUrl(BaseModel):
     # Validators are built on first use: importing the connector stays fast.
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    url: str = Field(description="A URL or a base64 data URL.")
+    url: str
+    """A URL or a base64 data URL."""
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -61,7 +62,8 @@ class ToolCallFunction(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     name: str | None = None
-    arguments: str | None = Field(default=None, description="The arguments as a JSON string.")
+    arguments: str | None = None
+    """The arguments as a JSON string."""
 
 
 class ToolCall(BaseModel):
@@ -83,10 +85,10 @@ class ChatMessage(BaseModel):
 
     role: Literal["developer", "system", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
-    name: str | None = Field(default=None, description="An optional name of the participant.")
-    tool_call_id: str | None = Field(
-        default=None, description="For role tool: the call this answers."
-    )
+    name: str | None = None
+    """An optional name of the participant."""
+    tool_call_id: str | None = None
+    """For role tool: the call this answers."""
     tool_calls: list[ToolCall] | None = None
 
 
@@ -96,9 +98,8 @@ class StreamOptions(BaseModel):
     # Validators are built on first use: importing the connector stays fast.
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    include_usage: bool | None = Field(
-        default=None, description="Send a last chunk with the token usage."
-    )
+    include_usage: bool | None = None
+    """Send a last chunk with the token usage."""
 
 
 class ChatCompletionRequest(BaseModel):
@@ -107,30 +108,32 @@ class ChatCompletionRequest(BaseModel):
     # Validators are built on first use: importing the connector stays fast.
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    model: str = Field(description="The model, e.g. gpt-4o-mini.")
-    messages: list[ChatMessage] = Field(description="The conversation so far.")
-    temperature: float | None = Field(default=None, description="Sampling temperature.", ge=0, le=2)
-    top_p: float | None = Field(default=None, description="Nucleus sampling mass.", ge=0, le=1)
-    n: int | None = Field(default=None, description="How many choices to generate.", ge=1)
-    max_completion_tokens: int | None = Field(
-        default=None, description="Upper bound on generated tokens."
-    )
-    stop: str | list[str] | None = Field(
-        default=None, description="Up to 4 sequences where generation stops."
-    )
+    model: str
+    """The model, e.g. gpt-4o-mini."""
+    messages: list[ChatMessage]
+    """The conversation so far."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature."""
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    """Nucleus sampling mass."""
+    n: int | None = Field(default=None, ge=1)
+    """How many choices to generate."""
+    max_completion_tokens: int | None = None
+    """Upper bound on generated tokens."""
+    stop: str | list[str] | None = None
+    """Up to 4 sequences where generation stops."""
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = Field(default=None, description="Best-effort deterministic sampling.")
-    user: str | None = Field(default=None, description="A stable id of the end user.")
-    response_format: dict[str, Any] | None = Field(
-        default=None, description='For example {"type": "json_object"}.'
-    )
-    tools: list[dict[str, Any]] | None = Field(
-        default=None, description="Tools the model may call."
-    )
-    tool_choice: str | dict[str, Any] | None = Field(
-        default=None, description="none, auto, required, or a specific tool."
-    )
+    seed: int | None = None
+    """Best-effort deterministic sampling."""
+    user: str | None = None
+    """A stable id of the end user."""
+    response_format: dict[str, Any] | None = None
+    """For example {"type": "json_object"}."""
+    tools: list[dict[str, Any]] | None = None
+    """Tools the model may call."""
+    tool_choice: str | dict[str, Any] | None = None
+    """none, auto, required, or a specific tool."""
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 

@@ -1,0 +1,493 @@
+"""Comparing operations: matched by name (or, when only the name changed, by method and
+path), then their parameters, bodies, responses, pagination, streaming and behaviour."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from builder.diff import python_api
+from builder.diff.client import compare_retry
+from builder.diff.collector import ChangeLog, SpecPath
+from builder.diff.rules import Direction
+from builder.diff.values import ValueComparer
+from builder.ir import Argument, Connector, OperationIR
+from builder.spec.checks import body_properties
+from builder.spec.models import Operation, Spec, TypeFields
+
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+_ANY = TypeFields(type="any")
+
+
+@dataclass
+class _Input:
+    """A method argument and what it is on the wire."""
+
+    argument: Argument
+    wire_key: tuple[str, str | int]  # path parameters by position: their names are not sent
+    schema: TypeFields
+    path: SpecPath
+
+    @property
+    def where(self) -> str:
+        if self.argument.location == "body" and self.wire_key == ("body", "*"):
+            return "the whole body"
+        return f"{self.argument.location} {self.argument.wire_name!r}"
+
+
+class OperationComparer:
+    def __init__(
+        self,
+        log: ChangeLog,
+        values: ValueComparer,
+        old: Spec,
+        new: Spec,
+        old_ir: Connector,
+        new_ir: Connector,
+    ) -> None:
+        self.log = log
+        self.values = values
+        self.old, self.new = old, new
+        self.old_ir, self.new_ir = old_ir, new_ir
+
+    def compare(self) -> dict[str, str]:
+        """Compare every operation; return the renames found (old name -> new name)."""
+        old_ops, new_ops = self.old.operations, self.new.operations
+        pairs = [(name, name) for name in old_ops if name in new_ops]
+        gone = [name for name in old_ops if name not in new_ops]
+        fresh = [name for name in new_ops if name not in old_ops]
+        renamed = self._renames(gone, fresh)
+        for old_name, new_name in renamed.items():
+            gone.remove(old_name)
+            fresh.remove(new_name)
+        for name in gone:
+            op = old_ops[name]
+            if op.skip is not None:
+                self.log.add("docs-changed", f"skipped operation `{name}` removed", old=_op(name))
+            else:
+                self.log.add(
+                    "operation-removed",
+                    f"operation `{name}` ({_endpoint_text(op)}) removed",
+                    old=_op(name),
+                )
+        for name in fresh:
+            op = new_ops[name]
+            if op.skip is not None:
+                self.log.add("docs-changed", f"skipped operation `{name}` added", new=_op(name))
+            else:
+                self.log.add(
+                    "operation-added",
+                    f"operation `{name}` ({_endpoint_text(op)}) added",
+                    new=_op(name),
+                )
+        for old_name, new_name in pairs + list(renamed.items()):
+            self.operation(old_name, new_name)
+        return renamed
+
+    def _renames(self, gone: list[str], fresh: list[str]) -> dict[str, str]:
+        """Operations that changed only their name: the one left over on each side with a
+        given method and path."""
+
+        def by_endpoint(names: list[str], ops: dict[str, Operation]) -> dict[Any, list[str]]:
+            found: dict[Any, list[str]] = {}
+            for name in names:
+                if ops[name].skip is None:
+                    found.setdefault(_endpoint(ops[name]), []).append(name)
+            return found
+
+        old_at = by_endpoint(gone, self.old.operations)
+        new_at = by_endpoint(fresh, self.new.operations)
+        renamed = {}
+        for endpoint, olds in old_at.items():
+            news = new_at.get(endpoint, [])
+            if len(olds) == 1 and len(news) == 1:
+                renamed[olds[0]] = news[0]
+        return renamed
+
+    def operation(self, old_name: str, new_name: str) -> None:
+        old, new = self.old.operations[old_name], self.new.operations[new_name]
+        op, np = _op(old_name), _op(new_name)
+        log = self.log
+        if old_name != new_name:
+            log.add(
+                "operation-renamed",
+                f"method `{old_name}` is now `{new_name}` (the same {_endpoint_text(new)})",
+                old=op,
+                new=np,
+            )
+        if old.skip is not None or new.skip is not None:
+            if old.skip is None:
+                log.add(
+                    "operation-skipped",
+                    f"operation `{new_name}` is no longer generated: {new.skip}",
+                    old=op,
+                    new=np + ("skip",),
+                )
+            elif new.skip is None:
+                log.add(
+                    "operation-unskipped",
+                    f"operation `{new_name}` is now generated",
+                    old=op,
+                    new=np,
+                )
+            elif old.skip != new.skip:
+                log.add(
+                    "docs-changed", f"`{new_name}`: skip reason changed", old=op, new=np + ("skip",)
+                )
+            return
+        if _endpoint(old) != _endpoint(new):
+            log.add(
+                "operation-endpoint-changed",
+                f"`{new_name}`: {_endpoint_text(old)} is now {_endpoint_text(new)}",
+                old=op + ("path",),
+                new=np + ("path",),
+            )
+        for key, a, b in (
+            ("summary", old.summary, new.summary),
+            ("description", old.description, new.description),
+            ("tags", sorted(old.tags), sorted(new.tags)),
+            ("example", old.example, new.example),
+        ):
+            if a != b:
+                log.add(
+                    "docs-changed", f"`{new_name}`: {key} changed", old=op + (key,), new=np + (key,)
+                )
+        if old.deprecated != new.deprecated:
+            state = "deprecated" if new.deprecated else "no longer deprecated"
+            log.add(
+                "operation-deprecation-changed",
+                f"`{new_name}` is now {state}",
+                old=op + ("deprecated",),
+                new=np + ("deprecated",),
+            )
+        old_ir = next(o for o in self.old_ir.operations if o.name == old_name)
+        new_ir = next(o for o in self.new_ir.operations if o.name == new_name)
+        self.inputs(old_name, new_name, old_ir, new_ir)
+        self.fixed_body(old, new, op, np, new_name)
+        self.response(old, new, old_ir, new_ir, op, np)
+        if old.timeout is not None or new.timeout is not None:
+            before = old.timeout or self.old.defaults.timeout
+            after = new.timeout or self.new.defaults.timeout
+            if before != after:
+                log.add(
+                    "timeout-changed",
+                    f"`{new_name}`: timeout {before:g} s is now {after:g} s",
+                    old=op + ("timeout",),
+                    new=np + ("timeout",),
+                )
+        if old.retry is not None or new.retry is not None:
+            compare_retry(
+                self.log,
+                old.retry or self.old.defaults.retry,
+                new.retry or self.new.defaults.retry,
+                f"`{new_name}`: retry",
+                op + ("retry",),
+                np + ("retry",),
+            )
+
+    def inputs(
+        self, old_name: str, new_name: str, old_ir: OperationIR, new_ir: OperationIR
+    ) -> None:
+        old = {i.argument.name: i for i in _inputs(self.old, old_name, old_ir)}
+        new = {i.argument.name: i for i in _inputs(self.new, new_name, new_ir)}
+        log = self.log
+        pairs = [(old[name], new[name]) for name in old if name in new]
+        for a, b in pairs:
+            if a.wire_key != b.wire_key:
+                log.add(
+                    "parameter-moved",
+                    f"`{new_name}({b.argument.name}=)` is sent as {b.where}, was {a.where}",
+                    old=a.path,
+                    new=b.path,
+                )
+        fresh = {i.wire_key: i for name, i in new.items() if name not in old}
+        for name, a in old.items():
+            if name in new:
+                continue
+            if a.wire_key in fresh:
+                b = fresh.pop(a.wire_key)
+                log.add(
+                    "parameter-renamed",
+                    f"`{old_name}({name}=)` is now `{new_name}({b.argument.name}=)` "
+                    f"(still {b.where})",
+                    old=a.path,
+                    new=b.path,
+                )
+                pairs.append((a, b))
+            else:
+                log.add(
+                    "parameter-removed", f"`{old_name}({name}=)` ({a.where}) removed", old=a.path
+                )
+        for b in fresh.values():
+            arg = b.argument
+            if arg.required:
+                log.add(
+                    "parameter-added-required",
+                    f"`{new_name}` has a new required argument `{arg.name}` ({b.where})",
+                    new=b.path,
+                )
+            else:
+                log.add(
+                    "parameter-added",
+                    f"`{new_name}` has a new optional argument `{arg.name}` ({b.where})",
+                    new=b.path,
+                )
+        for a, b in pairs:
+            self.input(new_name, a, b)
+
+    def input(self, operation: str, old: _Input, new: _Input) -> None:
+        a, b = old.argument, new.argument
+        what = f"`{operation}({b.name}=)`"
+        if a.required != b.required:
+            rule = "parameter-made-required" if b.required else "parameter-made-optional"
+            state = "required" if b.required else "optional"
+            self.log.add(rule, f"{what} is now {state}", old=old.path, new=new.path)
+        elif not b.required and a.default != b.default:
+            self.log.add(
+                "parameter-default-changed",
+                f"{what}: default {a.default!r} is now {b.default!r}",
+                old=old.path + ("default",),
+                new=new.path + ("default",),
+            )
+        python_api.annotation_change(
+            self.log,
+            a.annotation,
+            b.annotation,
+            what=what,
+            old_path=old.path,
+            new_path=new.path,
+            direction=Direction.REQUEST,
+            ignore_none=a.required != b.required,
+        )
+        self.values.compare(
+            old.schema, new.schema, old.path, new.path, Direction.REQUEST, compare_default=False
+        )
+
+    def fixed_body(
+        self, old: Operation, new: Operation, op: SpecPath, np: SpecPath, name: str
+    ) -> None:
+        a = old.body.fixed if old.body else {}
+        b = new.body.fixed if new.body else {}
+        for key in sorted(a.keys() | b.keys()):
+            if key in a and key in b and a[key] == b[key]:
+                continue
+            at: SpecPath = ("body", "fixed", key)
+            if key not in b:
+                message = f"`{name}` no longer always sends {key}={a[key]!r}"
+            elif key not in a:
+                message = f"`{name}` now always sends {key}={b[key]!r}"
+            else:
+                message = f"`{name}` always sends {key}={b[key]!r}, was {a[key]!r}"
+            self.log.add(
+                "request-fixed-field-changed",
+                message,
+                old=op + at if key in a else None,
+                new=np + at if key in b else np + ("body",),
+            )
+
+    def response(
+        self,
+        old: Operation,
+        new: Operation,
+        old_ir: OperationIR,
+        new_ir: OperationIR,
+        op: SpecPath,
+        np: SpecPath,
+    ) -> None:
+        name, log = new_ir.name, self.log
+        if old.streaming is not None or new.streaming is not None:
+            self.streaming(old, new, old_ir, new_ir, op, np)
+            return
+        if old_ir.response_kind != new_ir.response_kind:
+            kinds = f"{old_ir.response_kind} is now {new_ir.response_kind}"
+            if old_ir.response_kind == "none":
+                log.add(
+                    "response-body-added",
+                    f"`{name}` now returns a body ({new_ir.response_kind})",
+                    old=op,
+                    new=np + ("response",),
+                )
+            elif new_ir.response_kind == "none":
+                log.add(
+                    "response-body-removed",
+                    f"`{name}` no longer returns a body",
+                    old=op + ("response",),
+                    new=np + ("response",) if new.response else np,
+                )
+            else:
+                log.add(
+                    "response-content-changed",
+                    f"`{name}`: response content {kinds}",
+                    old=op + ("response",),
+                    new=np + ("response",),
+                )
+            return
+        if (old.pagination is None) != (new.pagination is None):
+            if new.pagination is not None:
+                log.add(
+                    "pagination-added",
+                    f"`{name}` is now paginated ({new.pagination.style}): it returns "
+                    f"`{new_ir.returns}`, was `{old_ir.returns}`",
+                    old=op,
+                    new=np + ("pagination",),
+                )
+            else:
+                log.add(
+                    "pagination-removed",
+                    f"`{name}` is no longer paginated: it returns `{new_ir.returns}`, "
+                    f"was `{old_ir.returns}`",
+                    old=op + ("pagination",),
+                    new=np,
+                )
+            return
+        if old.pagination is not None and new.pagination is not None:
+            at: SpecPath = ("pagination",)
+            if old.pagination.style != new.pagination.style:
+                log.add(
+                    "pagination-style-changed",
+                    f"`{name}`: pagination {old.pagination.style} is now {new.pagination.style}",
+                    old=op + at + ("style",),
+                    new=np + at + ("style",),
+                )
+            else:
+                a = old.pagination.model_dump(exclude={"style"})
+                b = new.pagination.model_dump(exclude={"style"})
+                changed = [k for k in a if a[k] != b[k]]
+                if changed:
+                    details = ", ".join(f"{k} {a[k]!r} is now {b[k]!r}" for k in changed)
+                    where = at + (changed[0],) if len(changed) == 1 else at
+                    log.add(
+                        "pagination-settings-changed",
+                        f"`{name}`: {details}",
+                        old=op + where,
+                        new=np + where,
+                    )
+        many_old = bool(old.response and old.response.many)
+        many_new = bool(new.response and new.response.many)
+        if many_old != many_new:
+            state = "a list" if many_new else "a single value"
+            log.add(
+                "response-list-changed",
+                f"`{name}` now returns {state}: `{new_ir.returns}`, was `{old_ir.returns}`",
+                old=op + ("response",),
+                new=np + ("response",),
+            )
+            return
+        if new_ir.response_kind != "json":
+            return
+        schema_old = (old.response.schema_ if old.response else None) or _ANY
+        schema_new = (new.response.schema_ if new.response else None) or _ANY
+        at = ("response", "schema")
+        self.values.compare(schema_old, schema_new, op + at, np + at, Direction.RESPONSE)
+        python_api.annotation_change(
+            log,
+            old_ir.item_annotation,
+            new_ir.item_annotation,
+            what=f"`{name}` returns",
+            old_path=op + ("response",),
+            new_path=np + ("response",),
+            direction=Direction.RESPONSE,
+        )
+
+    def streaming(
+        self,
+        old: Operation,
+        new: Operation,
+        old_ir: OperationIR,
+        new_ir: OperationIR,
+        op: SpecPath,
+        np: SpecPath,
+    ) -> None:
+        name, log = new_ir.name, self.log
+        at: SpecPath = ("streaming",)
+        if old.streaming is None or new.streaming is None:
+            if new.streaming is not None:
+                log.add(
+                    "streaming-added",
+                    f"`{name}` now streams ({new.streaming.format}): it returns "
+                    f"`{new_ir.returns}`, was `{old_ir.returns}`",
+                    old=op,
+                    new=np + at,
+                )
+            else:
+                log.add(
+                    "streaming-removed",
+                    f"`{name}` no longer streams: it returns `{new_ir.returns}`, "
+                    f"was `{old_ir.returns}`",
+                    old=op + at,
+                    new=np,
+                )
+            return
+        a, b = old.streaming, new.streaming
+        if a.format != b.format:
+            log.add(
+                "streaming-format-changed",
+                f"`{name}`: stream format {a.format} is now {b.format}",
+                old=op + at + ("format",),
+                new=np + at + ("format",),
+            )
+        for key, x, y in (("done", a.done, b.done), ("events", sorted(a.events), sorted(b.events))):
+            if x != y:
+                log.add(
+                    "streaming-settings-changed",
+                    f"`{name}`: stream {key} {x!r} is now {y!r}",
+                    old=op + at + (key,),
+                    new=np + at + (key,),
+                )
+        self.values.compare(
+            a.item, b.item, op + at + ("item",), np + at + ("item",), Direction.RESPONSE
+        )
+        python_api.annotation_change(
+            log,
+            old_ir.item_annotation,
+            new_ir.item_annotation,
+            what=f"`{name}` streams",
+            old_path=op + at + ("item",),
+            new_path=np + at + ("item",),
+            direction=Direction.RESPONSE,
+        )
+
+
+def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[_Input]:
+    op = spec.operations[name]
+    base: SpecPath = ("operations", name)
+    placeholders = [m.group(0)[1:-1] for m in _PLACEHOLDER.finditer(op.path)]
+    properties = body_properties(spec, op) or {}
+    body_ref = op.body.schema_.ref if op.body is not None else None
+    found = []
+    for argument in op_ir.arguments:
+        location, wire = argument.location, argument.wire_name
+        schema: TypeFields
+        if location == "body":
+            if op.body is not None and wire in properties:
+                schema = properties[wire]
+                if body_ref is not None:
+                    path: SpecPath = ("schemas", body_ref, "properties", wire)
+                else:
+                    path = base + ("body", "schema", "properties", wire)
+                key: tuple[str, str | int] = ("body", wire)
+            else:
+                schema = op.body.schema_ if op.body is not None else _ANY
+                path, key = base + ("body", "schema"), ("body", "*")
+        else:
+            schema = op.params.get(argument.name, _ANY)
+            path = base + ("params", argument.name)
+            if location == "path" and wire in placeholders:
+                key = ("path", placeholders.index(wire))
+            else:
+                key = (location, wire.lower() if location == "header" else wire)
+        found.append(_Input(argument, key, schema, path))
+    return found
+
+
+def _op(name: str) -> SpecPath:
+    return ("operations", name)
+
+
+def _endpoint(op: Operation) -> tuple[str, str]:
+    return op.method, _PLACEHOLDER.sub("{}", op.path)
+
+
+def _endpoint_text(op: Operation) -> str:
+    return f"{op.method} {op.path}"

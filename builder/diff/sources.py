@@ -1,0 +1,207 @@
+"""Finding the two versions to compare: two files, two directories, or the working tree
+against a git ref. Every problem on either side is collected, so bad input is reported
+all at once (as located errors) before anything is compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from builder.diagnostics import Diagnostic, InputError
+from builder.spec.loader import LoadedSpec, load_spec, load_spec_text
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Pair:
+    old: LoadedSpec | None
+    new: LoadedSpec | None
+
+
+class _Loader:
+    """Loads specs, keeping every error instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Diagnostic] = []
+
+    def file(self, path: Path) -> LoadedSpec | None:
+        try:
+            return load_spec(path)
+        except InputError as exc:
+            self.problems.extend(exc.diagnostics)
+            return None
+
+    def text(self, text: str, label: str) -> LoadedSpec | None:
+        try:
+            return load_spec_text(text, label)
+        except InputError as exc:
+            self.problems.extend(exc.diagnostics)
+            return None
+
+    def fail(self, file: str, message: str) -> None:
+        self.problems.append(Diagnostic(file, 1, 1, "", message))
+
+    def unique_names(self, specs: dict[str, LoadedSpec | None]) -> None:
+        """Two files of one side defining the same connector cannot be paired."""
+        first: dict[str, LoadedSpec] = {}
+        for spec in specs.values():
+            if spec is None:
+                continue
+            seen = first.setdefault(spec.spec.name, spec)
+            if seen is not spec:
+                line, col = spec.document.position(("name",))
+                message = f"connector {spec.spec.name!r} is also defined in {seen.document.file}"
+                self.problems.append(Diagnostic(spec.document.file, line, col, "name", message))
+
+    def raise_problems(self) -> None:
+        if any(p.severity == "error" for p in self.problems):
+            raise InputError(self.problems)
+
+
+def file_pairs(old: str, new: str) -> list[Pair]:
+    """OLD and NEW: two spec files, or two directories of specs (paired by file, then by
+    connector name; a connector on one side only is added or removed)."""
+    old_path, new_path = Path(old), Path(new)
+    loader = _Loader()
+    if old_path.is_dir() and new_path.is_dir():
+        old_specs = {
+            p.relative_to(old_path).as_posix(): loader.file(p) for p in _spec_files(old_path)
+        }
+        new_specs = {
+            p.relative_to(new_path).as_posix(): loader.file(p) for p in _spec_files(new_path)
+        }
+        loader.unique_names(old_specs)
+        loader.unique_names(new_specs)
+        loader.raise_problems()
+        return pair_up(_loaded(old_specs), _loaded(new_specs))
+    if old_path.is_dir() or new_path.is_dir():
+        directory = old if old_path.is_dir() else new
+        loader.fail(directory, "is a directory: give two spec files or two directories")
+        loader.raise_problems()
+    pair = Pair(loader.file(old_path), loader.file(new_path))
+    loader.raise_problems()
+    return [pair]
+
+
+def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
+    """The specs under ``paths`` in the working tree against the same files at ``ref``."""
+    root = _git_root()
+    commit = _resolve(ref, root)
+    loader = _Loader()
+    old_specs: dict[str, LoadedSpec | None] = {}
+    new_specs: dict[str, LoadedSpec | None] = {}
+    for raw in paths:
+        path = Path(raw)
+        relative = _inside(path, root)
+        at_ref = _files_at(commit, relative, root)
+        if not path.exists() and not at_ref:
+            loader.fail(raw, f"no such file or directory, here or at {ref}")
+            continue
+        for file in _spec_files(path) if path.exists() else []:
+            new_specs[_inside(file, root)] = loader.file(file)
+        for name in at_ref:
+            text = _show(commit, name, root)
+            label = f"{ref}:{name}"
+            if text is None:
+                loader.fail(label, f"cannot be read at {ref} as UTF-8 text")
+                continue
+            old_specs[name] = loader.text(text, label)
+    loader.unique_names(old_specs)
+    loader.unique_names(new_specs)
+    loader.raise_problems()
+    return pair_up(_loaded(old_specs), _loaded(new_specs))
+
+
+def pair_up(old: dict[str, LoadedSpec], new: dict[str, LoadedSpec]) -> list[Pair]:
+    """Pair specs by file path, then what is left by connector name; sorted by name."""
+    pairs = [Pair(old[key], new[key]) for key in old if key in new]
+    old_left = {spec.spec.name: spec for key, spec in old.items() if key not in new}
+    new_left = {spec.spec.name: spec for key, spec in new.items() if key not in old}
+    for connector in old_left.keys() | new_left.keys():
+        pairs.append(Pair(old_left.get(connector), new_left.get(connector)))
+
+    def by_name(pair: Pair) -> tuple[str, str]:
+        either = pair.new or pair.old
+        assert either is not None
+        return either.spec.name, either.document.file
+
+    return sorted(pairs, key=by_name)
+
+
+def _loaded(specs: dict[str, LoadedSpec | None]) -> dict[str, LoadedSpec]:
+    return {key: spec for key, spec in specs.items() if spec is not None}
+
+
+def _spec_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+
+
+# -- git ------------------------------------------------------------------------------------
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise InputError([Diagnostic("<git>", 1, 1, "", "git is not installed")]) from None
+
+
+def _git_root() -> Path:
+    run = _git(["rev-parse", "--show-toplevel"], Path.cwd())
+    if run.returncode != 0:
+        message = "--base needs a git repository: the current directory is not in one"
+        raise InputError([Diagnostic("<git>", 1, 1, "", message)])
+    return Path(run.stdout.decode().strip())
+
+
+def _resolve(ref: str, root: Path) -> str:
+    # A ref that starts with "-" would be read as an option; no real ref does.
+    run = (
+        None
+        if ref.startswith("-")
+        else _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
+    )
+    if run is None or run.returncode != 0:
+        raise InputError(
+            [
+                Diagnostic(
+                    "<git>", 1, 1, "", f"{ref!r} is not a commit, branch or tag of this repository"
+                )
+            ]
+        )
+    return run.stdout.decode().strip()
+
+
+def _inside(path: Path, root: Path) -> str:
+    """``path`` relative to the repository root, as git names it."""
+    absolute = path.resolve()
+    try:
+        return PurePosixPath(absolute.relative_to(root.resolve())).as_posix()
+    except ValueError:
+        raise InputError(
+            [Diagnostic(str(path), 1, 1, "", f"is outside the git repository at {root}")]
+        ) from None
+
+
+def _files_at(commit: str, relative: str, root: Path) -> list[str]:
+    run = _git(["ls-tree", "-r", "-z", "--name-only", commit, "--", relative or "."], root)
+    if run.returncode != 0:
+        return []
+    names = [n for n in run.stdout.decode().split("\0") if n]
+    return [n for n in names if n.endswith(SPEC_SUFFIXES)]
+
+
+def _show(commit: str, name: str, root: Path) -> str | None:
+    run = _git(["show", f"{commit}:{name}"], root)
+    if run.returncode != 0:
+        return None
+    try:
+        return run.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
