@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -216,18 +217,125 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def format_python(source: str, name: str) -> str:
-    from black import format_str
+CHUNKED_ABOVE = 3000  # lines: larger modules are formatted in parts, in parallel, cached
+
+
+def format_python(source: str, name: str, *, chunked_above: int = CHUNKED_ABOVE) -> str:
+    """Black's formatting of ``source`` (checked to compile first).
+
+    A large module is split at its top-level statements; each part is formatted on its
+    own — on every core, and remembered by content hash, so a regeneration after a small
+    change reformats only what changed — and the parts are joined with the blank lines
+    black puts between top-level statements. The result is byte-identical to formatting
+    the whole module at once (tested).
+    """
+    try:
+        tree = ast.parse(source, name)
+    except SyntaxError as exc:
+        raise RenderError(f"generated {name} does not parse: {exc}\n{_numbered(source)}") from None
+    if source.count("\n") <= chunked_above:
+        return _black(source)
+    return _format_chunks(source, tree)
+
+
+def _mode() -> Any:
     from black.mode import Mode, TargetVersion
+
+    return Mode(target_versions={TargetVersion.PY311}, line_length=LINE_LENGTH)
+
+
+def _black(source: str) -> str:
+    from black import format_str
     from black.parsing import InvalidInput
 
     try:
-        compile(source, name, "exec", dont_inherit=True)
-        return format_str(
-            source, mode=Mode(target_versions={TargetVersion.PY311}, line_length=LINE_LENGTH)
-        )
-    except (SyntaxError, InvalidInput) as exc:
-        raise RenderError(f"generated {name} does not parse: {exc}\n{_numbered(source)}") from None
+        return format_str(source, mode=_mode())
+    except InvalidInput as exc:
+        raise RenderError(f"black could not format generated code: {exc}") from None
+
+
+def _format_chunks(source: str, tree: ast.Module) -> str:
+    lines = source.splitlines(keepends=True)
+    nodes = tree.body
+    # The first part runs up to the first class or function; then one part per statement.
+    first_def = next((i for i, n in enumerate(nodes) if _is_def(n)), len(nodes))
+    bounds: list[tuple[int, int, bool]] = []
+    if first_def:
+        bounds.append((0, nodes[first_def - 1].end_lineno or 0, False))
+    for node in nodes[first_def:]:
+        decorators = getattr(node, "decorator_list", [])
+        start = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+        bounds.append((start, node.end_lineno or start + 1, _is_def(node)))
+    parts = ["".join(lines[a:b]) for a, b, _ in bounds]
+    formatted = _format_cached(parts)
+    out = [formatted[0]]
+    for i in range(1, len(parts)):
+        _, previous_end, previous_def = bounds[i - 1]
+        start, _, is_def = bounds[i]
+        if is_def or previous_def:
+            gap = 2
+        else:
+            gap = min(2, sum(1 for line in lines[previous_end:start] if not line.strip()))
+        out.append("\n" * gap + formatted[i])
+    return "".join(out)
+
+
+def _is_def(node: ast.stmt) -> bool:
+    return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+
+
+def _cache_dir() -> Path:
+    from importlib.metadata import version
+
+    black_version = version("black")
+
+    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
+    )
+    return Path(base) / f"black-{black_version}-{LINE_LENGTH}"
+
+
+def _format_cached(parts: list[str]) -> list[str]:
+    cache = _cache_dir()
+    keys = [hashlib.sha256(part.encode()).hexdigest() for part in parts]
+    results: list[str | None] = []
+    for key in keys:
+        try:
+            results.append((cache / key[:2] / key).read_text("utf-8"))
+        except OSError:
+            results.append(None)
+    missing = [i for i, r in enumerate(results) if r is None]
+    for i, text in zip(missing, _format_many([parts[i] for i in missing]), strict=True):
+        results[i] = text
+        try:
+            target = cache / keys[i][:2] / keys[i]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text, "utf-8")
+            tmp.replace(target)
+        except OSError:
+            pass  # no writable cache: format again next time
+    return [r for r in results if r is not None]
+
+
+def _format_many(parts: list[str]) -> list[str]:
+    """Format parts with black on every core (in batches, to keep messages few)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(parts) < 64:
+        return [_black(part) for part in parts]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(1, len(parts) // (workers * 4))
+    batches = [parts[i : i + size] for i in range(0, len(parts), size)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return [text for batch in pool.map(_black_batch, batches) for text in batch]
+
+
+def _black_batch(parts: list[str]) -> list[str]:
+    return [_black(part) for part in parts]
 
 
 def _numbered(source: str) -> str:

@@ -27,6 +27,7 @@ PACKAGE_FILES = {
     "README.md",
     "py.typed",
     "tests/test_client.py",
+    "tests/cases.json",
     "connector.json",
 }
 LOCATED = re.compile(r"^[^:\n]+:\d+:\d+: ", re.MULTILINE)

@@ -158,6 +158,8 @@ def compare_retry(
 
 def _auth_view(auth: Any) -> dict[str, Any]:
     data: dict[str, Any] = auth.model_dump(by_alias=True, exclude={"type", "description"})
+    if isinstance(data.get("scopes"), list):
+        data["scopes"] = sorted(data["scopes"])  # a set of scopes: order means nothing
     if data.get("in") == "header" and isinstance(data.get("name"), str):
         data["name"] = data["name"].lower()
     return data

@@ -26,6 +26,16 @@ def compare_connectors(
 ) -> ConnectorDiff:
     """The changes from ``old`` to ``new``; either may be None (a connector added or removed)."""
     if old is not None and new is not None:
+        if old.spec.model_dump_json() == new.spec.model_dump_json():
+            # The same meaning, key order included (which can shape generated names):
+            # nothing to compare, and no IR to build (the costly part for large specs).
+            return ConnectorDiff(
+                new.spec.name,
+                old.document.file,
+                new.document.file,
+                old.spec.version,
+                new.spec.version,
+            )
         return _Comparison(old, new, ruleset).run()
     if new is not None:
         log = ChangeLog(ruleset, None, new.document)

@@ -11,10 +11,11 @@ from builder.diff import python_api
 from builder.diff.client import compare_retry
 from builder.diff.collector import ChangeLog, SpecPath
 from builder.diff.rules import Direction
+from builder.diff.usage import skip_reason
 from builder.diff.values import ValueComparer
 from builder.ir import Argument, Connector, OperationIR
 from builder.spec.checks import body_properties
-from builder.spec.models import Operation, Spec, TypeFields
+from builder.spec.models import Operation, Param, Spec, TypeFields
 
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 _ANY = TypeFields(type="any")
@@ -63,7 +64,7 @@ class OperationComparer:
             fresh.remove(new_name)
         for name in gone:
             op = old_ops[name]
-            if op.skip is not None:
+            if skip_reason(self.old, name) is not None:
                 self.log.add("docs-changed", f"skipped operation `{name}` removed", old=_op(name))
             else:
                 self.log.add(
@@ -73,7 +74,7 @@ class OperationComparer:
                 )
         for name in fresh:
             op = new_ops[name]
-            if op.skip is not None:
+            if skip_reason(self.new, name) is not None:
                 self.log.add("docs-changed", f"skipped operation `{name}` added", new=_op(name))
             else:
                 self.log.add(
@@ -89,15 +90,15 @@ class OperationComparer:
         """Operations that changed only their name: the one left over on each side with a
         given method and path."""
 
-        def by_endpoint(names: list[str], ops: dict[str, Operation]) -> dict[Any, list[str]]:
+        def by_endpoint(names: list[str], spec: Spec) -> dict[Any, list[str]]:
             found: dict[Any, list[str]] = {}
             for name in names:
-                if ops[name].skip is None:
-                    found.setdefault(_endpoint(ops[name]), []).append(name)
+                if skip_reason(spec, name) is None:
+                    found.setdefault(_endpoint(spec.operations[name]), []).append(name)
             return found
 
-        old_at = by_endpoint(gone, self.old.operations)
-        new_at = by_endpoint(fresh, self.new.operations)
+        old_at = by_endpoint(gone, self.old)
+        new_at = by_endpoint(fresh, self.new)
         renamed = {}
         for endpoint, olds in old_at.items():
             news = new_at.get(endpoint, [])
@@ -116,33 +117,6 @@ class OperationComparer:
                 old=op,
                 new=np,
             )
-        if old.skip is not None or new.skip is not None:
-            if old.skip is None:
-                log.add(
-                    "operation-skipped",
-                    f"operation `{new_name}` is no longer generated: {new.skip}",
-                    old=op,
-                    new=np + ("skip",),
-                )
-            elif new.skip is None:
-                log.add(
-                    "operation-unskipped",
-                    f"operation `{new_name}` is now generated",
-                    old=op,
-                    new=np,
-                )
-            elif old.skip != new.skip:
-                log.add(
-                    "docs-changed", f"`{new_name}`: skip reason changed", old=op, new=np + ("skip",)
-                )
-            return
-        if _endpoint(old) != _endpoint(new):
-            log.add(
-                "operation-endpoint-changed",
-                f"`{new_name}`: {_endpoint_text(old)} is now {_endpoint_text(new)}",
-                old=op + ("path",),
-                new=np + ("path",),
-            )
         for key, a, b in (
             ("summary", old.summary, new.summary),
             ("description", old.description, new.description),
@@ -153,6 +127,37 @@ class OperationComparer:
                 log.add(
                     "docs-changed", f"`{new_name}`: {key} changed", old=op + (key,), new=np + (key,)
                 )
+        old_skip, new_skip = skip_reason(self.old, old_name), skip_reason(self.new, new_name)
+        if old_skip is not None or new_skip is not None:
+            if old_skip is None:
+                log.add(
+                    "operation-skipped",
+                    f"operation `{new_name}` is no longer generated: {new_skip}",
+                    old=op,
+                    new=_skip_path(self.new, new_name),
+                )
+            elif new_skip is None:
+                log.add(
+                    "operation-unskipped",
+                    f"operation `{new_name}` is now generated",
+                    old=_skip_path(self.old, old_name),
+                    new=np,
+                )
+            elif old_skip != new_skip:
+                log.add(
+                    "docs-changed",
+                    f"`{new_name}`: skip reason changed",
+                    old=_skip_path(self.old, old_name),
+                    new=_skip_path(self.new, new_name),
+                )
+            return
+        if _endpoint(old) != _endpoint(new):
+            log.add(
+                "operation-endpoint-changed",
+                f"`{new_name}`: {_endpoint_text(old)} is now {_endpoint_text(new)}",
+                old=op + ("path",),
+                new=np + ("path",),
+            )
         if old.deprecated != new.deprecated:
             state = "deprecated" if new.deprecated else "no longer deprecated"
             log.add(
@@ -164,7 +169,7 @@ class OperationComparer:
         old_ir = next(o for o in self.old_ir.operations if o.name == old_name)
         new_ir = next(o for o in self.new_ir.operations if o.name == new_name)
         self.inputs(old_name, new_name, old_ir, new_ir)
-        self.fixed_body(old, new, op, np, new_name)
+        self.body(old, new, op, np, new_name)
         self.response(old, new, old_ir, new_ir, op, np)
         if old.timeout is not None or new.timeout is not None:
             before = old.timeout or self.old.defaults.timeout
@@ -260,15 +265,33 @@ class OperationComparer:
             direction=Direction.REQUEST,
             ignore_none=a.required != b.required,
         )
+        before, after = _style(old.schema), _style(new.schema)
+        if a.location == b.location == "query" and before != after:
+            self.log.add(
+                "parameter-style-changed",
+                f"{what}: written {after}, was {before}",
+                old=old.path,
+                new=new.path,
+            )
         self.values.compare(
             old.schema, new.schema, old.path, new.path, Direction.REQUEST, compare_default=False
         )
 
-    def fixed_body(
-        self, old: Operation, new: Operation, op: SpecPath, np: SpecPath, name: str
-    ) -> None:
+    def body(self, old: Operation, new: Operation, op: SpecPath, np: SpecPath, name: str) -> None:
+        """How the body is encoded, and the fields always sent (its arguments are inputs)."""
+        if old.body is not None and new.body is not None:
+            before = (old.body.content_type, old.body.media_type)
+            after = (new.body.content_type, new.body.media_type)
+            if before != after:
+                self.log.add(
+                    "request-body-encoding-changed",
+                    f"`{name}` sends its body as {_encoding(*after)}, was {_encoding(*before)}",
+                    old=op + ("body",),
+                    new=np + ("body",),
+                )
         a = old.body.fixed if old.body else {}
         b = new.body.fixed if new.body else {}
+        self._fixed_schemas(old, new, op, np, set(a) & set(b))
         for key in sorted(a.keys() | b.keys()):
             if key in a and key in b and a[key] == b[key]:
                 continue
@@ -283,8 +306,24 @@ class OperationComparer:
                 "request-fixed-field-changed",
                 message,
                 old=op + at if key in a else None,
-                new=np + at if key in b else np + ("body",),
+                new=np + at if key in b else None,
             )
+
+    def _fixed_schemas(
+        self, old: Operation, new: Operation, op: SpecPath, np: SpecPath, keys: set[str]
+    ) -> None:
+        """The schemas of fields always sent: not arguments, but still on the wire."""
+        old_props = body_properties(self.old, old) or {}
+        new_props = body_properties(self.new, new) or {}
+        for key in sorted(keys):
+            if key in old_props and key in new_props:
+                self.values.compare(
+                    old_props[key],
+                    new_props[key],
+                    _property_path(self.old, old, op, key),
+                    _property_path(self.new, new, np, key),
+                    Direction.REQUEST,
+                )
 
     def response(
         self,
@@ -454,19 +493,16 @@ def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[_Input]:
     base: SpecPath = ("operations", name)
     placeholders = [m.group(0)[1:-1] for m in _PLACEHOLDER.finditer(op.path)]
     properties = body_properties(spec, op) or {}
-    body_ref = op.body.schema_.ref if op.body is not None else None
     found = []
     for argument in op_ir.arguments:
         location, wire = argument.location, argument.wire_name
         schema: TypeFields
+        path: SpecPath
+        key: tuple[str, str | int]
         if location == "body":
             if op.body is not None and wire in properties:
                 schema = properties[wire]
-                if body_ref is not None:
-                    path: SpecPath = ("schemas", body_ref, "properties", wire)
-                else:
-                    path = base + ("body", "schema", "properties", wire)
-                key: tuple[str, str | int] = ("body", wire)
+                path, key = _property_path(spec, op, base, wire), ("body", wire)
             else:
                 schema = op.body.schema_ if op.body is not None else _ANY
                 path, key = base + ("body", "schema"), ("body", "*")
@@ -479,6 +515,30 @@ def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[_Input]:
                 key = (location, wire.lower() if location == "header" else wire)
         found.append(_Input(argument, key, schema, path))
     return found
+
+
+def _property_path(spec: Spec, op: Operation, at: SpecPath, name: str) -> SpecPath:
+    """Where a property of an object body is declared: in a named schema or inline."""
+    assert op.body is not None
+    if op.body.schema_.ref is not None:
+        return ("schemas", op.body.schema_.ref, "properties", name)
+    return at + ("body", "schema", "properties", name)
+
+
+def _encoding(content_type: str, media_type: str | None) -> str:
+    return f"{content_type} ({media_type})" if media_type else content_type
+
+
+def _style(value: TypeFields) -> str:
+    """How a query parameter's array or object is written."""
+    style, explode = (
+        (value.style or "form", value.explode) if isinstance(value, Param) else ("form", True)
+    )
+    return f"style={style} explode={str(explode).lower()}"
+
+
+def _skip_path(spec: Spec, name: str) -> SpecPath:
+    return ("operations", name, "skip") if spec.operations[name].skip else ("skip", name)
 
 
 def _op(name: str) -> SpecPath:

@@ -8,6 +8,7 @@ finding is placed on the spec lines that produced it.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator, Mapping
 
 from builder.diff.annotations import Relation, relation
@@ -35,6 +36,8 @@ def annotation_change(
     ignore_none: bool = False,
 ) -> None:
     """Record how an annotation changed, judged by the way the value travels."""
+    if old == new:
+        return
     found = relation(old, new, ignore_none=ignore_none)
     if found is Relation.SAME:
         return
@@ -158,6 +161,8 @@ def compare_models(
         b = new_models.get(name)
         if b is None:
             continue
+        if a == b and old_places[name] == new_places[name]:
+            continue  # the same model, generated from the same place
         direction = _union(old_uses.get(name), new_uses.get(name))
         _compare_model(log, a, b, old_places[name], new_places[name], direction)
 
@@ -282,21 +287,22 @@ def model_directions(connector: Connector) -> dict[str, Direction]:
             seen.add(name)
             found[name] = found[name] | direction if name in found else direction
             model = models[name]
-            inner = _names(model.alias_of or "") if model.alias_of else set()
+            inner = set(_names(model.alias_of or ""))
             for field in model.fields:
                 inner |= _names(field.annotation)
             todo.extend(n for n in inner if n in models)
     return found
 
 
-def _names(annotation: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _names(annotation: str) -> frozenset[str]:
     """The names an annotation mentions, leaving out the contents of ``Literal[...]``."""
-    if not annotation:
-        return set()
+    if not any(c.isupper() for c in annotation):
+        return frozenset()  # builtins only (str, int, list[...]): no model
     try:
         tree = ast.parse(annotation, mode="eval")
     except SyntaxError:
-        return set()
+        return frozenset()
     names: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -312,7 +318,7 @@ def _names(annotation: str) -> set[str]:
             visit(child)
 
     visit(tree)
-    return names
+    return frozenset(names)
 
 
 def _union(a: Direction | None, b: Direction | None) -> Direction:

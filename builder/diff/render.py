@@ -123,10 +123,9 @@ def markdown(report: Report, fail_on: str) -> str:
             f"| {c.count(Severity.NON_BREAKING)} | {c.count(Severity.DOCS)} |"
         )
     for c in report.connectors:
-        out += ["", f"### `{_md(c.name)}`", "", f"{_md(_files(c))}", ""]
         if not c.changes:
-            out.append("No changes.")
-            continue
+            continue  # the summary table says so
+        out += ["", f"### `{_md(c.name)}`", "", f"{_md(_files(c))}", ""]
         out.append("| | wire | python | rule | where | change |")
         out.append("|---|---|---|---|---|---|")
         for change in c.changes:
@@ -143,11 +142,10 @@ def markdown(report: Report, fail_on: str) -> str:
 
 
 def _md(value: str) -> str:
-    """Text safe inside a Markdown table cell: no pipes, no HTML, one line."""
+    """Text safe inside a Markdown table cell: no pipes, no HTML tags, one line."""
     return (
         value.replace("&", "&amp;")
         .replace("<", "&lt;")
-        .replace(">", "&gt;")
         .replace("|", "\\|")
         .replace("\r", " ")
         .replace("\n", " ")

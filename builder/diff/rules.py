@@ -169,6 +169,9 @@ _RULESET_1 = (
          "An operation was marked deprecated, or no longer is."),
     Rule("CB1308", "request-fixed-field-changed", B, None, MINOR,
          "A body field the operation always sends (`fixed`) was added, removed or changed."),
+    Rule("CB1309", "request-body-encoding-changed", B, None, MINOR,
+         "The request body is sent in another encoding (json, form, multipart, binary, text) "
+         "or with another media type."),
     # -- parameters: path/query/header/cookie parameters and body fields that are arguments --
     Rule("CB1401", "parameter-removed", B, B, MAJOR, "A parameter was removed."),
     Rule("CB1402", "parameter-added-required", B, B, MAJOR, "A required parameter was added."),
@@ -181,6 +184,8 @@ _RULESET_1 = (
     Rule("CB1407", "parameter-made-optional", NB, NB, MINOR, "A parameter became optional."),
     Rule("CB1408", "parameter-default-changed", NB, NB, MINOR,
          "A parameter's default changed: calls that omit it now send another value."),
+    Rule("CB1409", "parameter-style-changed", B, None, MINOR,
+         "A query parameter's array/object serialisation (`style`, `explode`) changed."),
     # -- responses, pagination, streaming ---------------------------------------------------
     Rule("CB1501", "response-content-changed", B, B, MAJOR,
          "The response content kind changed (json, text, bytes, none)."),

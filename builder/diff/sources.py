@@ -5,13 +5,18 @@ all at once (as located errors) before anything is compared.
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import os
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.diagnostics import Diagnostic, InputError
-from builder.spec.loader import LoadedSpec, load_spec, load_spec_text
+from builder.spec.loader import LoadedSpec, load_spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -35,12 +40,20 @@ class _Loader:
             self.problems.extend(exc.diagnostics)
             return None
 
-    def text(self, text: str, label: str) -> LoadedSpec | None:
+    def relabelled(self, root: Path, name: str, prefix: str) -> LoadedSpec | None:
+        """Load ``root/name`` and name it (and the files its errors are in) ``prefix+name``."""
+        where = f"{root}{os.sep}"
+
+        def label(file: str) -> str:
+            return prefix + Path(file[len(where) :]).as_posix() if file.startswith(where) else file
+
         try:
-            return load_spec_text(text, label)
+            loaded = load_spec(root / name)
         except InputError as exc:
-            self.problems.extend(exc.diagnostics)
+            self.problems += [dataclasses.replace(d, file=label(d.file)) for d in exc.diagnostics]
             return None
+        loaded.document.file = label(loaded.document.file)
+        return loaded
 
     def fail(self, file: str, message: str) -> None:
         self.problems.append(Diagnostic(file, 1, 1, "", message))
@@ -88,28 +101,30 @@ def file_pairs(old: str, new: str) -> list[Pair]:
 
 
 def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
-    """The specs under ``paths`` in the working tree against the same files at ``ref``."""
+    """The specs under ``paths`` in the working tree against the same files at ``ref``.
+
+    The old files are read from a copy of their directories at ``ref`` (``git archive``),
+    so a spec whose operations come from an OpenAPI document next to it loads as it did
+    then; every file and error location is named ``REF:path``.
+    """
     root = _git_root()
     commit = _resolve(ref, root)
     loader = _Loader()
-    old_specs: dict[str, LoadedSpec | None] = {}
     new_specs: dict[str, LoadedSpec | None] = {}
+    old_names: list[str] = []
     for raw in paths:
         path = Path(raw)
-        relative = _inside(path, root)
-        at_ref = _files_at(commit, relative, root)
+        at_ref = _files_at(commit, _inside(path, root), root)
         if not path.exists() and not at_ref:
             loader.fail(raw, f"no such file or directory, here or at {ref}")
             continue
         for file in _spec_files(path) if path.exists() else []:
             new_specs[_inside(file, root)] = loader.file(file)
-        for name in at_ref:
-            text = _show(commit, name, root)
-            label = f"{ref}:{name}"
-            if text is None:
-                loader.fail(label, f"cannot be read at {ref} as UTF-8 text")
-                continue
-            old_specs[name] = loader.text(text, label)
+        old_names += [name for name in at_ref if name not in old_names]
+    with tempfile.TemporaryDirectory(prefix="connector-builder-diff-") as tmp:
+        copy = Path(tmp)
+        _export(commit, sorted({str(PurePosixPath(n).parent) for n in old_names}), root, copy)
+        old_specs = {name: loader.relabelled(copy, name, f"{ref}:") for name in old_names}
     loader.unique_names(old_specs)
     loader.unique_names(new_specs)
     loader.raise_problems()
@@ -197,11 +212,14 @@ def _files_at(commit: str, relative: str, root: Path) -> list[str]:
     return [n for n in names if n.endswith(SPEC_SUFFIXES)]
 
 
-def _show(commit: str, name: str, root: Path) -> str | None:
-    run = _git(["show", f"{commit}:{name}"], root)
+def _export(commit: str, directories: list[str], root: Path, target: Path) -> None:
+    """Write ``directories`` as they are at ``commit`` under ``target``."""
+    if not directories:
+        return
+    run = _git(["archive", "--format=tar", commit, "--", *directories], root)
     if run.returncode != 0:
-        return None
-    try:
-        return run.stdout.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+        message = run.stderr.decode(errors="replace").strip() or "git archive failed"
+        raise InputError([Diagnostic("<git>", 1, 1, "", message)])
+    with tarfile.open(fileobj=io.BytesIO(run.stdout)) as archive:
+        # The "data" filter refuses links and paths that lead out of the target directory.
+        archive.extractall(target, filter="data")

@@ -11,6 +11,13 @@ from builder.spec.checks import body_properties
 from builder.spec.models import Schema, Spec, TypeFields
 
 
+def skip_reason(spec: Spec, name: str) -> str | None:
+    """Why an operation is declared but not generated (its own `skip`, or the top-level
+    `skip` list an OpenAPI import writes); None when it is generated."""
+    op = spec.operations.get(name)
+    return (op.skip if op is not None else None) or spec.skip.get(name)
+
+
 def schema_directions(spec: Spec) -> dict[str, Direction]:
     """Which way each named schema travels in generated operations. The top level of an
     object body is not counted: its properties are arguments, compared per operation."""
@@ -28,8 +35,8 @@ def schema_directions(spec: Spec) -> dict[str, Direction]:
         for child in _children(value):
             visit(child, direction)
 
-    for op in spec.operations.values():
-        if op.skip is not None:
+    for name, op in spec.operations.items():
+        if skip_reason(spec, name) is not None:
             continue
         for param in op.params.values():
             visit(param, Direction.REQUEST)
@@ -51,8 +58,8 @@ def object_bodies(spec: Spec) -> set[str]:
     """Named schemas sent as object bodies (their properties are arguments)."""
     return {
         op.body.schema_.ref
-        for op in spec.operations.values()
-        if op.skip is None
+        for name, op in spec.operations.items()
+        if skip_reason(spec, name) is None
         and op.body is not None
         and op.body.schema_.ref is not None
         and body_properties(spec, op) is not None

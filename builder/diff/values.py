@@ -65,7 +65,8 @@ class _Walk:
         self.direction = direction
         self.expanding: set[tuple[str | None, str | None]] = set()
 
-    def add(self, rule: str, message: str, old: SpecPath, new: SpecPath) -> None:
+    def add(self, rule: str, message: str, old: SpecPath, new: SpecPath | None) -> None:
+        """``new`` None: the thing is gone from the new spec."""
         if self.direction is None and rule != "docs-changed":
             return
         self.owner.log.add(rule, message, old=old, new=new, direction=self.direction)
@@ -269,7 +270,7 @@ class _Walk:
         for name in old_props:
             if name not in new_props:
                 at = ("properties", name)
-                self.add("property-removed", f"property {name!r} removed", op + at, np)
+                self.add("property-removed", f"property {name!r} removed", op + at, None)
         for name in new_props:
             if name in old_props:
                 continue
