@@ -122,9 +122,9 @@ def time_cli(old: Path, new: Path) -> float:
 
 
 def spec_case(tmp: Path) -> tuple[str, Path, Path]:
-    from builder.spec.yamlio import load_yaml
-
     import yaml
+
+    from builder.spec.yamlio import load_yaml
 
     largest = max((REPO_ROOT / "specs").glob("*.yaml"), key=lambda p: p.stat().st_size)
     data = load_yaml(largest.read_text("utf-8"), str(largest)).data
