@@ -119,6 +119,10 @@ class OperationIR:
         return [a for a in self.arguments if a.location == location]
 
     decoder_runtime: str | None = None  # the Decoder's argument: a type, or `lazy=` a function
+    # Documented error bodies: status key (404 or "4XX"/"default") -> annotation, then the
+    # Decoder argument for it (filled in with decoder_runtime).
+    error_types: dict[int | str, str] = field(default_factory=dict)
+    error_runtime: dict[int | str, str] = field(default_factory=dict)
 
     @property
     def returns(self) -> str:
@@ -280,13 +284,11 @@ class Connector:
             (f"{runtime}.auth", self.auth_class),
         }
         styles = {op.style for op in self.operations}
-        if any(op.decoder for op in self.operations):
+        if any(op.decoder or op.error_types for op in self.operations):
             imports.add((f"{runtime}.operation", "Decoder"))
         if self.lazy_models:
             imports.add(("types", "ModuleType"))
-        if any(
-            op.decoder_runtime and "GenericAlias(" in op.decoder_runtime for op in self.operations
-        ):
+        if any("GenericAlias(" in r for r in self._runtimes()):
             imports.add(("types", "GenericAlias"))
         if "paginate" in styles:
             imports |= {
@@ -321,9 +323,12 @@ class Connector:
 
     @property
     def lazy_models(self) -> bool:
-        return any(
-            op.decoder_runtime and "_models()" in op.decoder_runtime for op in self.operations
-        )
+        return any("_models()" in r for r in self._runtimes())
+
+    def _runtimes(self) -> list[str]:
+        """Every Decoder argument of the client module."""
+        runtimes = [op.decoder_runtime or "" for op in self.operations]
+        return runtimes + [r for op in self.operations for r in op.error_runtime.values()]
 
     def role(self, name: str) -> RoleIR | None:
         return next((r for r in self.roles if r.role == name), None)
@@ -662,6 +667,12 @@ class _Builder:
             tags=list(op.tags),
             record_annotation=record,
             retries_503=op.retry is None or (op.retry.attempts > 1 and 503 in op.retry.retry_on),
+            error_types={
+                (int(key) if key.isdigit() else key): self.annotation(
+                    schema, f"{owner}Error{key}", self.client_imports_set
+                )
+                for key, schema in op.errors.items()
+            },
             body_kind=op.body.content_type if op.body else "json",
             media_type=op.body.media_type if op.body else None,
             styles={
@@ -730,6 +741,8 @@ class _Builder:
         for op in operations:
             if op.decoder is not None:
                 object.__setattr__(op, "decoder_runtime", _decoder_runtime(op.decoder, model_names))
+            for key, annotation in op.error_types.items():
+                op.error_runtime[key] = _decoder_runtime(annotation, model_names)
         return Connector(
             name=spec.name,
             title=spec.title,

@@ -83,7 +83,7 @@ def docwrap(text: str, indent: int, hanging: int | None = None) -> str:
     """:func:`docstring`, wrapped to the line length: the first line starts at column
     ``indent`` (the template puts it there), the others are indented by ``hanging``."""
     hanging = indent if hanging is None else hanging
-    room = max(30, LINE_LENGTH - max(indent, hanging))
+    room = max(30, LINE_LENGTH - max(indent, hanging) - 3)  # 3: closing quotes may follow
     lines: list[str] = []
     for line in docstring(text).split("\n"):
         if len(line) <= room:

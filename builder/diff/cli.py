@@ -14,7 +14,7 @@ FOUND = 1  # exit status when changes at or above --fail-on were found
 
 
 @click.command("diff")
-@click.argument("specs", nargs=-1, type=click.Path())
+@click.argument("specs", nargs=-1, type=click.Path(), metavar="[OLD NEW | PATH...]")
 @click.option(
     "--base",
     metavar="GIT_REF",

@@ -9,6 +9,10 @@ from builder.diff.collector import ChangeLog, SpecPath
 from builder.ir import Connector
 from builder.spec.models import Retry, Spec
 
+# Auth fields that are credential templates: a template may hold a literal secret, so
+# reports say that it changed, never what it says.
+_CREDENTIALS = frozenset({"value", "token", "username", "password", "client_id", "client_secret"})
+
 
 class ClientComparer:
     def __init__(
@@ -73,7 +77,10 @@ class ClientComparer:
         a, b = _auth_view(old), _auth_view(new)
         changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         if changed:
-            details = ", ".join(f"{k} {a.get(k)!r} is now {b.get(k)!r}" for k in changed)
+            details = ", ".join(
+                f"{k} changed" if k in _CREDENTIALS else f"{k} {a.get(k)!r} is now {b.get(k)!r}"
+                for k in changed
+            )
             where = at + (changed[0],) if len(changed) == 1 else at
             self.log.add("auth-changed", f"{new.type} auth: {details}", old=where, new=where)
         if getattr(old, "description", None) != getattr(new, "description", None):

@@ -71,8 +71,5 @@ class ChangeLog:
     def sorted(self) -> list[Change]:
         return sorted(self.changes, key=lambda c: c.sort_key)
 
-    def has(self, rule_name: str) -> bool:
-        return any(c.rule.name == rule_name for c in self.changes)
-
 
 __all__ = ["ChangeLog", "Locator", "SpecPath"]

@@ -334,100 +334,118 @@ class OperationComparer:
         op: SpecPath,
         np: SpecPath,
     ) -> None:
-        name, log = new_ir.name, self.log
+        """What a call returns. A change of kind (a body, a page iterator, a list, a
+        stream) is reported as a whole; only responses of the same kind are compared in
+        detail."""
         if old.streaming is not None or new.streaming is not None:
             self.streaming(old, new, old_ir, new_ir, op, np)
             return
-        if old_ir.response_kind != new_ir.response_kind:
-            kinds = f"{old_ir.response_kind} is now {new_ir.response_kind}"
-            if old_ir.response_kind == "none":
-                log.add(
-                    "response-body-added",
-                    f"`{name}` now returns a body ({new_ir.response_kind})",
-                    old=op,
-                    new=np + ("response",),
-                )
-            elif new_ir.response_kind == "none":
-                log.add(
-                    "response-body-removed",
-                    f"`{name}` no longer returns a body",
-                    old=op + ("response",),
-                    new=np + ("response",) if new.response else np,
-                )
-            else:
-                log.add(
-                    "response-content-changed",
-                    f"`{name}`: response content {kinds}",
-                    old=op + ("response",),
-                    new=np + ("response",),
-                )
+        if self._content(new, old_ir, new_ir, op, np):
             return
-        if (old.pagination is None) != (new.pagination is None):
-            if new.pagination is not None:
-                log.add(
-                    "pagination-added",
-                    f"`{name}` is now paginated ({new.pagination.style}): it returns "
-                    f"`{new_ir.returns}`, was `{old_ir.returns}`",
-                    old=op,
-                    new=np + ("pagination",),
-                )
-            else:
-                log.add(
-                    "pagination-removed",
-                    f"`{name}` is no longer paginated: it returns `{new_ir.returns}`, "
-                    f"was `{old_ir.returns}`",
-                    old=op + ("pagination",),
-                    new=np,
-                )
+        if self._pagination(old, new, old_ir, new_ir, op, np):
             return
-        if old.pagination is not None and new.pagination is not None:
-            at: SpecPath = ("pagination",)
-            if old.pagination.style != new.pagination.style:
-                log.add(
-                    "pagination-style-changed",
-                    f"`{name}`: pagination {old.pagination.style} is now {new.pagination.style}",
-                    old=op + at + ("style",),
-                    new=np + at + ("style",),
-                )
-            else:
-                a = old.pagination.model_dump(exclude={"style"})
-                b = new.pagination.model_dump(exclude={"style"})
-                changed = [k for k in a if a[k] != b[k]]
-                if changed:
-                    details = ", ".join(f"{k} {a[k]!r} is now {b[k]!r}" for k in changed)
-                    where = at + (changed[0],) if len(changed) == 1 else at
-                    log.add(
-                        "pagination-settings-changed",
-                        f"`{name}`: {details}",
-                        old=op + where,
-                        new=np + where,
-                    )
-        many_old = bool(old.response and old.response.many)
-        many_new = bool(new.response and new.response.many)
-        if many_old != many_new:
-            state = "a list" if many_new else "a single value"
-            log.add(
-                "response-list-changed",
-                f"`{name}` now returns {state}: `{new_ir.returns}`, was `{old_ir.returns}`",
-                old=op + ("response",),
-                new=np + ("response",),
-            )
+        if self._many(old, new, old_ir, new_ir, op, np):
             return
         if new_ir.response_kind != "json":
             return
         schema_old = (old.response.schema_ if old.response else None) or _ANY
         schema_new = (new.response.schema_ if new.response else None) or _ANY
-        at = ("response", "schema")
+        at: SpecPath = ("response", "schema")
         self.values.compare(schema_old, schema_new, op + at, np + at, Direction.RESPONSE)
         python_api.annotation_change(
-            log,
+            self.log,
             old_ir.item_annotation,
             new_ir.item_annotation,
-            what=f"`{name}` returns",
+            what=f"`{new_ir.name}` returns",
             old_path=op + ("response",),
             new_path=np + ("response",),
             direction=Direction.RESPONSE,
         )
+
+    def _content(
+        self, new: Operation, old_ir: OperationIR, new_ir: OperationIR, op: SpecPath, np: SpecPath
+    ) -> bool:
+        before, after, name = old_ir.response_kind, new_ir.response_kind, new_ir.name
+        if before == after:
+            return False
+        at: SpecPath = ("response",)
+        if before == "none":
+            message = f"`{name}` now returns a body ({after})"
+            self.log.add("response-body-added", message, old=op, new=np + at)
+        elif after == "none":
+            message = f"`{name}` no longer returns a body"
+            self.log.add(
+                "response-body-removed", message, old=op + at, new=np + at if new.response else np
+            )
+        else:
+            message = f"`{name}`: response content {before} is now {after}"
+            self.log.add("response-content-changed", message, old=op + at, new=np + at)
+        return True
+
+    def _pagination(
+        self,
+        old: Operation,
+        new: Operation,
+        old_ir: OperationIR,
+        new_ir: OperationIR,
+        op: SpecPath,
+        np: SpecPath,
+    ) -> bool:
+        name, at = new_ir.name, ("pagination",)
+        returns = f"it returns `{new_ir.returns}`, was `{old_ir.returns}`"
+        if old.pagination is None or new.pagination is None:
+            if new.pagination is not None:
+                message = f"`{name}` is now paginated ({new.pagination.style}): {returns}"
+                self.log.add("pagination-added", message, old=op, new=np + at)
+                return True
+            if old.pagination is not None:
+                message = f"`{name}` is no longer paginated: {returns}"
+                self.log.add("pagination-removed", message, old=op + at, new=np)
+                return True
+            return False
+        if old.pagination.style != new.pagination.style:
+            self.log.add(
+                "pagination-style-changed",
+                f"`{name}`: pagination {old.pagination.style} is now {new.pagination.style}",
+                old=op + at + ("style",),
+                new=np + at + ("style",),
+            )
+            return False
+        a = old.pagination.model_dump(exclude={"style"})
+        b = new.pagination.model_dump(exclude={"style"})
+        changed = [k for k in a if a[k] != b[k]]
+        if changed:
+            details = ", ".join(f"{k} {a[k]!r} is now {b[k]!r}" for k in changed)
+            where = at + (changed[0],) if len(changed) == 1 else at
+            self.log.add(
+                "pagination-settings-changed",
+                f"`{name}`: {details}",
+                old=op + where,
+                new=np + where,
+            )
+        return False
+
+    def _many(
+        self,
+        old: Operation,
+        new: Operation,
+        old_ir: OperationIR,
+        new_ir: OperationIR,
+        op: SpecPath,
+        np: SpecPath,
+    ) -> bool:
+        many_old = bool(old.response and old.response.many)
+        many_new = bool(new.response and new.response.many)
+        if many_old == many_new:
+            return False
+        state = "a list" if many_new else "a single value"
+        self.log.add(
+            "response-list-changed",
+            f"`{new_ir.name}` now returns {state}: `{new_ir.returns}`, was `{old_ir.returns}`",
+            old=op + ("response",),
+            new=np + ("response",),
+        )
+        return True
 
     def streaming(
         self,

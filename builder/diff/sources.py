@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.diagnostics import Diagnostic, InputError
+from builder.generate import SPEC_SUFFIXES, discover
 from builder.spec.loader import LoadedSpec, load_spec
-
-SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,10 @@ def file_pairs(old: str, new: str) -> list[Pair]:
     loader = _Loader()
     if old_path.is_dir() and new_path.is_dir():
         old_specs = {
-            p.relative_to(old_path).as_posix(): loader.file(p) for p in _spec_files(old_path)
+            p.relative_to(old_path).as_posix(): loader.file(p) for p in discover([old_path])
         }
         new_specs = {
-            p.relative_to(new_path).as_posix(): loader.file(p) for p in _spec_files(new_path)
+            p.relative_to(new_path).as_posix(): loader.file(p) for p in discover([new_path])
         }
         loader.unique_names(old_specs)
         loader.unique_names(new_specs)
@@ -111,19 +110,25 @@ def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
     commit = _resolve(ref, root)
     loader = _Loader()
     new_specs: dict[str, LoadedSpec | None] = {}
-    old_names: list[str] = []
+    wanted: list[str] = []  # the paths, relative to the root, as they were at the ref
+    candidates: set[str] = set()  # files at the ref that may be specs
     for raw in paths:
         path = Path(raw)
-        at_ref = _files_at(commit, _inside(path, root), root)
+        relative = _inside(path, root)
+        at_ref = _files_at(commit, relative, root)
         if not path.exists() and not at_ref:
             loader.fail(raw, f"no such file or directory, here or at {ref}")
             continue
-        for file in _spec_files(path) if path.exists() else []:
+        for file in discover([path]) if path.exists() else []:
             new_specs[_inside(file, root)] = loader.file(file)
-        old_names += [name for name in at_ref if name not in old_names]
+        if at_ref:
+            wanted.append(relative)
+            candidates.update(at_ref)
     with tempfile.TemporaryDirectory(prefix="connector-builder-diff-") as tmp:
         copy = Path(tmp)
-        _export(commit, sorted({str(PurePosixPath(n).parent) for n in old_names}), root, copy)
+        _export(commit, sorted({str(PurePosixPath(n).parent) for n in candidates}), root, copy)
+        # The same rules pick the specs out of the copy as out of the working tree.
+        old_names = [p.relative_to(copy).as_posix() for p in discover(copy / w for w in wanted)]
         old_specs = {name: loader.relabelled(copy, name, f"{ref}:") for name in old_names}
     loader.unique_names(old_specs)
     loader.unique_names(new_specs)
@@ -149,12 +154,6 @@ def pair_up(old: dict[str, LoadedSpec], new: dict[str, LoadedSpec]) -> list[Pair
 
 def _loaded(specs: dict[str, LoadedSpec | None]) -> dict[str, LoadedSpec]:
     return {key: spec for key, spec in specs.items() if spec is not None}
-
-
-def _spec_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
 
 
 # -- git ------------------------------------------------------------------------------------

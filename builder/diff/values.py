@@ -107,7 +107,8 @@ class _Walk:
             finally:
                 self.expanding.discard(pair)
             return
-        self.nullable(old.nullable, new.nullable, op, np)
+        if "any" not in (_kind(old), _kind(new)):  # `any` holds null already
+            self.nullable(old.nullable, new.nullable, op, np)
         if not self.kind(old, new, op, np, docs=docs):
             return
         self.enum(old, new, op, np)

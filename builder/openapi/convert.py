@@ -310,6 +310,35 @@ class _Converter:
         response = self.response(op, hint)
         if response is not None:
             out["response"] = response
+        errors = self.error_bodies(op, hint)
+        if errors:
+            out["errors"] = errors
+        return out
+
+    def error_bodies(self, op: dict[str, Any], hint: str) -> dict[str, Any]:
+        """Documented JSON error bodies, by status ("404", "4XX", "default")."""
+        responses = op.get("responses")
+        out: dict[str, Any] = {}
+        if not isinstance(responses, dict):
+            return out
+        for code, response in responses.items():
+            key = str(code).upper()
+            if not (key == "DEFAULT" or re.fullmatch(r"[45](\d\d|XX)", key)):
+                continue
+            if isinstance(response, dict) and "$ref" in response:
+                response, _, _ = self.doc.resolve(response["$ref"])
+            if not isinstance(response, dict):
+                continue
+            schema: Any = None
+            if self.v2:
+                schema = response.get("schema")
+            elif isinstance(response.get("content"), dict) and response["content"]:
+                media_type, media = _pick_media(response["content"])
+                if isinstance(media, dict) and _content_kind(media_type) == "json":
+                    schema = media.get("schema")
+            if isinstance(schema, dict):
+                converted = self.schemas.convert(schema, self.doc, f"{hint}Error")
+                out["default" if key == "DEFAULT" else key] = converted
         return out
 
     def parameters(

@@ -115,6 +115,8 @@ class HTTPStatusError(ConnectorError):
         self.url = url
         self.body = body[:_BODY_EXCERPT]
         self.headers = headers or {}
+        # The error body decoded into the model the service documents for it, if any.
+        self.error: Any = None
 
 
 class BadRequestError(HTTPStatusError):

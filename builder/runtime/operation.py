@@ -122,6 +122,7 @@ class Operation(Generic[T]):
         "body_kind",
         "media_type",
         "styles",
+        "errors",
         "_segments",
     )
 
@@ -140,6 +141,7 @@ class Operation(Generic[T]):
         body_kind: Literal["json", "form", "multipart", "binary", "text"] = "json",
         media_type: str | None = None,
         styles: Mapping[str, tuple[str, bool]] | None = None,
+        errors: Mapping[int | str, Decoder] | None = None,
     ) -> None:
         self.name = name
         self.method = method
@@ -153,6 +155,8 @@ class Operation(Generic[T]):
         self.body_kind = body_kind
         self.media_type = media_type
         self.styles = styles or {}  # query wire name -> (OpenAPI style, explode)
+        # Documented error bodies: status (or "4XX", "5XX", "default") -> their model.
+        self.errors = errors or {}
         # Split the path template once: even items are literal text, odd items param names.
         self._segments: tuple[str, ...] = tuple(_PATH_PARAM.split(path))
 
@@ -216,3 +220,11 @@ def styled_query(name: str, value: Any, style: tuple[str, bool] | None) -> list[
     if isinstance(value, list | tuple) and not explode:
         return [(name, _DELIMITERS.get(kind, ",").join(wire_text(v) for v in value))]
     return [(name, wire_value(value))]
+
+
+def error_decoder(op: Operation[Any], status: int) -> Decoder | None:
+    """The decoder of the documented error body for ``status``, if the operation has one."""
+    table = op.errors
+    if not table:
+        return None
+    return table.get(status) or table.get(f"{status // 100}XX") or table.get("default")

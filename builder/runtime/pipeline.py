@@ -16,7 +16,7 @@ import httpx
 
 from builder.runtime import errors
 from builder.runtime.config import scrub
-from builder.runtime.operation import Operation, QuotaHeaders
+from builder.runtime.operation import Operation, QuotaHeaders, error_decoder
 from builder.runtime.resilience import (
     CircuitBreaker,
     RetryPolicy,
@@ -197,13 +197,21 @@ class Pipeline:
         }
         quota_reset = self._quota_reset(response)
         if status == 429 or quota_reset is not None:
-            return errors.RateLimitedError(
+            limited = errors.RateLimitedError(
                 message,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                 reset_at=utc_from_epoch(quota_reset) if quota_reset is not None else None,
                 **common,
             )
-        return errors.error_for_status(status)(message, **common)
+            return limited
+        error = errors.error_for_status(status)(message, **common)
+        decoder = error_decoder(op, status)
+        if decoder is not None and response.content:
+            try:
+                error.error = decoder.from_json(response.content)
+            except ValueError:
+                pass  # the body is not the documented one; `body` still has the text
+        return error
 
     def validation_error(
         self, op: Operation[Any], response: httpx.Response, exc: Exception, body: str | None = None

@@ -267,6 +267,8 @@ class _Checker:
         yield from self.check_body(op, path)
         if op.response is not None and op.response.schema_ is not None:
             yield from self.check_schema(op.response.schema_, path + ("response", "schema"))
+        for status, schema in op.errors.items():
+            yield from self.check_schema(schema, path + ("errors", status))
         if op.streaming is not None:
             yield from self.check_schema(op.streaming.item, path + ("streaming", "item"))
             if op.response is not None:

@@ -10,6 +10,7 @@ parameter, and ``items: Label`` an array of ``Label`` models.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -364,6 +365,26 @@ class Operation(StrictModel):
     skip: str | None = Field(
         None, description="Do not generate this operation; the reason is listed as a warning."
     )
+    errors: dict[str, Schema] = Field(
+        default_factory=dict,
+        description='Documented error bodies by status ("404", "4XX", "default"): decoded '
+        "into the raised error's `.error`.",
+    )
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _error_words(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _expand_type_word(v) for k, v in value.items()}
+        return value
+
+    @field_validator("errors")
+    @classmethod
+    def _statuses(cls, value: dict[str, Schema]) -> dict[str, Schema]:
+        for key in value:
+            if key != "default" and not re.fullmatch(r"[45](\d\d|XX)", key):
+                raise ValueError(f"{key!r} is not an error status (400-599, 4XX, 5XX or default)")
+        return value
 
     @field_validator("method", mode="before")
     @classmethod

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from .client import SERVICE, SETTINGS, AsyncExample, Example
 
 if TYPE_CHECKING:
-    from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage
+    from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage, Problem
 
 __version__ = "1.2.0"
-SPEC_HASH = "5861f15a5a39b85e483f7f26958435abd50ea99acb2b245aab4c04fe7ca8913b"
+SPEC_HASH = "248100b8a12715f391ba9cde5432c0eaffa682675a2ac2077c0694703c5400d9"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "NoteAttachment",
     "NoteDraft",
     "NotePage",
+    "Problem",
     "Event",
 ]
 _MODELS = frozenset(__all__[4:])

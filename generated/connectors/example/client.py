@@ -108,6 +108,10 @@ _GET_NOTE: Operation[Note] = Operation(
     "/notes/{note_id}",
     response=Decoder(lazy=lambda: _models().Note),
     timeout=5.0,
+    errors={
+        404: Decoder(lazy=lambda: _models().Problem),
+        "default": Decoder(lazy=lambda: _models().Problem),
+    },
 )
 _CREATE_NOTE: Operation[Note] = Operation(
     "create_note",

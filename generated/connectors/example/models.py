@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Color", "Label", "Note", "NoteAttachment", "NoteDraft", "NotePage", "Event"]
+__all__ = ["Color", "Label", "Note", "NoteAttachment", "NoteDraft", "NotePage", "Problem", "Event"]
 
 Color = Literal["red", "green", "blue"]
 """A label color."""
@@ -75,6 +75,16 @@ class NotePage(BaseModel):
 
     data: list[Note] | None = None
     next_cursor: str | None = None
+
+
+class Problem(BaseModel):
+    """The service's error body."""
+
+    # Validators are built on first use: importing the connector stays fast.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
+
+    code: str
+    message: str | None = None
 
 
 class Event(BaseModel):

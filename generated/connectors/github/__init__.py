@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "d5cd5859c54592cc652a42a053642dbd2fda468f462db2c6ff205adb9da0d69f"
+SPEC_HASH = "3e4da8620489c5a066a54dae3062f2c90cca60ac4a9e58056fc00ad3d6b4a5e2"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -126,8 +126,8 @@ _SEARCH_REPOSITORIES: Operation[Repository] = Operation(
 class GitHub(SyncClient, SourceMixin, SinkMixin):
     """GitHub REST API.
 
-    Repositories, issues, pull requests and search on GitHub. Lists are paginated through the Link
-    header; a used-up rate limit raises RateLimitedError with the reset time.
+    Repositories, issues, pull requests and search on GitHub. Lists are paginated through the
+    Link header; a used-up rate limit raises RateLimitedError with the reset time.
 
     Settings (each a keyword argument, else its environment variable, else the default):
         token: A personal access token or an app installation token. Env: ``GITHUB_TOKEN``.
@@ -435,8 +435,8 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
 class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
     """GitHub REST API.
 
-    Repositories, issues, pull requests and search on GitHub. Lists are paginated through the Link
-    header; a used-up rate limit raises RateLimitedError with the reset time.
+    Repositories, issues, pull requests and search on GitHub. Lists are paginated through the
+    Link header; a used-up rate limit raises RateLimitedError with the reset time.
 
     Settings (each a keyword argument, else its environment variable, else the default):
         token: A personal access token or an app installation token. Env: ``GITHUB_TOKEN``.

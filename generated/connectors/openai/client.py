@@ -102,8 +102,8 @@ _RETRIEVE_MODEL: Operation[Model] = Operation(
 class OpenAI(SyncClient):
     """OpenAI API.
 
-    Chat completions (with server-sent-event streaming), embeddings and the model list of the OpenAI
-    REST API, or of any service that speaks the same wire format.
+    Chat completions (with server-sent-event streaming), embeddings and the model list of the
+    OpenAI REST API, or of any service that speaks the same wire format.
 
     Settings (each a keyword argument, else its environment variable, else the default):
         api_key: The API key. Env: ``OPENAI_API_KEY``. Secret. Required.
@@ -220,8 +220,9 @@ class OpenAI(SyncClient):
     ) -> Stream[ChatCompletionChunk]:
         """Create a chat completion, streamed as it is generated.
 
-        The same request as create_chat_completion, answered with server-sent events, one chunk per
-        delta; pass stream_options={"include_usage": True} to get the token usage in a last chunk.
+        The same request as create_chat_completion, answered with server-sent events, one chunk
+        per delta; pass stream_options={"include_usage": True} to get the token usage in a last
+        chunk.
 
         Args:
             model: The model, e.g. gpt-4o-mini.
@@ -320,8 +321,8 @@ class OpenAI(SyncClient):
 class AsyncOpenAI(AsyncClient):
     """OpenAI API.
 
-    Chat completions (with server-sent-event streaming), embeddings and the model list of the OpenAI
-    REST API, or of any service that speaks the same wire format.
+    Chat completions (with server-sent-event streaming), embeddings and the model list of the
+    OpenAI REST API, or of any service that speaks the same wire format.
 
     Settings (each a keyword argument, else its environment variable, else the default):
         api_key: The API key. Env: ``OPENAI_API_KEY``. Secret. Required.
@@ -438,8 +439,9 @@ class AsyncOpenAI(AsyncClient):
     ) -> AsyncStream[ChatCompletionChunk]:
         """Create a chat completion, streamed as it is generated.
 
-        The same request as create_chat_completion, answered with server-sent events, one chunk per
-        delta; pass stream_options={"include_usage": True} to get the token usage in a last chunk.
+        The same request as create_chat_completion, answered with server-sent events, one chunk
+        per delta; pass stream_options={"include_usage": True} to get the token usage in a last
+        chunk.
 
         Args:
             model: The model, e.g. gpt-4o-mini.
