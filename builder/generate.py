@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,11 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found.extend(
-                sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not _is_openapi_document(p)
+                )
             )
         elif path.exists():
             found.append(path)
@@ -58,6 +63,23 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
     if problems:
         raise InputError(problems)
     return list(dict.fromkeys(found))
+
+
+_OPENAPI_HEAD = re.compile(r"^(openapi|swagger)\s*:", re.MULTILINE)
+
+
+def _is_openapi_document(path: Path) -> bool:
+    """An OpenAPI document beside the specs (what `source:` points at), not a spec."""
+    if ".openapi." in path.name:
+        return True
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return bool(_OPENAPI_HEAD.search(head)) and not re.search(
+        r"^spec_version\s*:", head, re.MULTILINE
+    )
 
 
 def load_all(paths: Iterable[str | Path]) -> list[Selected]:

@@ -7,12 +7,14 @@ and review the diff of the golden files like any other change.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -359,3 +361,68 @@ def test_base_with_a_missing_path_is_bad_input(repo: Path) -> None:
     result = CliRunner().invoke(main, ["diff", "--base", "HEAD", "nowhere"])
     assert result.exit_code == 2
     assert "nowhere:1:1: no such file or directory, here or at HEAD" in result.output
+
+
+PETS: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Pets", "version": "1"},
+    "servers": [{"url": "https://pets.example"}],
+    "paths": {
+        "/pets/{id}": {
+            "get": {
+                "operationId": "getPet",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Pet"}}
+                        },
+                    }
+                },
+            }
+        }
+    },
+    "components": {
+        "schemas": {
+            "Pet": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+            }
+        }
+    },
+}
+
+
+def test_base_reads_an_openapi_sourced_spec_as_it_was_at_the_ref(repo: Path) -> None:
+    """The old spec's document is read at the ref too, not from the working tree."""
+    overlay = "spec_version: 1\nname: pets\ntitle: Pets\nsource: {openapi: pets.openapi.json}\n"
+    write(repo / "specs" / "pets.yaml", overlay)
+    write(repo / "specs" / "pets.openapi.json", json.dumps(PETS))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "pets")
+    changed = copy.deepcopy(PETS)
+    del changed["components"]["schemas"]["Pet"]["properties"]["name"]
+    write(repo / "specs" / "pets.openapi.json", json.dumps(changed))
+    result = cli("--base", "HEAD", "specs/pets.yaml", "--format", "json")
+    assert result.exit_code == 1, result.output
+    changes = json.loads(result.output)["connectors"][0]["changes"]
+    assert {(c["rule"], c["path"]) for c in changes} == {
+        ("CB1611-property-removed", "schemas.Pet.properties.name"),
+        ("CB1706-model-field-removed", "schemas.Pet.properties.name"),
+    }
+
+
+def test_auth_templates_are_not_echoed(tmp_path: Path) -> None:
+    """A template may hold a literal credential: the report names the field only."""
+    auth = "auth: {type: api_key, name: X-Key, value: 'sk-live-123'}\n"
+    old = write(tmp_path / "old.yaml", spec_text() + auth)
+    new = write(tmp_path / "new.yaml", spec_text() + auth.replace("123", "456"))
+    for output_format in ("text", "markdown", "json", "github"):
+        result = cli(old, new, "--format", output_format)
+        assert result.exit_code == 1
+        assert "CB1009-auth-changed" in result.output and "value changed" in result.output
+        assert "sk-live" not in result.output

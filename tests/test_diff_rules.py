@@ -91,6 +91,8 @@ BASE: dict[str, Any] = {
             "required": ["type"],
         },
         "Unused": {"properties": {"x": "string"}},
+        "NotFound": {"properties": {"message": "string"}},
+        "Problem": {"properties": {"title": "string", "status": "integer"}},
     },
     "operations": {
         "list_items": {
@@ -111,6 +113,7 @@ BASE: dict[str, Any] = {
             "path": "/items/{item_id}",
             "params": {"item_id": "string"},
             "response": "Item",
+            "errors": {"404": "NotFound"},
         },
         "create_item": {
             "method": "POST",
@@ -274,6 +277,12 @@ CASES = [
         both("auth-scheme-changed", B, B),
     ),
     case("auth-changed", _set("auth.scheme", "Token"), wire("auth-changed", B)),
+    case(
+        "auth-changed",
+        _set("auth.token", "Bearer {config.token}"),
+        wire("auth-changed", B),
+        name="auth-template-changed",
+    ),
     # -- settings --------------------------------------------------------------------------
     case("setting-removed", _drop("config.region"), py("setting-removed", B)),
     case(
@@ -339,8 +348,21 @@ CASES = [
     ),
     case(
         "quota-headers-changed",
-        _set("rate_limit_headers.remaining", "X-Left"),
+        _set("rate_limit_headers.reset", "X-Quota-Reset"),
         both("quota-headers-changed", NB, NB),
+    ),
+    case(
+        "quota-detection-changed",
+        _set("rate_limit_headers.remaining", "X-Left"),
+        wire("quota-detection-changed", NB),
+        py("quota-detection-changed", B),  # which error a 403 with "X-Left: 0" raises
+    ),
+    case(
+        "quota-detection-changed",
+        _drop("rate_limit_headers"),
+        wire("quota-detection-changed", NB),
+        py("quota-detection-changed", B),
+        name="quota-headers-removed",
     ),
     # -- operations ------------------------------------------------------------------------
     case("operation-removed", _drop("operations.export_item"), both("operation-removed", B, B)),
@@ -536,6 +558,44 @@ CASES = [
         _set("operations.watch.streaming.done", "[END]"),
         wire("streaming-settings-changed", B),
     ),
+    case(
+        "error-response-added",
+        _set("operations.create_item.errors", {"409": "Problem"}),
+        both("error-response-added", NB, NB),
+    ),
+    case(
+        "error-response-removed",
+        _drop("operations.get_item.errors"),
+        wire("error-response-removed", NB),
+        py("error-response-removed", B),  # `.error` is None for a 404 now
+    ),
+    case(
+        "property-removed",
+        _set("schemas.NotFound.properties", {"detail": "string"}),
+        wire("property-removed", B),  # an error body is a response
+        wire("property-added", NB),
+        py("model-field-removed", B),
+        py("model-field-added", NB),
+        name="error-body-property-replaced",
+    ),
+    case(
+        "python-type-changed",
+        _set("operations.get_item.errors", {"4XX": "Problem"}),
+        # 404 is still documented, through 4XX, with another body: compared as such...
+        wire("property-removed", B),
+        wire("property-added", NB),
+        wire("property-added", NB),
+        py("python-type-changed", B),
+        # ...and every other 4xx status now has a documented body too.
+        both("error-response-added", NB, NB),
+        name="error-body-replaced-through-a-fallback",
+    ),
+    case(
+        "error-response-added",
+        _set("operations.get_item.errors", {"4XX": "NotFound"}),
+        both("error-response-added", NB, NB),  # 404 keeps its body; 400, 401... gain one
+        name="error-status-widened-to-its-range",
+    ),
     # -- values on the wire, by direction ----------------------------------------------------
     case(
         "type-changed",
@@ -649,6 +709,14 @@ CASES = [
         lambda s: item(s).__setitem__("notes", "string"),
         # An optional field is `str | None` in Python either way: only the wire changed.
         wire("nullable-removed", NB),
+    ),
+    case(
+        "type-widened",
+        lambda s: item(s).__setitem__("notes", "any"),
+        # `string or null` to `any`: wider, and not "no longer null" (any holds null).
+        wire("type-widened", B),
+        py("python-type-widened", B),  # `str | None` -> `Any`
+        name="nullable-type-to-any",
     ),
     case(
         "constraint-tightened",

@@ -214,6 +214,14 @@ EQUIVALENT: dict[str, tuple[Mutation, Mutation]] = {
         lambda s: s.__setitem__("auth", _oauth(["read", "write"])),
         lambda s: s.__setitem__("auth", _oauth(["write", "read"])),
     ),
+    "error-status-spelled-as-text": (
+        _same,
+        lambda s: ops(s)["get_item"].__setitem__("errors", {404: "NotFound"}),
+    ),
+    "quota-header-case": (
+        _same,
+        lambda s: s["rate_limit_headers"].__setitem__("remaining", "x-quota-remaining"),
+    ),
     "operation-timeout-equal-to-the-default": (
         _same,
         lambda s: ops(s)["get_item"].__setitem__("timeout", 30),

@@ -139,14 +139,25 @@ class ClientComparer:
                 old=at + ("circuit_breaker",),
                 new=at + ("circuit_breaker",),
             )
-        if self.old_ir.quota_headers != self.new_ir.quota_headers:
+        self.quota()
+
+    def quota(self) -> None:
+        """Quota headers decide which error some responses raise (RateLimitedError), and
+        where its reset time comes from. Header names are case-insensitive."""
+        old, new = _quota_view(self.old_ir.quota_headers), _quota_view(self.new_ir.quota_headers)
+        if old == new:
+            return
+        at: SpecPath = ("rate_limit_headers",)
+        message = f"quota headers {_quota(old)} are now {_quota(new)}"
+        if old is None or new is None or old.get("remaining") != new.get("remaining"):
             self.log.add(
-                "quota-headers-changed",
-                f"quota headers {_quota(self.old_ir.quota_headers)} are now "
-                f"{_quota(self.new_ir.quota_headers)}",
-                old=("rate_limit_headers",),
-                new=("rate_limit_headers",),
+                "quota-detection-changed",
+                message,
+                old=at if old is not None else None,
+                new=at if new is not None else None,
             )
+        else:
+            self.log.add("quota-headers-changed", message, old=at, new=at)
 
     def _retry(self, old: Retry, new: Retry, what: str, op: SpecPath, np: SpecPath) -> None:
         compare_retry(self.log, old, new, what, op, np)
@@ -188,6 +199,16 @@ def _breaker(value: Any) -> str:
     if value is None:
         return "none"
     return f"{value.failure_threshold} failures / {value.reset_timeout:g} s"
+
+
+def _quota_view(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    view = {"reset_format": "epoch"} | dict(value)  # the IR leaves the default out
+    return {
+        k: v.lower() if k in ("remaining", "reset") and isinstance(v, str) else v
+        for k, v in view.items()
+    }
 
 
 def _quota(value: dict[str, Any] | None) -> str:

@@ -171,6 +171,7 @@ class OperationComparer:
         self.inputs(old_name, new_name, old_ir, new_ir)
         self.body(old, new, op, np, new_name)
         self.response(old, new, old_ir, new_ir, op, np)
+        self.errors(old, new, old_ir, new_ir, op, np)
         if old.timeout is not None or new.timeout is not None:
             before = old.timeout or self.old.defaults.timeout
             after = new.timeout or self.new.defaults.timeout
@@ -447,6 +448,57 @@ class OperationComparer:
         )
         return True
 
+    def errors(
+        self,
+        old: Operation,
+        new: Operation,
+        old_ir: OperationIR,
+        new_ir: OperationIR,
+        op: SpecPath,
+        np: SpecPath,
+    ) -> None:
+        """Documented error bodies, by status. A status whose own entry comes or goes while
+        a `4XX` or `default` entry covers it is compared with that entry: the runtime falls
+        back the same way, so `.error` keeps a (possibly different) body."""
+        a, b, name = old.errors, new.errors, new_ir.name
+        pairs = [(key, key) for key in a if key in b]
+        for key in a:
+            if key in b:
+                continue
+            cover = _error_fallback(key, b)
+            if cover is not None:
+                pairs.append((key, cover))
+                continue
+            self.log.add(
+                "error-response-removed",
+                f"`{name}`: the {key} error body is no longer documented (`.error` is None)",
+                old=op + ("errors", key),
+            )
+        for key in b:
+            if key in a:
+                continue
+            cover = _error_fallback(key, a)
+            if cover is not None:
+                pairs.append((cover, key))
+                continue
+            self.log.add(
+                "error-response-added",
+                f"`{name}`: the {key} error body is documented (decoded into `.error`)",
+                new=np + ("errors", key),
+            )
+        for before, after in pairs:
+            at_old, at_new = op + ("errors", before), np + ("errors", after)
+            self.values.compare(a[before], b[after], at_old, at_new, Direction.RESPONSE)
+            python_api.annotation_change(
+                self.log,
+                old_ir.error_types[_status_key(before)],
+                new_ir.error_types[_status_key(after)],
+                what=f"`{name}`: the {after} error's `.error`",
+                old_path=at_old,
+                new_path=at_new,
+                direction=Direction.RESPONSE,
+            )
+
     def streaming(
         self,
         old: Operation,
@@ -541,6 +593,20 @@ def _property_path(spec: Spec, op: Operation, at: SpecPath, name: str) -> SpecPa
     if op.body.schema_.ref is not None:
         return ("schemas", op.body.schema_.ref, "properties", name)
     return at + ("body", "schema", "properties", name)
+
+
+def _error_fallback(status: str, table: dict[str, Any]) -> str | None:
+    """The entry that covers ``status`` when it has none of its own: ``4XX``, then
+    ``default`` (the order the runtime looks them up in)."""
+    broader = [f"{status[0]}XX", "default"] if status.isdigit() else ["default"]
+    if status == "default":
+        broader = []
+    return next((key for key in broader if key in table), None)
+
+
+def _status_key(status: str) -> int | str:
+    """How the IR keys a status: 404 as a number, 4XX and default as text."""
+    return int(status) if status.isdigit() else status
 
 
 def _encoding(content_type: str, media_type: str | None) -> str:

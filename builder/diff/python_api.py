@@ -276,6 +276,8 @@ def model_directions(connector: Connector) -> dict[str, Direction]:
         for argument in op.arguments:
             roots[Direction.REQUEST] |= _names(argument.annotation)
         roots[Direction.RESPONSE] |= _names(op.item_annotation) | _names(op.decoder or "")
+        for error in op.error_types.values():  # the bodies of documented errors
+            roots[Direction.RESPONSE] |= _names(error)
     found: dict[str, Direction] = {}
     for direction, names in roots.items():
         todo = [n for n in names if n in models]
@@ -374,6 +376,8 @@ def _inline_objects(spec: Spec) -> Iterator[tuple[SpecPath, Schema]]:
             yield from walk(op.response.schema_, base + ("response", "schema"))
         if op.streaming is not None:
             yield from walk(op.streaming.item, base + ("streaming", "item"))
+        for status, error in op.errors.items():
+            yield from walk(error, base + ("errors", status))
 
 
 # -- roles ----------------------------------------------------------------------------------

@@ -153,7 +153,11 @@ _RULESET_1 = (
     Rule("CB1203", "rate-limit-changed", NB, NB, PATCH, "The client-side rate limit changed."),
     Rule("CB1204", "circuit-breaker-changed", NB, NB, PATCH, "The circuit breaker changed."),
     Rule("CB1205", "quota-headers-changed", NB, NB, PATCH,
-         "The rate-limit (quota) headers the client watches changed."),
+         "Where the quota's reset time is read (`reset`, `reset_format`) changed."),
+    Rule("CB1206", "quota-detection-changed", NB, B, MAJOR,
+         "Quota headers were added or removed, or the `remaining` header renamed: error "
+         "responses they mark as exhausted raise `RateLimitedError` instead of the status's "
+         "own error (or the reverse), which changes what `except` clauses catch."),
     # -- operations ------------------------------------------------------------------------
     Rule("CB1301", "operation-removed", B, B, MAJOR, "An operation (client method) was removed."),
     Rule("CB1302", "operation-added", NB, NB, MINOR, "An operation (client method) was added."),
@@ -205,6 +209,12 @@ _RULESET_1 = (
          "The stream format changed (sse, ndjson)."),
     Rule("CB1512", "streaming-settings-changed", B, None, MINOR,
          "The stream's end marker or kept event names changed."),
+    Rule("CB1513", "error-response-added", NB, NB, MINOR,
+         "A documented error body (`errors`) was added: the raised error's `.error` now holds "
+         "it decoded."),
+    Rule("CB1514", "error-response-removed", NB, B, MAJOR,
+         "A documented error body was removed (and no `4XX`/`default` entry covers its "
+         "status): the raised error's `.error` is now None."),
     # -- values on the wire (parameters, bodies, responses, schemas), by direction ----------
     Rule("CB1601", "type-changed", B, None, MINOR, "A value's type changed incompatibly."),
     Rule("CB1602", "type-widened", _dir(NB, B), None, MINOR,

@@ -51,6 +51,8 @@ def schema_directions(spec: Spec) -> dict[str, Direction]:
             visit(op.response.schema_, Direction.RESPONSE)
         if op.streaming is not None:
             visit(op.streaming.item, Direction.RESPONSE)
+        for error in op.errors.values():
+            visit(error, Direction.RESPONSE)
     return found
 
 

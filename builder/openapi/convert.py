@@ -141,7 +141,7 @@ class _Converter:
             "base_url": self.base_url(),
             "config": self.config,
             "auth": auth,
-            "schemas": self.schemas.schemas,
+            "schemas": self.schemas.finish(),
             "operations": operations,
         }
         description = info.get("description")
@@ -297,7 +297,7 @@ class _Converter:
             out["body"] = body
             schema = body.get("schema", {})
             if "$ref" in schema:
-                schema = self.schemas.schemas.get(schema["$ref"], {})
+                schema = self.schemas.get(schema["$ref"])
             properties = schema.get("properties")
             if properties and _collides(properties, set(params)):
                 # A body field and a parameter would be one argument: the body goes whole,

@@ -41,6 +41,37 @@ class SchemaConverter:
         self.schemas: dict[str, dict[str, Any]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (file, pointer) -> our name
         self._taken = set(taken) | set(RESERVED_SCHEMAS)
+        # Component schemas reached but not converted yet: each is converted once, from
+        # the top, so the result never depends on the order it was reached in.
+        self._pending: dict[str, tuple[Any, OpenAPIDocument]] = {}
+        # Names are given in the components' sorted order, not the order they are reached.
+        data = document.data
+        section, prefix = (
+            (data.get("definitions"), "#/definitions/")
+            if document.major == "2.0"
+            else (((data.get("components") or {}).get("schemas")), "#/components/schemas/")
+        )
+        if isinstance(section, dict):
+            for key in sorted(section, key=str):
+                escaped = str(key).replace("~", "~0").replace("/", "~1")
+                self._name_for(document, prefix + escaped)
+
+    def get(self, name: str) -> dict[str, Any]:
+        """A named schema, converted now if it is still pending."""
+        self._convert_pending(name)
+        return self.schemas.get(name, {})
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """Every schema reached, converted, by name."""
+        while self._pending:
+            self._convert_pending(next(iter(self._pending)))
+        return dict(sorted(self.schemas.items()))
+
+    def _convert_pending(self, name: str) -> None:
+        item = self._pending.pop(name, None)
+        if item is not None:
+            self.schemas[name] = {}  # reserved: a cycle comes back as a $ref
+            self.schemas[name] = self.convert(item[0], item[1], name, 0, top=True)
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -68,9 +99,8 @@ class SchemaConverter:
         target, owner, pointer = document.resolve(ref)
         if self._is_component(pointer):
             name = self._name_for(owner, pointer)
-            if name not in self.schemas:
-                self.schemas[name] = {}  # reserve first: a cycle comes back as a $ref
-                self.schemas[name] = self.convert(target, owner, name, depth + 1, top=True)
+            if name not in self.schemas and name not in self._pending:
+                self._pending[name] = (target, owner)
             return {"$ref": name}
         return self.convert(target, owner, pointer.rsplit("/", 1)[-1], depth + 1)
 
