@@ -143,7 +143,7 @@ def load_document(path: str | Path) -> OpenAPIDocument:
         raise InputError([Diagnostic(str(path), 1, 1, "", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError([Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
-    data = parse(text, str(path))
+    data = _parse_cached(text, str(path))
     if not isinstance(data, dict) or not (data.get("openapi") or data.get("swagger")):
         raise InputError(
             [
@@ -153,6 +153,34 @@ def load_document(path: str | Path) -> OpenAPIDocument:
             ]
         )
     return OpenAPIDocument(path, text, data)
+
+
+def _parse_cached(text: str, file: str) -> Any:
+    """Parse, keeping the result as JSON by content hash: building Python objects from a
+    YAML document of megabytes takes seconds even with libyaml; reading JSON does not."""
+    if text.lstrip()[:1] in ("{", "["):
+        return parse(text, file)
+    import os
+
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
+    )
+    cached = Path(base) / "parsed" / f"{digest}.json"
+    try:
+        return json.loads(cached.read_text("utf-8"))
+    except (OSError, ValueError):
+        pass
+    data = parse(text, file)
+    if len(text) > 64 * 1024:  # small documents parse faster than a cache lookup pays
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
+            tmp.replace(cached)
+        except (OSError, TypeError, ValueError):
+            pass  # not cacheable (odd YAML types) or no writable cache
+    return data
 
 
 def parse(text: str, file: str) -> Any:

@@ -60,13 +60,14 @@ def load_spec_text(text: str, file: str) -> LoadedSpec:
             [doc.diagnostic((), f"a spec is a mapping of keys to values, not a {_kind(doc.data)}")]
         )
     problems: list[Diagnostic] = []
-    data = doc.data
+    # Unknown keys are looked for in what the user wrote (where positions are known); an
+    # OpenAPI source's converted part is made of known keys only.
+    data = _strip_unknown(Spec, doc.data, (), doc, problems)
     if isinstance(data.get("source"), dict) and "openapi" in data["source"]:
         from builder.openapi.overlay import apply_source
 
         data, found = apply_source(doc, data)
         problems.extend(found)
-    data = _strip_unknown(Spec, data, (), doc, problems)
     spec: Spec | None = None
     try:
         spec = Spec.model_validate(data)
