@@ -206,7 +206,8 @@ class Connector:
     @property
     def model_import_sections(self) -> list[list[tuple[str, str]]]:
         imports = set(self.model_imports) | {("__future__", "annotations")}
-        imports |= {("pydantic", "BaseModel"), ("pydantic", "ConfigDict")}
+        if any(m.alias_of is None for m in self.models):
+            imports |= {("pydantic", "BaseModel"), ("pydantic", "ConfigDict")}
         if any(f.needs_field for m in self.models for f in m.fields):
             imports.add(("pydantic", "Field"))
         return import_sections(imports)
@@ -278,11 +279,15 @@ class Connector:
             (f"{runtime}.client", "AsyncClient"),
             (f"{runtime}.config", "Setting"),
             (f"{runtime}.config", "resolve_settings"),
-            (f"{runtime}.operation", "Operation"),
             (f"{runtime}.operation", "Service"),
             (f"{runtime}.resilience", "RetryPolicy"),
             (f"{runtime}.auth", self.auth_class),
         }
+        if self.operations:
+            imports.add((f"{runtime}.operation", "Operation"))
+        source = self.role("source")
+        if source is not None and "Any" in source.operation.record_annotation:
+            imports.add(("typing", "Any"))
         styles = {op.style for op in self.operations}
         if any(op.decoder or op.error_types for op in self.operations):
             imports.add((f"{runtime}.operation", "Decoder"))
@@ -946,8 +951,25 @@ def _names_in(annotation: str) -> set[str]:
 
 
 def _ordered(models: dict[str, Model]) -> list[Model]:
-    """Aliases last-but-resolvable: models in declaration order (annotations are lazy)."""
-    return list(models.values())
+    """Classes first, in declaration order (their annotations are evaluated lazily); then
+    type aliases, each after the aliases it names (an alias is evaluated at import)."""
+    classes = [m for m in models.values() if m.alias_of is None]
+    aliases = {m.name: m for m in models.values() if m.alias_of is not None}
+    ordered: list[Model] = []
+    placed: set[str] = set()
+
+    def place(name: str, trail: frozenset[str]) -> None:
+        if name in placed or name in trail:
+            return  # a cycle is reported by the spec checks
+        alias = aliases[name]
+        for other in sorted(_names_in(alias.alias_of or "") & set(aliases)):
+            place(other, trail | {name})
+        placed.add(name)
+        ordered.append(alias)
+
+    for name in aliases:
+        place(name, frozenset())
+    return classes + ordered
 
 
 __all__ = ["Connector", "Model", "OperationIR", "build", "snake_case", "spec_hash"]

@@ -140,6 +140,8 @@ _ANNOTATION_NODES = (
     ast.Constant,
     ast.Attribute,
     ast.keyword,
+    ast.UnaryOp,  # only as a minus sign on a number, checked below
+    ast.USub,
 )
 
 
@@ -150,9 +152,15 @@ def annotation(text: str) -> str:
     except SyntaxError as exc:
         raise RenderError(f"bad annotation {text!r}: {exc}") from None
     for node in ast.walk(tree):
-        if not isinstance(node, _ANNOTATION_NODES):
+        if not isinstance(node, _ANNOTATION_NODES) or _bad_unary(node):
             raise RenderError(f"annotation {text!r} contains {type(node).__name__}")
     return text
+
+
+def _bad_unary(node: ast.AST) -> bool:
+    return isinstance(node, ast.UnaryOp) and not (
+        isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant)
+    )
 
 
 def decoder(text: str) -> str:

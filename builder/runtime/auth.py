@@ -62,6 +62,22 @@ class Credentials:
     auth: httpx.Auth | None = None
 
 
+def credential_values(credentials: Credentials) -> list[str]:
+    """What must never be shown: every credential value, and a header's token alone
+    (``Basic <base64>``, ``Bearer <token>``), as a service may echo either back."""
+    values: list[str] = []
+    for value in [
+        *credentials.headers.values(),
+        *credentials.params.values(),
+        *credentials.cookies.values(),
+    ]:
+        values.append(value)
+        scheme, _, token = value.partition(" ")
+        if token and scheme.isalpha():
+            values.append(token)
+    return [v for v in values if len(v) >= 4]  # a 1-3 character "secret" would mask at random
+
+
 class Auth:
     """Base of the auth schemes: turns settings into :class:`Credentials`."""
 

@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from builder.runtime import errors
-from builder.runtime.config import Config
+from builder.runtime.auth import credential_values
+from builder.runtime.config import Config, redact_logs
 from builder.runtime.operation import Operation, Service, styled_query, wire_text, wire_value
 from builder.runtime.pagination import PageWalk
 from builder.runtime.pipeline import SEND, SLEEP, Pipeline, Plan
@@ -44,13 +45,16 @@ class _Core:
         credentials = (service.auth if auth is None else _custom_auth()).credentials(config, auth)
         limiter = TokenBucket(*service.rate_limit) if service.rate_limit else None
         breaker = CircuitBreaker(*service.circuit_breaker) if service.circuit_breaker else None
+        secrets = config.secret_values() + credential_values(credentials)
+        if secrets:
+            redact_logs(secrets)
         self._pipeline = Pipeline(
             service.name,
             retry or service.retry,
             limiter,
             breaker,
             service.quota_headers,
-            config.secret_values(),
+            secrets,
         )
         headers = {"User-Agent": f"connector-builder ({service.name})", **service.headers}
         headers.update(credentials.headers)
@@ -205,6 +209,47 @@ def _form_fields(body: Any, *, multipart: bool) -> tuple[dict[str, Any], dict[st
     return data, (files or None) if multipart else None
 
 
+def _deadline(request: httpx.Request) -> float:
+    """When the whole response must have arrived: httpx's timeouts bound each network
+    operation (a body trickling in never trips them); the timeout bounds the call."""
+    budget = (request.extensions.get("timeout") or {}).get("read")
+    return time.monotonic() + budget if budget else float("inf")
+
+
+class _Deadline(httpx.SyncByteStream):
+    """A response body that raises ReadTimeout once the deadline passes."""
+
+    def __init__(self, stream: Any, deadline: float, request: httpx.Request) -> None:
+        self._stream, self._deadline, self._request = stream, deadline, request
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise httpx.ReadTimeout(
+                    "the response took longer than the timeout", request=self._request
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _AsyncDeadline(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, deadline: float, request: httpx.Request) -> None:
+        self._stream, self._deadline, self._request = stream, deadline, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise httpx.ReadTimeout(
+                    "the response took longer than the timeout", request=self._request
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 _serializer: Any = None
 
 
@@ -244,7 +289,13 @@ class SyncClient(_Core):
             while True:
                 if action is SEND:
                     try:
-                        response = send(arg, stream=streamed)
+                        if streamed:
+                            response = send(arg, stream=True)
+                        else:
+                            deadline = _deadline(arg)
+                            response = send(arg, stream=True)
+                            response.stream = _Deadline(response.stream, deadline, arg)
+                            response.read()
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue
@@ -338,7 +389,13 @@ class AsyncClient(_Core):
             while True:
                 if action is SEND:
                     try:
-                        response = await send(arg, stream=streamed)
+                        if streamed:
+                            response = await send(arg, stream=True)
+                        else:
+                            deadline = _deadline(arg)
+                            response = await send(arg, stream=True)
+                            response.stream = _AsyncDeadline(response.stream, deadline, arg)
+                            await response.aread()
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue

@@ -163,3 +163,44 @@ def scrub(text: str, secrets: list[str]) -> str:
         if form in text:
             text = text.replace(form, MASK)
     return text
+
+
+_redacted: set[str] = set()
+_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "connectors",
+    "connectors.pagination",
+)
+
+
+def redact_logs(secrets: list[str]) -> None:
+    """Scrub these values from every record of the loggers a connector's traffic goes
+    through (httpx logs each request's URL, which may carry an API key in its query)."""
+    import logging
+
+    if not _redacted:
+        # A logger's filters do not apply to its children: name each logger that may
+        # carry a URL or a header.
+        for name in _LOGGERS:
+            logging.getLogger(name).addFilter(_RedactingFilter())
+    _redacted.update(s for s in secrets if s)
+
+
+class _RedactingFilter:
+    """A logging filter (duck-typed, so importing this module does not import logging)."""
+
+    def filter(self, record: Any) -> bool:
+        secrets = list(_redacted)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not format: leave it alone
+            return True
+        scrubbed = scrub(message, secrets)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True

@@ -191,7 +191,7 @@ class Pipeline:
             "method": request.method,
             "url": self._url(request),
             "body": body,
-            "headers": dict(response.headers),
+            "headers": {k: scrub(v, self.secrets) for k, v in response.headers.items()},
             "connector": self.connector,
             "operation": op.name,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -133,7 +134,7 @@ class _Checker:
         client = self.spec.class_name or pascal_case(self.spec.name)
         for name, schema in self.spec.schemas.items():
             path: Path = ("schemas", name)
-            if not re.match(r"^[A-Z][A-Za-z0-9]*$", name):
+            if not re.match(r"^[A-Z][A-Za-z0-9]*$", name) or keyword.iskeyword(name):
                 yield self.error(
                     path,
                     f"{name!r} cannot be a schema name: use PascalCase letters and digits",
@@ -146,6 +147,26 @@ class _Checker:
                     key=True,
                 )
             yield from self.check_schema(schema, path)
+        yield from self.check_alias_cycles()
+
+    def check_alias_cycles(self) -> Iterator[Diagnostic]:
+        """A non-object schema is a type alias, evaluated at import: it may not name itself."""
+        aliases = {n: s for n, s in self.spec.schemas.items() if _is_alias(s)}
+        for name, schema in aliases.items():
+            seen: set[str] = set()
+            stack = sorted(_refs(schema) & set(aliases))
+            while stack:
+                other = stack.pop()
+                if other == name:
+                    yield self.error(
+                        ("schemas", name),
+                        f"type {name!r} refers to itself (through aliases): "
+                        "give it properties, or break the loop",
+                    )
+                    break
+                if other not in seen:
+                    seen.add(other)
+                    stack.extend(sorted(_refs(aliases[other]) & set(aliases)))
 
     def check_schema(self, schema: TypeFields, path: Path) -> Iterator[Diagnostic]:
         if schema.ref is not None:
@@ -299,6 +320,12 @@ class _Checker:
         yield from self.check_schema(op.body.schema_, bpath)
         properties = _body_properties(self.spec, op)
         if properties is None:
+            if "body" in op.params:
+                yield self.error(
+                    path + ("params", "body"),
+                    "a parameter named 'body' collides with the `body` argument "
+                    "of a non-object body",
+                )
             if op.body.fixed:
                 yield self.error(
                     path + ("body", "fixed"), "`fixed` needs an object body with properties"
@@ -377,3 +404,22 @@ def _argument_names(spec: Spec, op: Operation) -> set[str]:
 
 body_properties = _body_properties
 __all__ = ["Param", "body_properties", "check_spec"]
+
+
+def _is_alias(schema: Schema) -> bool:
+    if schema.properties:
+        return False
+    return schema.type not in (None, "object") or bool(
+        schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items
+    )
+
+
+def _refs(schema: TypeFields) -> set[str]:
+    """Schema names a schema refers to, not looking inside object properties."""
+    found = {schema.ref} if schema.ref else set()
+    for child in [schema.items, *(schema.one_of or []), *(schema.any_of or [])]:
+        if child is not None:
+            found |= _refs(child)
+    if isinstance(schema, Schema) and isinstance(schema.additional_properties, Schema):
+        found |= _refs(schema.additional_properties)
+    return found

@@ -114,7 +114,11 @@ class _Builder:
         if node.tag == f"{_TAG}str" or node.tag == f"{_TAG}timestamp":
             return node.value  # dates stay text: a spec has no use for datetime objects
         kind = node.tag[len(_TAG) :]
-        return getattr(self.constructor, f"construct_yaml_{kind}")(node)
+        try:
+            return getattr(self.constructor, f"construct_yaml_{kind}")(node)
+        except ValueError as exc:  # e.g. an integer past Python's digit limit
+            self.error(node, path, f"cannot read this {kind}: {exc}")
+            return None
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         if node.tag != f"{_TAG}map":
@@ -170,6 +174,10 @@ def load_yaml(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        rows = text.splitlines() or [""]
+        if line > len(rows):  # the parser points just past the end of the text
+            line, col = len(rows), len(rows[-1]) + 1
+        col = min(col, len(rows[line - 1]) + 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise InputError([Diagnostic(file, line, col, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:

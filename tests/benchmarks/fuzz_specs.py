@@ -1258,7 +1258,9 @@ def signature(outcome: str, detail: str) -> str:
                 if m
             }
         )
-        return ("ruff: " + ", ".join(found) if found else (lines[0] if lines else ""))[:160]
+        if found:
+            return ("ruff: " + ", ".join(found))[:160]
+        text = lines[0] if lines else ""
     else:
         text = lines[0] if lines else ""
     text = re.sub(r"connectors/[^/]+/", "connectors/<name>/", text)

@@ -21,7 +21,6 @@ __all__ = [
     "AsyncExample",
     "SERVICE",
     "SETTINGS",
-    "Color",
     "Label",
     "Note",
     "NoteAttachment",
@@ -29,6 +28,7 @@ __all__ = [
     "NotePage",
     "Problem",
     "Event",
+    "Color",
 ]
 _MODELS = frozenset(__all__[4:])
 

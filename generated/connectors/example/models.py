@@ -12,10 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Color", "Label", "Note", "NoteAttachment", "NoteDraft", "NotePage", "Problem", "Event"]
-
-Color = Literal["red", "green", "blue"]
-"""A label color."""
+__all__ = ["Label", "Note", "NoteAttachment", "NoteDraft", "NotePage", "Problem", "Event", "Color"]
 
 
 class Label(BaseModel):
@@ -95,3 +92,7 @@ class Event(BaseModel):
 
     type: Literal["created", "updated", "deleted"]
     note_id: str
+
+
+Color = Literal["red", "green", "blue"]
+"""A label color."""
