@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable
 
 _STDLIB = sys.stdlib_module_names
-_THIRD_PARTY = {"httpx", "pydantic", "pytest", "respx"}
+_THIRD_PARTY = {"httpx", "pydantic", "pytest", "respx", "typing_extensions"}
 
 
 def _section(module: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from builder import __version__
@@ -29,6 +29,22 @@ _FORMATS = {
     "uuid": "UUID",
     "binary": "bytes",
 }
+_TYPE_NAMES = frozenset(
+    {
+        "date",
+        "datetime",
+        "time",
+        "UUID",
+        "list",
+        "dict",
+        "str",
+        "int",
+        "float",
+        "bool",
+        "bytes",
+        "type",
+    }
+)
 _FORMAT_IMPORTS = {
     "datetime": ("datetime", "datetime"),
     "date": ("datetime", "date"),
@@ -70,6 +86,9 @@ class Model:
     fields: list[ModelField] = field(default_factory=list)
     alias_of: str | None = None  # a non-object schema: `Name = <annotation>`
     extra: str = "allow"
+    # An alias that refers to itself (a tree of dicts, say): a TypeAliasType whose value
+    # is evaluated lazily, so it may name itself.
+    recursive: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +227,8 @@ class Connector:
         imports = set(self.model_imports) | {("__future__", "annotations")}
         if any(m.alias_of is None for m in self.models):
             imports |= {("pydantic", "BaseModel"), ("pydantic", "ConfigDict")}
+        if any(m.recursive for m in self.models):
+            imports.add(("typing_extensions", "TypeAliasType"))
         if any(f.needs_field for m in self.models for f in m.fields):
             imports.add(("pydantic", "Field"))
         return import_sections(imports)
@@ -405,7 +426,7 @@ class _Builder:
             return f"list[{item}]"
         if kind == "object":
             if isinstance(schema, Schema) and schema.properties:
-                name = unique(pascal_case(owner) or "Model", self.model_names)
+                name = unique(pascal_case(owner) or "Model", self.model_names, sep="")
                 self.add_model(name, schema)
                 if request:
                     imports.add(("typing", "Any"))
@@ -429,24 +450,13 @@ class _Builder:
 
     def _is_object_model(self, name: str) -> bool:
         schema = self.spec.schemas.get(name)
-        return (
-            schema is not None
-            and (bool(schema.properties) or schema.type in (None, "object"))
-            and not (schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items)
-        )
+        return schema is not None and bool(schema.properties)
 
     # -- models ---------------------------------------------------------------------------
 
     def add_model(self, name: str, schema: Schema) -> None:
         description = schema.description or schema.title or ""
-        if not schema.properties and (
-            schema.type not in (None, "object")
-            or schema.ref
-            or schema.enum
-            or schema.one_of
-            or schema.any_of
-            or schema.items
-        ):
+        if not schema.properties:  # no fields: an alias (an empty object is a dict)
             self.models[name] = Model(
                 name, description, alias_of=self.annotation(schema, name, self.imports)
             )
@@ -455,9 +465,13 @@ class _Builder:
         fields = []
         taken: set[str] = set()
         for wire, prop in (schema.properties or {}).items():
-            python = unique(field_name(wire), taken)
+            python = field_name(wire)
+            if python in _TYPE_NAMES:  # in the class body it would shadow the type it names
+                python += "_"
+            python = unique(python, taken)
             annotation = self.annotation(prop, f"{name}{pascal_case(wire)}", self.imports)
-            required = wire in schema.required
+            # A write-only field (a password) is sent, never returned: it is not required.
+            required = wire in schema.required and not prop.write_only
             has_default = prop.default is not None
             if (
                 not required
@@ -528,8 +542,8 @@ class _Builder:
                     else self.spec.schemas[op.body.schema_.ref or ""]
                 )
                 for wire, prop in props.items():
-                    if wire in op.body.fixed:
-                        continue
+                    if wire in op.body.fixed or prop.read_only:
+                        continue  # fixed by the spec, or set by the service only
                     python = field_name(wire)
                     required = wire in schema.required and prop.default is None
                     annotation = self.annotation(
@@ -953,8 +967,12 @@ def _names_in(annotation: str) -> set[str]:
 def _ordered(models: dict[str, Model]) -> list[Model]:
     """Classes first, in declaration order (their annotations are evaluated lazily); then
     type aliases, each after the aliases it names (an alias is evaluated at import)."""
-    classes = [m for m in models.values() if m.alias_of is None]
     aliases = {m.name: m for m in models.values() if m.alias_of is not None}
+    recursive = _self_referring(aliases)
+    models = {n: (replace(m, recursive=True) if n in recursive else m) for n, m in models.items()}
+    classes = [m for m in models.values() if m.alias_of is None]
+    classes += [m for m in models.values() if m.recursive]  # lazy: they may come early
+    aliases = {m.name: m for m in models.values() if m.alias_of is not None and not m.recursive}
     ordered: list[Model] = []
     placed: set[str] = set()
 
@@ -970,6 +988,23 @@ def _ordered(models: dict[str, Model]) -> list[Model]:
     for name in aliases:
         place(name, frozenset())
     return classes + ordered
+
+
+def _self_referring(aliases: dict[str, Model]) -> set[str]:
+    """The aliases that lead back to themselves through other aliases."""
+    edges = {n: _names_in(m.alias_of or "") & set(aliases) for n, m in aliases.items()}
+    found: set[str] = set()
+    for start in aliases:
+        stack, seen = list(edges[start]), set()
+        while stack:
+            name = stack.pop()
+            if name == start:
+                found.add(start)
+                break
+            if name not in seen:
+                seen.add(name)
+                stack.extend(edges[name])
+    return found
 
 
 __all__ = ["Connector", "Model", "OperationIR", "build", "snake_case", "spec_hash"]

@@ -59,11 +59,11 @@ def field_name(wire_name: str) -> str:
     return name
 
 
-def unique(name: str, taken: set[str]) -> str:
+def unique(name: str, taken: set[str], sep: str = "_") -> str:
     """``name``, or ``name_2``, ``name_3``... whichever is not taken yet (then taken)."""
     candidate, n = name, 1
     while candidate in taken:
         n += 1
-        candidate = f"{name}_{n}"
+        candidate = f"{name}{sep}{n}"
     taken.add(candidate)
     return candidate

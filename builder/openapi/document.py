@@ -122,12 +122,20 @@ class OpenAPIDocument:
                 raise KeyError(ref)
         return target, document, "#" + fragment
 
+    def referenced_files(self) -> list[Path]:
+        """Every other file reached through `$ref`s so far (and those they reach)."""
+        found: list[Path] = []
+        for path, other in self._others.items():
+            found.append(path)
+            found.extend(p for p in other.referenced_files() if p not in found)
+        return found
+
     def _other(self, location: str) -> OpenAPIDocument:
         if "://" in location:
             raise KeyError(f"{location}: remote references are not fetched")
         path = (self.path.parent / unquote(location)).resolve()
         if path not in self._others:
-            self._others[path] = load_document(path)
+            self._others[path] = load_document(path, fragment=True)
         return self._others[path]
 
 
@@ -135,7 +143,8 @@ def _unescape(part: str) -> str:
     return unquote(part).replace("~1", "/").replace("~0", "~")
 
 
-def load_document(path: str | Path) -> OpenAPIDocument:
+def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocument:
+    """A document, or with ``fragment`` any YAML/JSON file a `$ref` points into."""
     path = Path(path)
     try:
         text = path.read_text("utf-8")
@@ -144,6 +153,8 @@ def load_document(path: str | Path) -> OpenAPIDocument:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError([Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
     data = _parse_cached(text, str(path))
+    if fragment and isinstance(data, dict):
+        return OpenAPIDocument(path, text, data)
     if not isinstance(data, dict) or not (data.get("openapi") or data.get("swagger")):
         raise InputError(
             [

@@ -31,6 +31,16 @@ def import_openapi(source: Path, name: str, out: Path) -> tuple[Path, int, dict[
     copy = out / f"{name}.openapi{''.join(source.suffixes[-1:]) or '.yaml'}"
     if copy.resolve() != source.resolve():
         shutil.copyfile(source, copy)
+        # Files the document refers to go along, at the same relative places.
+        home = source.resolve().parent
+        for referenced in document.referenced_files():
+            try:
+                relative = referenced.relative_to(home)
+            except ValueError:
+                message = f"refers to {referenced}, outside its folder: copy that file beside it"
+                raise InputError([Diagnostic(str(source), 1, 1, "", message)]) from None
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(referenced, out / relative)
     skip = {op: reason for op, (reason, _) in converted.unconvertible.items()}
     spec: dict[str, object] = {
         "spec_version": 1,

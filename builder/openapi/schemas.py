@@ -9,6 +9,7 @@ shape and types, not re-validated against every constraint a service documents.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from builder.naming import pascal_case, unique
@@ -31,6 +32,7 @@ _FORMATS = {
 }
 _SCALARS = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
 _MAX_DEPTH = 40
+_BUILTINS = frozenset(dir(builtins))
 
 
 class SchemaConverter:
@@ -62,7 +64,12 @@ class SchemaConverter:
         return self.schemas.get(name, {})
 
     def finish(self) -> dict[str, dict[str, Any]]:
-        """Every schema reached, converted, by name."""
+        """Every schema, converted, by name: those operations reach, and the document's
+        other component schemas (webhook payloads, shared types) as models too."""
+        for key, name in list(self._names.items()):
+            if key[0] == str(self.document.path) and name not in self.schemas:
+                target, owner, _ = self.document.resolve(key[1])
+                self._pending.setdefault(name, (target, owner))
         while self._pending:
             self._convert_pending(next(iter(self._pending)))
         return dict(sorted(self.schemas.items()))
@@ -89,9 +96,9 @@ class SchemaConverter:
             if not base[0].isalpha():
                 base = "Model" + base
             base = base[0].upper() + base[1:]
-            if base in RESERVED_SCHEMAS:
-                base += "Model"
-            self._names[key] = unique(base, self._taken)
+            if base in RESERVED_SCHEMAS or base in _BUILTINS:
+                base += "Model"  # a builtin's name would resolve to the builtin in annotations
+            self._names[key] = unique(base, self._taken, sep="")
         return self._names[key]
 
     def ref(self, ref: str, document: OpenAPIDocument, depth: int = 0) -> dict[str, Any]:
@@ -130,12 +137,13 @@ class SchemaConverter:
             out["nullable"] = True
         variants = node.get("oneOf") or node.get("anyOf")
         if isinstance(variants, list) and variants:
-            options = [
+            # A `{type: null}` member means "or null", not another type.
+            real = [
                 self.convert(v, document, f"{hint}Option{i + 1}", depth + 1)
                 for i, v in enumerate(variants)
+                if not (isinstance(v, dict) and _types(v) == (["null"], True))
             ]
-            real = [c for c in options if c.get("type") != "null"]
-            if len(real) < len(options):
+            if len(real) < len(variants):
                 out["nullable"] = True
             if len(real) == 1:
                 return {**real[0], **{k: v for k, v in out.items() if k not in real[0]}}

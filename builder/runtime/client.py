@@ -96,7 +96,10 @@ class _Core:
         if headers:
             headers = {k: wire_text(v) for k, v in headers.items() if v is not None}
         if cookies:
-            jar = "; ".join(f"{k}={wire_text(v)}" for k, v in cookies.items() if v is not None)
+            # Cookie parameters join the client's cookies (an API key sent as a cookie).
+            pairs = dict(http.cookies.items())
+            pairs.update((k, wire_text(v)) for k, v in cookies.items() if v is not None)
+            jar = "; ".join(f"{k}={v}" for k, v in pairs.items())
             if jar:
                 headers = {**(headers or {}), "Cookie": jar}
         content = data = files = None

@@ -213,12 +213,16 @@ def styled_query(name: str, value: Any, style: tuple[str, bool] | None) -> list[
     the style's delimiter; ``deepObject`` writes a mapping as ``name[key]=value``.
     """
     if style is None:
+        if isinstance(value, list | tuple):
+            return [(name, wire_value(v)) for v in value]
         return [(name, wire_value(value))]
     kind, explode = style
     if kind == "deepObject" and isinstance(value, Mapping):
         return [(f"{name}[{k}]", wire_value(v)) for k, v in value.items() if v is not None]
-    if isinstance(value, list | tuple) and not explode:
-        return [(name, _DELIMITERS.get(kind, ",").join(wire_text(v) for v in value))]
+    if isinstance(value, list | tuple):
+        if not explode:
+            return [(name, _DELIMITERS.get(kind, ",").join(wire_text(v) for v in value))]
+        return [(name, wire_value(v)) for v in value]
     return [(name, wire_value(value))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from collections.abc import Iterator
@@ -53,6 +54,8 @@ class _Checker:
         yield from self.check_config()
         yield from self.check_placeholders()
         yield from self.check_schemas()
+        if not self.spec.operations:
+            yield self.warning((), "the spec has no operations: the package holds models only")
         for name, op in self.spec.operations.items():
             yield from self.check_operation(name, op, ("operations", name))
         for name, reason in self.spec.skip.items():
@@ -140,7 +143,11 @@ class _Checker:
                     f"{name!r} cannot be a schema name: use PascalCase letters and digits",
                     key=True,
                 )
-            elif name in RESERVED_SCHEMAS or name in (client, f"Async{client}"):
+            elif (
+                name in RESERVED_SCHEMAS
+                or name in (client, f"Async{client}")
+                or name in dir(builtins)
+            ):
                 yield self.error(
                     path,
                     f"schema name {name!r} is taken by the generated code; choose another",
@@ -150,8 +157,10 @@ class _Checker:
         yield from self.check_alias_cycles()
 
     def check_alias_cycles(self) -> Iterator[Diagnostic]:
-        """A non-object schema is a type alias, evaluated at import: it may not name itself."""
-        aliases = {n: s for n, s in self.spec.schemas.items() if _is_alias(s)}
+        """Schemas that are nothing but a reference (`A: B`) may not go round in a circle:
+        such a type has no value at all. (A recursive alias with a container in it — a
+        tree of lists or dicts — is fine: it becomes a RootModel.)"""
+        aliases = {n: s for n, s in self.spec.schemas.items() if _is_bare_ref(s)}
         for name, schema in aliases.items():
             seen: set[str] = set()
             stack = sorted(_refs(schema) & set(aliases))
@@ -160,8 +169,8 @@ class _Checker:
                 if other == name:
                     yield self.error(
                         ("schemas", name),
-                        f"type {name!r} refers to itself (through aliases): "
-                        "give it properties, or break the loop",
+                        f"type {name!r} is only a name for itself (through other names): "
+                        "it has no value; give it a type or properties",
                     )
                     break
                 if other not in seen:
@@ -406,11 +415,10 @@ body_properties = _body_properties
 __all__ = ["Param", "body_properties", "check_spec"]
 
 
-def _is_alias(schema: Schema) -> bool:
-    if schema.properties:
-        return False
-    return schema.type not in (None, "object") or bool(
-        schema.ref or schema.enum or schema.one_of or schema.any_of or schema.items
+def _is_bare_ref(schema: Schema) -> bool:
+    """A schema that only names another one."""
+    return schema.ref is not None and not (
+        schema.properties or schema.items or schema.one_of or schema.any_of
     )
 
 

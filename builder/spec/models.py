@@ -451,7 +451,7 @@ class Spec(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     rate_limit_headers: RateLimitHeaders | None = None
     schemas: dict[str, Schema] = Field(default_factory=dict)
-    operations: dict[str, Operation] = Field(min_length=1)
+    operations: dict[str, Operation] = Field(default_factory=dict)
     roles: Roles = Field(default_factory=Roles)
 
 

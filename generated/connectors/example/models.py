@@ -90,7 +90,7 @@ class Event(BaseModel):
     # Validators are built on first use: importing the connector stays fast.
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    type: Literal["created", "updated", "deleted"]
+    type_: Literal["created", "updated", "deleted"] = Field(alias="type")
     note_id: str
 
 

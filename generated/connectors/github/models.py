@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "SimpleUser",
@@ -35,7 +35,7 @@ class SimpleUser(BaseModel):
     node_id: str | None = None
     avatar_url: str | None = None
     html_url: str | None = None
-    type: str | None = None
+    type_: str | None = Field(default=None, alias="type")
     site_admin: bool | None = None
 
 

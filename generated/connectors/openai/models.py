@@ -39,7 +39,7 @@ class ContentPart(BaseModel):
     # Validators are built on first use: importing the connector stays fast.
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
-    type: Literal["text", "image_url"]
+    type_: Literal["text", "image_url"] = Field(alias="type")
     text: str | None = None
     image_url: ImageUrl | None = None
 
@@ -73,7 +73,7 @@ class ToolCall(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     id: str
-    type: Literal["function"]
+    type_: Literal["function"] = Field(alias="type")
     function: ToolCallFunction
 
 
