@@ -411,7 +411,7 @@ class _Builder:
                 self.annotation(v, f"{owner}Variant{i + 1}", imports, request)
                 for i, v in enumerate(variants)
             ]
-            return " | ".join(dict.fromkeys(parts))
+            return _union(parts)
         kind = schema.type or (
             "object" if isinstance(schema, Schema) and schema.properties else "any"
         )
@@ -919,6 +919,22 @@ def _auth(spec: Spec) -> tuple[str, dict[str, Any]]:
 
 def _op_annotations(op: OperationIR) -> str:
     return " ".join([op.item_annotation, op.decoder or ""] + [a.annotation for a in op.arguments])
+
+
+def _union(parts: list[str]) -> str:
+    """``A | B`` from annotations that may be unions already, each member once."""
+    members: list[str] = []
+
+    def flatten(node: ast.expr) -> None:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            flatten(node.left)
+            flatten(node.right)
+        else:
+            members.append(ast.get_source_segment(source, node) or ast.unparse(node))
+
+    for source in parts:
+        flatten(ast.parse(source, mode="eval").body)
+    return " | ".join(dict.fromkeys(members))
 
 
 def _decoder_runtime(annotation: str, models: set[str]) -> str:

@@ -14,22 +14,10 @@ from typing import Any
 
 from builder.naming import pascal_case, unique
 from builder.openapi.document import OpenAPIDocument
-from builder.spec.checks import RESERVED_SCHEMAS
+from builder.spec.checks import RESERVED_SCHEMAS, value_fits
+from builder.spec.models import FORMATS
 
-_FORMATS = {
-    "date-time",
-    "date",
-    "time",
-    "uuid",
-    "uri",
-    "email",
-    "binary",
-    "byte",
-    "int32",
-    "int64",
-    "float",
-    "double",
-}
+_FORMATS = FORMATS
 _SCALARS = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
 _MAX_DEPTH = 40
 _BUILTINS = frozenset(dir(builtins))
@@ -221,11 +209,11 @@ class SchemaConverter:
         if isinstance(values, list) and kind in _SCALARS:
             if None in values:
                 out["nullable"] = True
-            kept = list(dict.fromkeys(v for v in values if _fits(kind, v)))
+            kept = list(dict.fromkeys(v for v in values if value_fits(kind, v)))
             if kept:
                 out["enum"] = kept
         default = node.get("default")
-        if default is not None and kind in _SCALARS and _fits(kind, default):
+        if default is not None and kind in _SCALARS and value_fits(kind, default):
             if "enum" not in out or default in out["enum"]:
                 out["default"] = default
 
@@ -322,12 +310,3 @@ def _implied_type(node: dict[str, Any]) -> str:
     ):
         return "string"
     return "any"
-
-
-def _fits(kind: str, value: Any) -> bool:
-    expected = _SCALARS.get(kind)
-    if expected is None:
-        return False
-    if isinstance(value, bool) and kind != "boolean":
-        return False
-    return isinstance(value, expected)  # type: ignore[arg-type]

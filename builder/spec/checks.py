@@ -82,7 +82,7 @@ class _Checker:
                 yield self.error(
                     path + ("default",), "a secret setting must not have a default in the spec"
                 )
-            if setting.default is not None and not _fits(setting.type, setting.default):
+            if setting.default is not None and not value_fits(setting.type, setting.default):
                 yield self.error(
                     path + ("default",), f"default {setting.default!r} is not a {setting.type}"
                 )
@@ -190,7 +190,7 @@ class _Checker:
                 yield self.error(path, "give either `type` or `$ref`, not both")
         if schema.enum is not None and schema.type in _SCALAR_TYPES:
             for i, value in enumerate(schema.enum):
-                if not _fits(schema.type, value):
+                if not value_fits(schema.type, value):
                     yield self.error(
                         path + ("enum", i), f"enum value {value!r} is not a {schema.type}"
                     )
@@ -199,7 +199,7 @@ class _Checker:
                 yield self.error(
                     path + ("default",), f"default {schema.default!r} is not one of the enum values"
                 )
-            elif schema.type in _SCALAR_TYPES and not _fits(schema.type, schema.default):
+            elif schema.type in _SCALAR_TYPES and not value_fits(schema.type, schema.default):
                 yield self.error(
                     path + ("default",), f"default {schema.default!r} is not a {schema.type}"
                 )
@@ -381,7 +381,8 @@ class _Checker:
                 yield self.error(path, f"{roles.sink.write!r} must send a body (the record)")
 
 
-def _fits(type_name: str, value: Any) -> bool:
+def value_fits(type_name: str, value: Any) -> bool:
+    """Whether a default or enum value is of a scalar type (True for other types)."""
     expected = _SCALAR_TYPES.get(type_name)
     if expected is None:
         return True

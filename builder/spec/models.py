@@ -11,7 +11,7 @@ parameter, and ``items: Label`` an array of ``Label`` models.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,11 @@ IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
 SCHEMA_NAME = r"^[A-Z][A-Za-z0-9]*$"
 
 Scalar = str | int | float | bool
+Format = Literal[
+    "date-time", "date", "time", "uuid", "uri", "email", "binary", "byte", "int32", "int64",
+    "float", "double",
+]  # fmt: skip
+FORMATS = frozenset(get_args(Format))
 
 
 class StrictModel(BaseModel):
@@ -42,23 +47,7 @@ class TypeFields(StrictModel):
     )
     ref: str | None = Field(None, alias="$ref", description="The name of a schema under `schemas`.")
     description: str | None = None
-    format: (
-        Literal[
-            "date-time",
-            "date",
-            "time",
-            "uuid",
-            "uri",
-            "email",
-            "binary",
-            "byte",
-            "int32",
-            "int64",
-            "float",
-            "double",
-        ]
-        | None
-    ) = None
+    format: Format | None = None
     enum: list[Scalar] | None = Field(None, min_length=1)
     default: Any = None
     nullable: bool = Field(False, description="null is allowed as well as the type.")
