@@ -64,10 +64,6 @@ class Converted:
     total: int  # operations in the document before selection
 
 
-class Unsupported(Exception):
-    """An operation uses something the generated client cannot express."""
-
-
 def convert(document: OpenAPIDocument, name: str, selection: Selection | None = None) -> Converted:
     return _Converter(document, name, selection or Selection()).run()
 
@@ -121,8 +117,6 @@ class _Converter:
                 try:
                     converted = self.operation(op, item, method, str(path), pointer)
                     OperationModel.model_validate(converted)
-                except Unsupported as exc:
-                    unconvertible[name] = (str(exc), pointer)
                 except KeyError as exc:
                     unconvertible[name] = (f"unresolvable reference {exc}", pointer)
                 except ValidationError as exc:

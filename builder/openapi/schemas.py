@@ -112,11 +112,7 @@ class SchemaConverter:
         if depth > _MAX_DEPTH or not isinstance(node, dict):
             return {"type": "any"}
         if "$ref" in node and isinstance(node["$ref"], str):
-            converted = self.ref(node["$ref"], document, depth)
-            extra = _annotations(node)
-            if extra.get("description") and "$ref" in converted:
-                return converted  # siblings of $ref are ignored in 3.0; keep the reference
-            return converted
+            return self.ref(node["$ref"], document, depth)  # siblings of $ref: ignored, as in 3.0
         if "allOf" in node and isinstance(node["allOf"], list):
             return self._all_of(node, document, hint, depth)
         out: dict[str, Any] = _annotations(node)
@@ -178,12 +174,11 @@ class SchemaConverter:
             extra = node.get("additionalProperties")
             if extra is False and properties:
                 out["additionalProperties"] = False
-            elif isinstance(extra, dict) and extra:
-                converted = self.convert(extra, document, f"{hint}Value", depth + 1)
-                if properties:
-                    pass  # declared properties plus arbitrary extras: the model keeps extras
-                else:
-                    out["additionalProperties"] = converted
+            elif isinstance(extra, dict) and extra and not properties:
+                # (With declared properties, the model keeps any extra fields as they come.)
+                out["additionalProperties"] = self.convert(
+                    extra, document, f"{hint}Value", depth + 1
+                )
             return out
         if kind in _SCALARS:
             out["type"] = kind

@@ -21,7 +21,7 @@ from builder.runtime.streaming import SSEDecoder
 __all__ = ["AsyncClient", "AsyncPager", "AsyncStream", "Pager", "Stream", "SyncClient"]
 
 T = TypeVar("T")
-C = TypeVar("C")
+C = TypeVar("C", bound="SyncClient | AsyncClient")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -487,6 +487,20 @@ class _Pages(Generic[C]):
         self._headers = headers
         self._cookies = cookies
 
+    def _request(self, walk: PageWalk) -> httpx.Request:
+        """The request for the walk's next page."""
+        client = self._client
+        return client._build(
+            client._http,
+            self._op,
+            self._path,
+            walk.query,
+            self._headers,
+            None,
+            walk.url,
+            self._cookies,
+        )
+
 
 class Pager(_Pages[SyncClient], Generic[T]):
     """A lazy iterator over every item of every page; ``pages()`` yields whole pages.
@@ -502,16 +516,7 @@ class Pager(_Pages[SyncClient], Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = client._build(
-                client._http,
-                op,
-                self._path,
-                walk.query,
-                self._headers,
-                None,
-                walk.url,
-                self._cookies,
-            )
+            request = self._request(walk)
             response = client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)
             yield items
@@ -531,16 +536,7 @@ class AsyncPager(_Pages["AsyncClient"], Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = client._build(
-                client._http,
-                op,
-                self._path,
-                walk.query,
-                self._headers,
-                None,
-                walk.url,
-                self._cookies,
-            )
+            request = self._request(walk)
             response = await client._run(client._pipeline.plan(op, request))
             body, raw, items = client._page_items(op, walk, response)
             yield items
