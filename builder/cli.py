@@ -198,14 +198,17 @@ def check(paths: tuple[str, ...], out: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @guarded
 def list_(paths: tuple[str, ...], as_json: bool) -> None:
-    """List connectors: kind, operations and roles."""
+    """List connectors: kind, operations, roles and priced models."""
     from builder.generate import load_all
 
     rows = []
     for item in load_all(_paths(paths)):
         spec = item.loaded.spec
-        roles = [r for r in ("source", "sink") if getattr(spec.roles, r) is not None]
-        ops = [n for n, op in spec.operations.items() if op.skip is None]
+        roles = [r for r in ("source", "sink", "llm") if getattr(spec.roles, r) is not None]
+        if spec.kind != "http":
+            roles = ["source", "sink"] if spec.kind != "sentence_transformers" else ["embeddings"]
+        ops = [n for n, op in spec.operations.items() if op.skip is None] + list(spec.queries)
+        pricing = spec.pricing
         rows.append(
             {
                 "name": spec.name,
@@ -213,6 +216,14 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
                 "title": spec.title,
                 "operations": ops,
                 "roles": roles,
+                "priced_models": {
+                    model: {"input": price.input, "output": price.output}
+                    for model, price in pricing.models.items()
+                }
+                if pricing
+                else {},
+                "prices_as_of": pricing.as_of.isoformat() if pricing else None,
+                "prices_source": pricing.source if pricing else None,
                 "spec": str(item.path),
             }
         )
@@ -220,13 +231,23 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max((len(r["name"]) for r in rows), default=4)
-    click.echo(f"{'name':<{width}}  kind  ops  roles")
+    kind_width = max((len(r["kind"]) for r in rows), default=4)
+    click.echo(f"{'name':<{width}}  {'kind':<{kind_width}}  ops  roles")
     for r in rows:
         click.echo(
-            f"{r['name']:<{width}}  {r['kind']:<4}  {len(r['operations']):>3}  "
+            f"{r['name']:<{width}}  {r['kind']:<{kind_width}}  {len(r['operations']):>3}  "
             f"{', '.join(r['roles']) or '-'}"
         )
-        click.echo(f"{'':<{width}}  {', '.join(r['operations'])}")
+        pad = " " * (width + 2)
+        if r["operations"]:
+            click.echo(f"{pad}{', '.join(r['operations'])}")
+        if r["priced_models"]:
+            prices = ", ".join(
+                f"{m} ${p['input']:g}/${p['output']:g}" for m, p in r["priced_models"].items()
+            )
+            click.echo(
+                f"{pad}priced (USD per 1M tokens in/out, as of {r['prices_as_of']}): {prices}"
+            )
 
 
 @main.command("import-openapi")

@@ -19,7 +19,8 @@ from builder.imports import import_sections
 from builder.naming import field_name, pascal_case, snake_case, unique
 from builder.samples import sample_value
 from builder.spec.checks import body_properties
-from builder.spec.models import Operation, Param, Retry, Schema, Spec, TypeFields
+from builder.spec.kinds import DRIVER_MODULES, STANDARD_SETTINGS, TRANSPORTS
+from builder.spec.models import Operation, Param, Query, Retry, Schema, Spec, TypeFields
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "any": "Any"}
 _FORMATS = {
@@ -133,6 +134,7 @@ class OperationIR:
     body_kind: str = "json"  # json | form | multipart | binary | text
     media_type: str | None = None
     styles: dict[str, tuple[str, bool]] = field(default_factory=dict)  # query wire name -> style
+    usage: dict[str, Any] | None = None  # UsageMap keywords: where tracing finds model/tokens
 
     def where(self, location: str) -> list[Argument]:
         return [a for a in self.arguments if a.location == location]
@@ -174,6 +176,47 @@ class RoleIR:
 
 
 @dataclass(frozen=True)
+class QueryIR:
+    """A named SQL statement of a sql connector: one typed method."""
+
+    name: str
+    constant: str
+    sql: str
+    summary: str
+    description: str
+    arguments: list[Argument]
+    returns: str  # what the method returns
+    decoder_runtime: str | None  # the Decoder argument for one row (None: a statement)
+    many: bool
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.arguments)
+
+
+@dataclass(frozen=True)
+class DataKindIR:
+    """What a data connector's class declares: its transport and the spec's kind block."""
+
+    kind: str
+    module: str  # the runtime transport module
+    base_class: str
+    options: dict[str, Any]
+    record: str | None  # the model of each record
+    record_runtime: str | None  # its Decoder argument
+
+
+@dataclass(frozen=True)
+class LlmMapIR:
+    """One capability of the LLM role (chat, stream or embed), as runtime keyword arguments."""
+
+    capability: str  # chat | stream | embed
+    runtime_class: str  # ChatMap | StreamMap | EmbedMap
+    operation: str  # the constant of the operation it calls
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Connector:
     name: str
     title: str
@@ -183,7 +226,7 @@ class Connector:
     spec_hash: str
     spec_file: str
     docs_url: str | None
-    base_url: str
+    base_url: str | None
     class_name: str
     async_class_name: str
     settings: list[SettingIR]
@@ -204,16 +247,32 @@ class Connector:
     client_imports: dict[str, list[str]]  # module -> names for client.py
     used_models: list[str]  # model names client.py imports
     test_settings: dict[str, Any]  # values the test scaffold passes for required settings
+    kind: str = "http"
+    data: DataKindIR | None = None
+    queries: list[QueryIR] = field(default_factory=list)
+    llm_provider: str | None = None
+    llm_defaults: dict[str, str] = field(default_factory=dict)  # default_model, ...
+    llm_maps: list[LlmMapIR] = field(default_factory=list)
+    pricing: dict[str, Any] | None = None  # as_of, source, models: name -> (input, output)
 
     @property
     def client_import_sections(self) -> list[list[tuple[str, str]]]:
         return import_sections(self._client_imports())
 
     @property
+    def driver_modules(self) -> tuple[str, ...]:
+        return DRIVER_MODULES.get(self.kind, ())
+
+    @property
+    def client_exports(self) -> tuple[str, ...]:
+        """What __init__ re-exports from client.py."""
+        if self.data is not None:
+            return (self.class_name, "SETTINGS")
+        return (self.class_name, self.async_class_name, "SERVICE", "SETTINGS")
+
+    @property
     def init_import_sections(self) -> list[list[tuple[str, str]]]:
-        imports = {
-            (".client", n) for n in ("SERVICE", "SETTINGS", self.class_name, self.async_class_name)
-        }
+        imports = {(".client", n) for n in self.client_exports}
         if self.models:
             imports |= {("typing", "TYPE_CHECKING"), ("typing", "Any")}
         return import_sections(imports)
@@ -330,6 +389,13 @@ class Connector:
             }
         if self.quota_headers:
             imports.add((f"{runtime}.operation", "QuotaHeaders"))
+        if self.llm_provider:
+            imports |= {(f"{runtime}.llm", n) for n in ("LLMRole", "LLMMixin", "AsyncLLMMixin")}
+            imports |= {(f"{runtime}.llm", m.runtime_class) for m in self.llm_maps}
+        if self.pricing:
+            imports.add((f"{runtime}.pricing", "Pricing"))
+        if any(op.usage for op in self.operations):
+            imports.add((f"{runtime}.tracing", "UsageMap"))
         if self.role("source"):
             imports |= {
                 (f"{runtime}.roles", "SourceMixin"),
@@ -354,7 +420,34 @@ class Connector:
     def _runtimes(self) -> list[str]:
         """Every Decoder argument of the client module."""
         runtimes = [op.decoder_runtime or "" for op in self.operations]
+        runtimes += [q.decoder_runtime or "" for q in self.queries]
+        if self.data is not None and self.data.record_runtime is not None:
+            runtimes.append(self.data.record_runtime)
         return runtimes + [r for op in self.operations for r in op.error_runtime.values()]
+
+    @property
+    def data_import_sections(self) -> list[list[tuple[str, str]]]:
+        """client.py of a data connector."""
+        assert self.data is not None
+        imports = {
+            ("__future__", "annotations"),
+            ("builder.runtime.config", "Setting"),
+            ("builder.runtime.config", "resolve_settings"),
+            (self.data.module, self.data.base_class),
+        }
+        imports |= {(m, n) for m, names in self.client_imports.items() for n in names}
+        if self.queries:
+            imports.add((self.data.module, "NamedQuery"))
+        runtimes = [r for r in self._runtimes() if r]
+        if runtimes:
+            imports.add(("builder.runtime.operation", "Decoder"))
+        if self.lazy_models:
+            imports.add(("types", "ModuleType"))
+        if any("GenericAlias(" in r for r in runtimes):
+            imports.add(("types", "GenericAlias"))
+        if self.used_models:
+            imports.add(("typing", "TYPE_CHECKING"))
+        return import_sections(imports)
 
     def role(self, name: str) -> RoleIR | None:
         return next((r for r in self.roles if r.role == name), None)
@@ -713,6 +806,8 @@ class _Builder:
         for name, schema in spec.schemas.items():
             if name not in self.models:
                 self.add_model(name, schema)
+        if spec.kind != "http":
+            return self.data_connector()
         operations = [
             self.operation(n, op)
             for n, op in spec.operations.items()
@@ -762,6 +857,9 @@ class _Builder:
                 object.__setattr__(op, "decoder_runtime", _decoder_runtime(op.decoder, model_names))
             for key, annotation in op.error_types.items():
                 op.error_runtime[key] = _decoder_runtime(annotation, model_names)
+        llm_maps = self.llm_maps(by_name)
+        llm = spec.roles.llm
+        pricing = spec.pricing
         return Connector(
             name=spec.name,
             title=spec.title,
@@ -802,6 +900,166 @@ class _Builder:
             client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
             used_models=used,
             test_settings={s.name: _test_value(s) for s in settings if s.required},
+            llm_provider=llm.provider if llm else None,
+            llm_defaults={
+                k: v
+                for k, v in (
+                    ("default_model", llm.default_model if llm else None),
+                    ("default_embedding_model", llm.default_embedding_model if llm else None),
+                )
+                if v is not None
+            },
+            llm_maps=llm_maps,
+            pricing={
+                "as_of": pricing.as_of.isoformat(),
+                "source": pricing.source,
+                "models": {m: (p.input, p.output) for m, p in pricing.models.items()},
+            }
+            if pricing
+            else None,
+        )
+
+    def llm_maps(self, operations: dict[str, OperationIR]) -> list[LlmMapIR]:
+        """The LLM role's maps, and on each operation they call, where tracing finds the
+        model and the token counts (so a direct call is traced with usage and cost too)."""
+        llm = self.spec.roles.llm
+        if llm is None:
+            return []
+        maps = []
+        for capability, runtime_class in (
+            ("chat", "ChatMap"),
+            ("stream", "StreamMap"),
+            ("embed", "EmbedMap"),
+        ):
+            mapping = getattr(llm, capability)
+            if mapping is None:
+                continue
+            op = operations[mapping.operation]
+            fields = mapping.model_dump(exclude={"operation"})
+            maps.append(LlmMapIR(capability, runtime_class, op.constant, fields))
+            usage = {"request_model": mapping.model}
+            for key in ("response_model", "tokens_input", "tokens_output", "finish_reason"):
+                if fields.get(key) is not None:
+                    usage["model" if key == "response_model" else key] = fields[key]
+            if capability == "stream":
+                usage["text"] = fields["text"]
+            object.__setattr__(op, "usage", usage)
+        return maps
+
+    # -- data kinds -----------------------------------------------------------------------
+
+    def data_connector(self) -> Connector:
+        """A connector of a non-HTTP kind: a subclass of its kind's runtime transport."""
+        spec = self.spec
+        module, base_class = TRANSPORTS[spec.kind]
+        options = spec.kind_options()
+        assert options is not None  # the checks require a block where there is no default
+        model_names = set(self.models)
+        self.data_imports: set[tuple[str, str]] = set()
+        queries = [self.query(name, query, model_names) for name, query in spec.queries.items()]
+        record_runtime = (
+            _decoder_runtime(spec.record, model_names) if spec.record is not None else None
+        )
+        settings = self.data_settings()
+        model_names = set(self.models)  # with the row models the queries added
+        used = sorted(
+            {
+                name
+                for q in queries
+                for text in (q.returns, *(a.annotation for a in q.arguments))
+                for name in _names_in(text)
+                if name in model_names
+            }
+        )
+        class_name = spec.class_name or pascal_case(spec.name)
+        client_imports: dict[str, set[str]] = {}
+        for module_name, imported in self.data_imports:
+            client_imports.setdefault(module_name, set()).add(imported)
+        return Connector(
+            name=spec.name,
+            title=spec.title,
+            description=(spec.description or "").strip(),
+            version=spec.version,
+            builder_version=__version__,
+            spec_hash=spec_hash(spec),
+            spec_file=self.spec_file,
+            docs_url=spec.docs_url,
+            base_url=None,
+            class_name=class_name,
+            async_class_name=f"Async{class_name}",
+            settings=settings,
+            auth_class="NoAuth",
+            auth_kwargs={},
+            auth_kind="none",
+            headers={},
+            timeout=spec.defaults.timeout,
+            retry=_retry(spec.defaults.retry),
+            rate_limit=None,
+            circuit_breaker=None,
+            quota_headers=None,
+            models=_ordered(self.models),
+            operations=[],
+            skipped=[],
+            roles=[],
+            model_imports=sorted(self.imports),
+            client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
+            used_models=used,
+            test_settings={s.name: _test_value(s) for s in settings if s.required},
+            kind=spec.kind,
+            data=DataKindIR(
+                kind=spec.kind,
+                module=module,
+                base_class=base_class,
+                options=options.model_dump(mode="json"),
+                record=spec.record,
+                record_runtime=record_runtime,
+            ),
+            queries=queries,
+        )
+
+    def data_settings(self) -> list[SettingIR]:
+        return [self.setting(name, setting) for name, setting in self.spec.settings().items()]
+
+    def query(self, name: str, query: Query, model_names: set[str]) -> QueryIR:
+        owner = pascal_case(name)
+        arguments = []
+        for param_name, param in query.params.items():
+            annotation = self.annotation(
+                param, f"{owner}{pascal_case(param_name)}", self.data_imports, request=True
+            )
+            required = param.required if param.required is not None else param.default is None
+            if not required and param.default is None and not annotation.endswith("| None"):
+                annotation += " | None"
+            arguments.append(
+                Argument(
+                    name=param_name,
+                    wire_name=param_name,
+                    location="sql",
+                    annotation=annotation,
+                    required=required,
+                    default=param.default,
+                    description=param.description or "",
+                    example=query.example.get(param_name),
+                )
+            )
+        arguments.sort(key=lambda a: not a.required)  # required ones first, for readability
+        decoder_runtime = None
+        if query.result is None:
+            returns = "int"
+        else:
+            row = self.annotation(query.result.schema_, f"{owner}Row", self.data_imports)
+            decoder_runtime = _decoder_runtime(row, model_names | set(self.models))
+            returns = f"list[{row}]" if query.result.many else f"{row} | None"
+        return QueryIR(
+            name=name,
+            constant=snake_case(name).upper(),
+            sql=query.sql,
+            summary=(query.summary or "").strip(),
+            description=(query.description or "").strip(),
+            arguments=arguments,
+            returns=returns,
+            decoder_runtime=decoder_runtime,
+            many=query.result.many if query.result is not None else False,
         )
 
     def setting(self, name: str, setting: Any) -> SettingIR:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,14 @@ PACKAGE_FILES = {
     "client.py.j2": "client.py",
     "README.md.j2": "README.md",
     "test_client.py.j2": "tests/test_client.py",
+}
+# A connector of a data kind (sql, kafka, ...) subclasses its transport instead.
+DATA_PACKAGE_FILES = {
+    "__init__.py.j2": "__init__.py",
+    "models.py.j2": "models.py",
+    "data_client.py.j2": "client.py",
+    "data_README.md.j2": "README.md",
+    "data_test_client.py.j2": "tests/test_client.py",
 }
 LINE_LENGTH = 100
 
@@ -123,6 +132,15 @@ def md_code(value: Any) -> str:
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
+def md_fenced(text: Any, language: str = "") -> str:
+    """A fenced code block holding ``text`` as written: the fence is longer than any run of
+    backticks in it, and non-printable characters are dropped."""
+    body = "".join(ch for ch in str(text) if ch == "\n" or ch.isprintable())
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{body}\n{fence}"
+
+
 def ident(name: str) -> str:
     if not is_safe_identifier(name):
         raise RenderError(f"{name!r} is not a safe identifier")
@@ -203,6 +221,7 @@ def environment() -> Any:
         docwrap=docwrap,
         md=md,
         md_code=md_code,
+        md_fenced=md_fenced,
         ident=ident,
         annotation=annotation,
         decoder=decoder,
@@ -372,11 +391,13 @@ def render_package(connector: Connector) -> dict[str, str]:
     """Every file of the package, keyed by its path inside the package."""
     env = environment()
     files: dict[str, str] = {}
-    for template, target in PACKAGE_FILES.items():
+    templates = PACKAGE_FILES if connector.data is None else DATA_PACKAGE_FILES
+    for template, target in templates.items():
         text = env.get_template(template).render(c=connector)
         if target.endswith(".py"):
             text = format_python(text, f"connectors/{connector.name}/{target}")
         files[target] = text
-    files["tests/cases.json"] = connector.test_cases()
+    if connector.data is None:
+        files["tests/cases.json"] = connector.test_cases()
     files["py.typed"] = ""
     return files

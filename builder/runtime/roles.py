@@ -27,6 +27,8 @@ class Metrics:
     records_written: int = 0
     batches: int = 0
     errors: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
 
 
 class _Metered:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import difflib
 import keyword
 import re
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 from builder.diagnostics import Diagnostic
 from builder.naming import field_name, is_safe_identifier, pascal_case
+from builder.spec.kinds import KIND_OPTIONS, STANDARD_SETTINGS
 from builder.spec.models import Operation, Param, Schema, Spec, TypeFields
 from builder.spec.yamlio import Document, Path
 
@@ -29,6 +31,12 @@ RESERVED_SCHEMAS = frozenset(
         "StreamFormat", "SyncClient", "UUID",
     }
 )  # fmt: skip
+# Names a data connector already has (its transport's methods).
+RESERVED_QUERIES = RESERVED_OPERATIONS | frozenset(
+    {"query", "iter_query", "execute", "table", "transaction", "connection", "payloads"}
+)
+_SQL_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -51,9 +59,13 @@ class _Checker:
         return self.doc.diagnostic(path, message, severity="warning")
 
     def run(self) -> Iterator[Diagnostic]:
+        yield from self.check_kind()
         yield from self.check_config()
         yield from self.check_placeholders()
         yield from self.check_schemas()
+        if self.spec.kind != "http":
+            yield from self.check_queries()
+            return
         if not self.spec.operations:
             yield self.warning((), "the spec has no operations: the package holds models only")
         for name, op in self.spec.operations.items():
@@ -65,12 +77,112 @@ class _Checker:
                 yield self.warning(("skip", name), f"operation {name!r} is not generated: {reason}")
         yield from self.check_roles()
 
+    # -- kinds ----------------------------------------------------------------------------
+
+    def check_kind(self) -> Iterator[Diagnostic]:
+        spec = self.spec
+        kind = spec.kind
+        for other in KIND_OPTIONS:
+            if other != kind and getattr(spec, other) is not None:
+                yield self.error(
+                    (other,), f"a `{other}:` block belongs to kind {other}, not {kind}", key=True
+                )
+        if kind == "http":
+            if spec.base_url is None:
+                yield self.error((), "a spec of kind http needs a base_url")
+            for field in ("record", "queries"):
+                if getattr(spec, field):
+                    yield self.error((field,), f"`{field}` is for data kinds, not http", key=True)
+            yield from self.check_llm()
+            return
+        if spec.kind_options() is None:
+            yield self.error((), f"a spec of kind {kind} needs a `{kind}:` block (its dialect)")
+        for field in ("base_url", "source"):
+            if getattr(spec, field) is not None:
+                yield self.error((field,), f"`{field}` is for kind http, not {kind}", key=True)
+        for field in ("operations", "headers", "skip"):
+            if getattr(spec, field):
+                yield self.error((field,), f"`{field}` is for kind http, not {kind}", key=True)
+        if spec.auth.type != "none":
+            yield self.error(("auth",), f"kind {kind} takes credentials as `config` settings")
+        if spec.roles.source or spec.roles.sink or spec.roles.llm:
+            yield self.error(
+                ("roles",),
+                f"kind {kind} plays its roles through its transport; `roles` is for kind http",
+                key=True,
+            )
+        if spec.queries and kind != "sql":
+            yield self.error(("queries",), "named queries are for kind sql", key=True)
+        if spec.record is not None and spec.record not in spec.schemas:
+            yield self.error(("record",), f"no schema is named {spec.record!r}")
+        standard = STANDARD_SETTINGS[kind]
+        for name in spec.config:
+            if name not in standard:
+                close = difflib.get_close_matches(name, list(standard), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                yield self.error(
+                    ("config", name),
+                    f"kind {kind} has no setting {name!r} (settings: {', '.join(standard)}){hint}",
+                    key=True,
+                )
+
+    def check_queries(self) -> Iterator[Diagnostic]:
+        for name, query in self.spec.queries.items():
+            path: Path = ("queries", name)
+            if not is_safe_identifier(name) or name != name.lower() or name in RESERVED_QUERIES:
+                yield self.error(
+                    path,
+                    f"{name!r} cannot be a query name: use lower_snake_case, not a keyword or "
+                    "a name the connector already has",
+                    key=True,
+                )
+            used = set(_SQL_PARAM.findall(_without_sql_literals(query.sql)))
+            for param_name in query.params:
+                param_path = path + ("params", param_name)
+                if not is_safe_identifier(param_name) or param_name in RESERVED_ARGUMENTS:
+                    yield self.error(
+                        param_path, f"{param_name!r} cannot be a parameter name", key=True
+                    )
+                elif param_name not in used:
+                    yield self.error(param_path, f"the SQL never uses :{param_name}", key=True)
+            for missing in sorted(used - set(query.params)):
+                yield self.error(
+                    path + ("sql",), f":{missing} in the SQL is not declared under `params`"
+                )
+            for param_name, param in query.params.items():
+                yield from self.check_schema(param, path + ("params", param_name))
+            if query.result is not None:
+                yield from self.check_schema(query.result.schema_, path + ("result", "schema"))
+
+    def check_llm(self) -> Iterator[Diagnostic]:
+        llm = self.spec.roles.llm
+        ops = self.spec.operations
+        if llm is None:
+            if self.spec.pricing is not None:
+                yield self.warning(("pricing",), "pricing is used by the llm role, which is unset")
+            return
+        for capability in ("chat", "stream", "embed"):
+            mapping = getattr(llm, capability)
+            if mapping is None:
+                continue
+            path: Path = ("roles", "llm", capability, "operation")
+            target = ops.get(mapping.operation)
+            if target is None or target.skip or mapping.operation in self.spec.skip:
+                yield self.error(path, f"no generated operation is named {mapping.operation!r}")
+            elif target.body is None:
+                yield self.error(path, f"{mapping.operation!r} must send a JSON body")
+            elif (capability == "stream") != (target.streaming is not None):
+                need = "a streamed" if capability == "stream" else "a non-streamed"
+                yield self.error(path, f"{mapping.operation!r} must be {need} operation")
+
     # -- config and placeholders ----------------------------------------------------------
 
     def check_config(self) -> Iterator[Diagnostic]:
         envs: dict[str, str] = {}
+        effective = self.spec.settings()
         for name, setting in self.spec.config.items():
             path: Path = ("config", name)
+            setting = effective.get(name, setting)  # a data kind's standard type, defaults
             if not is_safe_identifier(name) or name != name.lower() or name in RESERVED_ARGUMENTS:
                 yield self.error(
                     path,
@@ -109,7 +221,7 @@ class _Checker:
                 yield self.error(
                     ("headers", header), "headers are sent as written: put credentials in `auth`"
                 )
-        if _PLACEHOLDER.search(self.spec.base_url):
+        if self.spec.base_url is not None and _PLACEHOLDER.search(self.spec.base_url):
             yield self.error(
                 ("base_url",),
                 "base_url is a plain URL; it can be overridden by the base_url setting",
@@ -379,6 +491,11 @@ class _Checker:
                 yield self.error(path, f"no generated operation is named {roles.sink.write!r}")
             elif target.body is None:
                 yield self.error(path, f"{roles.sink.write!r} must send a body (the record)")
+
+
+def _without_sql_literals(sql: str) -> str:
+    """The SQL with its string literals, quoted identifiers and comments blanked out."""
+    return _SQL_LITERAL.sub(" ", sql)
 
 
 def value_fits(type_name: str, value: Any) -> bool:

@@ -13,7 +13,26 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from builder.spec.base import StrictModel
+from builder.spec.kinds import (
+    KIND_OPTIONS,
+    STANDARD_SETTINGS,
+    AmqpOptions,
+    FilesystemOptions,
+    KafkaOptions,
+    Kind,
+    KindOptions,
+    MongoOptions,
+    MqttOptions,
+    NatsOptions,
+    RedisStreamOptions,
+    S3Options,
+    SentenceTransformersOptions,
+    SqlOptions,
+)
+from builder.spec.llm import LlmRole, Pricing
 
 BUILTIN_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
 IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
@@ -25,12 +44,6 @@ Format = Literal[
     "float", "double",
 ]  # fmt: skip
 FORMATS = frozenset(get_args(Format))
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors (the loader reports them with a "did you mean")."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 
 
 def _expand_type_word(value: Any) -> Any:
@@ -390,8 +403,55 @@ class SinkRole(StrictModel):
 
 
 class Roles(StrictModel):
-    source: SourceRole | None = None
+    source: SourceRole | None = Field(
+        None, description="HTTP kinds only: data kinds play their roles through their transport."
+    )
     sink: SinkRole | None = None
+    llm: LlmRole | None = None
+
+
+class QueryResult(StrictModel):
+    schema_: Schema = Field(alias="schema", description="The model of each row.")
+    many: bool = Field(True, description="false: the query returns one row (or None).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"schema": value}
+        return value
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema_word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+class QueryParam(TypeFields):
+    """A typed parameter of a named query, bound by the driver (never spliced into SQL)."""
+
+    required: bool | None = Field(None, description="Default: true unless it has a default.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return _expand_type_word(value)
+
+
+class Query(StrictModel):
+    """A named SQL statement: a typed method of the generated connector.
+
+    Parameters are written ``:name`` in the SQL and bound by the driver.
+    """
+
+    summary: str | None = None
+    description: str | None = None
+    sql: str = Field(min_length=1)
+    params: dict[str, QueryParam] = Field(default_factory=dict)
+    result: QueryResult | None = Field(
+        None, description="Rows as this model; none: a statement, returning the row count."
+    )
+    example: dict[str, Any] = Field(default_factory=dict)
 
 
 class OpenAPISource(StrictModel):
@@ -431,8 +491,10 @@ class Spec(StrictModel):
     )
     description: str | None = None
     version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-    kind: Literal["http"] = "http"
-    base_url: str = Field(pattern=r"^https?://[^\s]+$")
+    kind: Kind = "http"
+    base_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", description="HTTP kinds: where the service lives."
+    )
     docs_url: str | None = None
     config: dict[str, Setting] = Field(default_factory=dict)
     auth: Auth = Field(default_factory=lambda: NoAuth(type="none"))
@@ -442,6 +504,51 @@ class Spec(StrictModel):
     schemas: dict[str, Schema] = Field(default_factory=dict)
     operations: dict[str, Operation] = Field(default_factory=dict)
     roles: Roles = Field(default_factory=Roles)
+    pricing: Pricing | None = Field(None, description="LLM connectors: USD per 1M tokens.")
+    record: str | None = Field(
+        None,
+        pattern=SCHEMA_NAME,
+        description="Data kinds: the schema of each record read and written (typed payloads).",
+    )
+    queries: dict[str, Query] = Field(
+        default_factory=dict, description="Kind sql: named statements, each a typed method."
+    )
+    sql: SqlOptions | None = None
+    mongo: MongoOptions | None = None
+    redis_stream: RedisStreamOptions | None = None
+    kafka: KafkaOptions | None = None
+    amqp: AmqpOptions | None = None
+    nats: NatsOptions | None = None
+    mqtt: MqttOptions | None = None
+    s3: S3Options | None = None
+    filesystem: FilesystemOptions | None = None
+    sentence_transformers: SentenceTransformersOptions | None = None
+
+    def settings(self) -> dict[str, Setting]:
+        """Every setting of the connector. For a data kind: its standard settings, each
+        adjusted by the `config` entry of the same name (only the fields that entry sets);
+        a standard setting is optional unless the spec says otherwise."""
+        if self.kind == "http":
+            return dict(self.config)
+        out = {}
+        for name, standard in STANDARD_SETTINGS[self.kind].items():
+            merged = dict(standard)
+            given = self.config.get(name)
+            if given is not None:
+                merged |= given.model_dump(include=given.model_fields_set)
+            merged.setdefault("required", False)
+            out[name] = Setting.model_validate(merged)
+        return out
+
+    def kind_options(self) -> KindOptions | None:
+        """The kind block (``sql:`` for kind sql, ...), its defaults when the spec has none."""
+        if self.kind == "http":
+            return None
+        given = getattr(self, self.kind)
+        if given is not None:
+            return given  # type: ignore[no-any-return]
+        options = KIND_OPTIONS[self.kind]
+        return options() if "dialect" not in options.model_fields else None
 
 
 TypeFields.model_rebuild()

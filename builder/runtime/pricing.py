@@ -1,0 +1,47 @@
+"""Prices per model, from the spec, and the cost of a call.
+
+Prices are USD per one million tokens, as providers publish them. A model that is not in
+the table costs ``None`` (unknown), never an error and never a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Pricing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """``models`` maps a model name to (input, output) USD per 1M tokens."""
+
+    as_of: str
+    source: str
+    models: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def price(self, model: str | None) -> tuple[float, float] | None:
+        """The model's prices; a dated name (``gpt-4o-2024-08-06``) falls back to the
+        longest listed name it starts with."""
+        if not model:
+            return None
+        found = self.models.get(model)
+        if found is not None:
+            return found
+        best = ""
+        for name in self.models:
+            if model.startswith(name) and len(name) > len(best) and model[len(name)] in "-:@":
+                best = name
+        return self.models[best] if best else None
+
+    def cost(
+        self, model: str | None, tokens_input: int | None, tokens_output: int | None
+    ) -> float | None:
+        """USD for these tokens, or None when the model is not priced or no tokens are known."""
+        if tokens_input is None and tokens_output is None:
+            return None
+        prices = self.price(model)
+        if prices is None:
+            return None
+        per_in, per_out = prices
+        return ((tokens_input or 0) * per_in + (tokens_output or 0) * per_out) / 1_000_000

@@ -1,0 +1,198 @@
+"""What every non-HTTP connector shares: settings, lifecycle, payloads, errors, metrics.
+
+A generated data connector is a subclass of one transport class (``SqlConnector``,
+``KafkaConnector``, ...), which is a subclass of :class:`DataConnector`. The generated class
+only declares: its name, its resolved settings, the static options of its spec's kind block
+and, optionally, the model of each record. Everything else lives in the transport, once.
+
+Each transport imports its driver inside :meth:`DataConnector._connect`, never at module
+import, so ``import connectors.postgres`` does not import psycopg until the first call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from builder.runtime.config import Config, scrub
+from builder.runtime.errors import ConfigError, ConnectionFailedError, ConnectorError
+from builder.runtime.operation import Decoder
+from builder.runtime.roles import SinkMixin, SourceMixin
+
+__all__ = ["DataConnector", "Message", "Payloads", "chunks", "records_of"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Message(Generic[T]):
+    """One message read from a queue, stream or topic.
+
+    ``id`` is what the broker acknowledges by: a Kafka offset, a Redis stream entry id, an
+    AMQP delivery tag, a NATS stream sequence, an MQTT message id.
+    """
+
+    value: T
+    topic: str
+    id: str | int | None = None
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timestamp: float | None = None
+
+
+class Payloads:
+    """Turns records into bytes on the wire and back, typed by the spec's record model.
+
+    ``format`` is ``json`` (a model or dict is encoded as JSON), ``text`` (UTF-8 str) or
+    ``bytes`` (as is).
+    """
+
+    __slots__ = ("format", "decoder")
+
+    def __init__(self, format: str = "json", decoder: Decoder | None = None) -> None:
+        self.format = format
+        self.decoder = decoder
+
+    def encode(self, record: Any) -> bytes:
+        if self.format == "bytes":
+            if not isinstance(record, bytes | bytearray | memoryview):
+                raise TypeError(f"a bytes payload is needed, not {type(record).__name__}")
+            return bytes(record)
+        if self.format == "text":
+            if not isinstance(record, str):
+                raise TypeError(f"a str payload is needed, not {type(record).__name__}")
+            return record.encode()
+        dump = getattr(record, "model_dump_json", None)
+        if dump is not None:
+            return dump(exclude_none=True).encode()  # type: ignore[no-any-return]
+        return json.dumps(record, separators=(",", ":"), default=str).encode()
+
+    def decode(self, payload: bytes) -> Any:
+        if self.format == "bytes":
+            return payload
+        if self.format == "text":
+            return payload.decode()
+        if self.decoder is not None:
+            return self.decoder.from_json(payload)
+        return json.loads(payload)
+
+    def from_python(self, value: Any) -> Any:
+        """A row or document (already Python values) as the record model, if one is declared."""
+        return value if self.decoder is None else self.decoder.from_python(value)
+
+
+class DataConnector(SourceMixin, SinkMixin):
+    """Base of every non-HTTP connector.
+
+    Subclasses (the transports) implement ``_connect`` (import the driver, open the
+    connection), ``_close`` and the role methods (``read``, ``write``, ...). They call
+    :meth:`_error` to turn a driver exception into a :class:`ConnectorError` whose message
+    carries no secret.
+    """
+
+    # Set by the generated class.
+    _name: ClassVar[str] = "connector"
+    _options: ClassVar[Mapping[str, Any]] = {}  # the spec's kind block, e.g. {"dialect": ...}
+    _record: ClassVar[Decoder | None] = None  # the spec's `record` model, if any
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._secrets = config.secret_values()
+        self._connection: Any = None
+        self._closed = False
+        self.payloads = Payloads(str(self._options.get("format", "json")), self._record)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def connection(self) -> Any:
+        """The driver's connection, opened on first use."""
+        if self._closed:
+            raise ConnectorError("the connector is closed", connector=self._name)
+        if self._connection is None:
+            try:
+                self._connection = self._connect()
+            except ConnectorError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, ConnectionFailedError) from None
+        return self._connection
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _close(self, connection: Any) -> None:
+        close = getattr(connection, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        """Close the connection; the connector cannot be used afterwards."""
+        connection, self._connection, self._closed = self._connection, None, True
+        if connection is not None:
+            try:
+                self._close(connection)
+            except Exception:  # closing a broken connection: nothing left to save
+                pass
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers for transports -------------------------------------------------------
+
+    def _require(self, *names: str) -> list[Any]:
+        """The values of settings this call needs; a clear error names the missing ones."""
+        values = [self.config.reveal(name) if name in self.config else None for name in names]
+        missing = [n for n, v in zip(names, values, strict=True) if v is None or v == ""]
+        if missing:
+            raise ConfigError(
+                "this call needs the setting(s): " + ", ".join(missing), connector=self._name
+            )
+        return values
+
+    def _error(
+        self,
+        exc: BaseException,
+        kind: type[ConnectorError] = ConnectorError,
+        *,
+        operation: str | None = None,
+    ) -> ConnectorError:
+        """``exc`` as a ConnectorError of ``kind``, its message scrubbed of secrets.
+
+        Raise it ``from None``: a driver's traceback may hold a connection URL with a
+        password in it.
+        """
+        text = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+        return kind(text, connector=self._name, operation=operation)
+
+    def _count_bytes(self, read: int = 0, written: int = 0) -> None:
+        metrics = self.metrics
+        metrics.bytes_read += read
+        metrics.bytes_written += written
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+def records_of(records: Iterable[Any]) -> list[Any]:
+    """The records to write, as a list; a lone dict or model is refused (a common slip)."""
+    if isinstance(records, Mapping) or hasattr(records, "model_dump"):
+        raise TypeError("write() takes an iterable of records, not a single record")
+    return list(records)
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
