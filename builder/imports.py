@@ -50,3 +50,8 @@ def import_sections(imports: Iterable[tuple[str, str]]) -> list[list[tuple[str, 
         if names:
             sections.setdefault(_section(module), []).append((module, ", ".join(names)))
     return [sections[k] for k in sorted(sections)]
+
+
+def sorted_names(names: Iterable[str]) -> str:
+    """Names of one ``from`` import, joined in the order isort (and ruff) want."""
+    return ", ".join(sorted(set(names), key=_name_key))

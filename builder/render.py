@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import re
 import textwrap
@@ -19,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from builder.imports import sorted_names
 from builder.ir import Connector
 from builder.naming import is_safe_identifier
 
@@ -222,6 +224,7 @@ def environment() -> Any:
         md=md,
         md_code=md_code,
         md_fenced=md_fenced,
+        import_names=lambda names: sorted_names(ident(n) for n in names),
         ident=ident,
         annotation=annotation,
         decoder=decoder,
@@ -399,5 +402,9 @@ def render_package(connector: Connector) -> dict[str, str]:
         files[target] = text
     if connector.data is None:
         files["tests/cases.json"] = connector.test_cases()
+    if connector.llm_cases is not None:
+        text = env.get_template("test_llm.py.j2").render(c=connector)
+        files["tests/test_llm.py"] = format_python(text, f"connectors/{connector.name}/tests/test_llm.py")
+        files["tests/llm_cases.json"] = json.dumps(connector.llm_cases, indent=1) + "\n"
     files["py.typed"] = ""
     return files

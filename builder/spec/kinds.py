@@ -69,7 +69,11 @@ class AmqpOptions(MessageOptions):
 
 
 class NatsOptions(MessageOptions):
-    pass
+    msg_id_field: str | None = Field(
+        None,
+        description="A record field sent as `Nats-Msg-Id`: JetStream stores a repeated id once "
+        "(within the stream's duplicate window), so retrying a failed write is safe.",
+    )
 
 
 class MqttOptions(MessageOptions):
@@ -80,7 +84,9 @@ class S3Options(KindOptions):
     multipart_threshold: int = Field(
         8 * 1024 * 1024, ge=5 * 1024 * 1024, description="Objects this large upload in parts."
     )
-    part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_size: int = Field(
+        8 * 1024 * 1024, ge=5 * 1024 * 1024, description="Size of each part (S3's minimum: 5 MiB)."
+    )
 
 
 class FilesystemOptions(KindOptions):
@@ -135,8 +141,11 @@ STANDARD_SETTINGS: dict[str, dict[str, dict[str, object]]] = {
         "connection_url": _URL,
         "host": _s(default="127.0.0.1"),
         "port": _s("integer", default=27017),
+        "user": _s(),
+        "password": _s(secret=True),
         "database": _s(),
         "collection": _s(),
+        "timeout": _s("number", default=10.0, description="Seconds to wait for the server."),
     },
     "redis_stream": {
         "connection_url": _URL,
@@ -187,6 +196,7 @@ STANDARD_SETTINGS: dict[str, dict[str, dict[str, object]]] = {
         "subject": _s(),
         "durable": _s(description="Durable consumer name."),
         "idle_timeout": _s("number", default=1.0),
+        "timeout": _s("number", default=10.0, description="Seconds to wait for the server."),
     },
     "mqtt": {
         "host": _s(default="127.0.0.1"),
@@ -195,14 +205,21 @@ STANDARD_SETTINGS: dict[str, dict[str, dict[str, object]]] = {
         "password": _s(secret=True),
         "topic": _s(),
         "qos": _s("integer", default=1),
-        "client_id": _s(),
+        "client_id": _s(
+            description="Fixed client id: read() keeps a persistent session under it, so "
+            "messages that arrive while no reader is connected are kept for the next one."
+        ),
         "idle_timeout": _s("number", default=1.0),
+        "timeout": _s("number", default=10.0, description="Seconds to wait for the broker."),
     },
     "s3": {
-        "endpoint_url": _s(default="https://s3.amazonaws.com"),
+        "endpoint_url": _s(
+            default="https://s3.amazonaws.com",
+            description="The S3 API; another one (MinIO, Ceph, R2) is addressed path-style.",
+        ),
         "region": _s(default="us-east-1", env="AWS_REGION"),
         "bucket": _s(),
-        "prefix": _s(default=""),
+        "prefix": _s(default="", description="Key prefix; the keys of records are relative to it."),
         "access_key_id": _s(env="AWS_ACCESS_KEY_ID"),
         "secret_access_key": _s(secret=True, env="AWS_SECRET_ACCESS_KEY"),
         "session_token": _s(secret=True, env="AWS_SESSION_TOKEN"),
@@ -210,8 +227,8 @@ STANDARD_SETTINGS: dict[str, dict[str, dict[str, object]]] = {
     },
     "filesystem": {
         "path": _s(description="The directory read() reads and write() writes into."),
-        "pattern": _s(default="*"),
-        "recursive": _s("boolean", default=False),
+        "pattern": _s(default="*", description="Glob pattern of the files read() reads."),
+        "recursive": _s("boolean", default=False, description="Match in subdirectories too."),
     },
     "sentence_transformers": {
         "model": _s(description="A model name or a local directory."),
