@@ -201,7 +201,7 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
     """List connectors: kind, operations, roles and priced models."""
     from builder.generate import load_all
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in load_all(_paths(paths)):
         spec = item.loaded.spec
         roles = [r for r in ("source", "sink", "llm") if getattr(spec.roles, r) is not None]

@@ -66,8 +66,9 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("output_format", sorted(FORMATS))
 def test_golden_output(output_format: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden files were made with ruleset 1; pinned, it must keep giving them."""
     monkeypatch.chdir(FIXTURES)  # relative file names in the output, the same on every machine
-    result = cli("old", "new", "--format", output_format)
+    result = cli("old", "new", "--format", output_format, "--ruleset", "1")
     assert result.exit_code == 1, result.output  # the fixtures hold breaking changes
     golden = GOLDEN / FORMATS[output_format]
     if os.environ.get("UPDATE_GOLDEN") == "1":
@@ -77,11 +78,57 @@ def test_golden_output(output_format: str, monkeypatch: pytest.MonkeyPatch) -> N
     )
 
 
+@pytest.mark.parametrize("output_format", sorted(FORMATS))
+def test_ruleset_2_judges_ruleset_1_specs_the_same(
+    output_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On specs ruleset 1 understood, the default ruleset (2) finds the same changes with
+    the same verdicts: only the ruleset number in the output differs."""
+    monkeypatch.chdir(FIXTURES)
+    result = cli("old", "new", "--format", output_format)
+    assert result.exit_code == 1, result.output
+    golden = (GOLDEN / FORMATS[output_format]).read_text(encoding="utf-8")
+    expected = golden.replace('"ruleset": 1,', '"ruleset": 2,').replace(
+        "ruleset 1 ·", "ruleset 2 ·"
+    )
+    assert expected != golden or output_format in ("text", "github")
+    assert result.output == expected
+
+
+# Ruleset 2's own features: a data kind and an LLM connector, each base spec (the rule
+# tests' fixtures) against a changed copy in v2/.
+GOLDEN_2 = {
+    "warehouse": ("kinds/warehouse.yaml", "v2/warehouse.yaml"),
+    "chatbot": ("llm/chatbot.yaml", "v2/chatbot.yaml"),
+}
+
+
+@pytest.mark.parametrize("output_format", ["text", "json"])
+@pytest.mark.parametrize("connector", sorted(GOLDEN_2))
+def test_golden_output_of_ruleset_2(
+    connector: str, output_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(FIXTURES)
+    old, new = GOLDEN_2[connector]
+    result = cli(old, new, "--format", output_format, "--ruleset", "2")
+    assert result.exit_code == 1, result.output  # both hold breaking changes
+    suffix = {"text": "txt", "json": "json"}[output_format]
+    golden = FIXTURES / "v2" / "golden" / f"{connector}.{suffix}"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(result.output, encoding="utf-8")
+    assert result.output == golden.read_text(encoding="utf-8"), (
+        f"{golden.name} differs; if the change is intended, rerun with UPDATE_GOLDEN=1"
+    )
+    refused = cli(old, new, "--ruleset", "1")  # ruleset 1 predates both features
+    assert refused.exit_code == 2 and "--ruleset 2" in refused.output
+
+
 def test_json_output_follows_the_documented_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(FIXTURES)
-    data = json.loads(cli("old", "new", "--format", "json").output)
+    data = json.loads(cli("old", "new", "--format", "json", "--ruleset", "1").output)
     assert set(data) == {"version", "ruleset", "fail_on", "failed", "connectors"}
     assert (data["version"], data["ruleset"], data["failed"]) == (1, 1, True)
+    assert json.loads(cli("old", "new", "--format", "json").output)["ruleset"] == 2  # default
     connector_keys = {
         "name", "old_file", "new_file", "old_version", "new_version", "suggested_bump",
         "suggested_version", "version_ok", "changes",

@@ -3,6 +3,7 @@ algebra, the change log, and the README's rule table kept in step with the code.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from types import MappingProxyType
@@ -10,6 +11,7 @@ from types import MappingProxyType
 import pytest
 
 from builder.diff.annotations import Relation, relation
+from builder.diff.api import collection_paused
 from builder.diff.collector import ChangeLog
 from builder.diff.model import Change, ConnectorDiff, Report, bump_version
 from builder.diff.rules import (
@@ -26,7 +28,7 @@ from builder.diff.rules import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = Path(__file__).parent / "fixtures" / "diff" / "ruleset-1.json"
+SNAPSHOTS = Path(__file__).parent / "fixtures" / "diff"  # ruleset-N.json
 
 
 # -- the rule set ---------------------------------------------------------------------------
@@ -38,13 +40,25 @@ def _verdict(verdict: Verdict | None) -> object:
     return verdict.value if verdict is not None else None
 
 
-def test_ruleset_1_is_frozen() -> None:
-    """Ruleset 1 never changes once released: a new verdict needs ruleset 2."""
+@pytest.mark.parametrize("version", sorted(RULESETS))
+def test_released_rulesets_are_frozen(version: int) -> None:
+    """A ruleset never changes once released: a new verdict needs a new ruleset."""
     rules = [
         {"id": r.id, "wire": _verdict(r.wire), "python": _verdict(r.python), "bump": r.bump.value}
-        for r in RULESETS[1].rules.values()
+        for r in RULESETS[version].rules.values()
     ]
-    assert {"version": 1, "rules": rules} == json.loads(SNAPSHOT.read_text("utf-8"))
+    snapshot = SNAPSHOTS / f"ruleset-{version}.json"
+    assert {"version": version, "rules": rules} == json.loads(snapshot.read_text("utf-8"))
+
+
+def test_each_ruleset_keeps_every_rule_of_the_one_before() -> None:
+    """Rulesets only grow: a rule keeps its id and verdicts in every later ruleset (a
+    changed verdict would be a new rule), so pinning an older one loses only new checks."""
+    assert sorted(RULESETS) == list(range(1, RULESET_VERSION + 1))
+    for version in range(2, RULESET_VERSION + 1):
+        before, after = RULESETS[version - 1].rules, RULESETS[version].rules
+        assert {name: after.get(name) for name in before} == dict(before)
+        assert len(after) > len(before)
 
 
 def test_rulesets_cannot_be_edited_at_run_time() -> None:
@@ -53,12 +67,13 @@ def test_rulesets_cannot_be_edited_at_run_time() -> None:
     with pytest.raises(TypeError):
         RULESETS[1].rules["docs-changed"] = RULESETS[1]["docs-changed"]  # type: ignore[index]
     with pytest.raises(AttributeError):
-        RULESETS[1]["docs-changed"].wire = Severity.BREAKING  # type: ignore[misc]
+        RULESETS[1]["docs-changed"].wire = Severity.BREAKING
     assert RULESET_VERSION in RULESETS
 
 
-def test_rule_ids_are_unique_and_well_formed() -> None:
-    rules = list(RULESETS[1].rules.values())
+@pytest.mark.parametrize("version", sorted(RULESETS))
+def test_rule_ids_are_unique_and_well_formed(version: int) -> None:
+    rules = list(RULESETS[version].rules.values())
     assert len({r.code for r in rules}) == len(rules)
     for rule in rules:
         assert rule.code.startswith("CB") and rule.code[2:].isdigit() and len(rule.code) == 6
@@ -99,7 +114,8 @@ def readme_row(rule: Rule) -> str:
 def test_the_readme_lists_every_rule_as_the_code_has_it() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     rows = {line for line in readme.splitlines() if line.startswith("| `CB")}
-    expected = {readme_row(rule) for rule in RULESETS[1].rules.values()}
+    # Every ruleset's rules (later rulesets hold the earlier ones' rules unchanged).
+    expected = {readme_row(rule) for rules in RULESETS.values() for rule in rules.rules.values()}
     assert sorted(expected - rows) == [], "README rule rows missing or out of date"
     assert sorted(rows - expected) == [], "README lists rules the code does not have"
 
@@ -231,3 +247,23 @@ def test_a_ruleset_reports_only_its_own_rules() -> None:
     log.add("docs-changed", "summary changed", old=("a",), new=("a",))
     log.add("operation-added", "new", new=("b",))
     assert [c.rule.name for c in log.changes] == ["operation-added"]
+
+
+# -- the collector pause ----------------------------------------------------------------------
+
+
+def test_loading_and_comparing_pause_the_garbage_collector_and_restore_it() -> None:
+    assert gc.isenabled()
+    with collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collection_paused():
+        raise RuntimeError("a failed comparison")
+    assert gc.isenabled()
+    gc.disable()  # a caller that runs without the collector keeps it off
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 # Mappings whose keys are names chosen by the spec's author; every other mapping's keys
 # are words of the spec language.
-NAMED = {"config", "headers", "schemas", "operations", "properties", "params", "skip", "rename"}
+NAMED = {
+    "config", "headers", "schemas", "operations", "properties", "params", "skip", "rename",
+    "queries", "models", "options", "input_types",
+}  # fmt: skip
 DATA = {"example", "fixed", "default", "enum"}  # values, not spec structure
 DOC_KEYS = ("description", "summary", "title")
 
@@ -72,6 +75,10 @@ def _block(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=200)
 
 
+def _shuffled(seed: int) -> Callable[[Any], str]:
+    return lambda d: _block(remap(d, shuffler(seed)))
+
+
 REWRITES: dict[str, Callable[[Any], str]] = {
     "reversed-block": lambda d: _block(remap(d, _reversed)),
     "reversed-flow": lambda d: yaml.safe_dump(
@@ -79,7 +86,7 @@ REWRITES: dict[str, Callable[[Any], str]] = {
     ),
     "sorted-keys": lambda d: yaml.safe_dump(d, sort_keys=True, indent=4),
     "json": lambda d: json.dumps(d, indent=1),
-    **{f"shuffled-{seed}": (lambda d, s=seed: _block(remap(d, shuffler(s)))) for seed in range(3)},
+    **{f"shuffled-{seed}": _shuffled(seed) for seed in range(3)},
 }
 
 
@@ -138,7 +145,9 @@ def test_description_edits_are_docs_changes_only(spec: Path, specs_copy: Path) -
     data = spec_data(spec)
     edited: set[str] = set()
     edit_docs(data, (), edited)
-    assert len(edited) > 5
+    assert "title" in edited
+    if data.get("operations") or data.get("queries"):  # the walk reaches into them
+        assert any(path.startswith(("operations.", "queries.")) for path in edited)
     rewritten = specs_copy / f"reworded-{spec.name}"
     rewritten.write_text(_block(remap(data, _reversed)), encoding="utf-8")
     report = diff_connectors(load_spec(specs_copy / spec.name), load_spec(rewritten))

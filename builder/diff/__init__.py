@@ -1,8 +1,9 @@
 """Classifying spec changes as breaking, non-breaking or docs-only, on the wire and in the
 Python API. ``connector-builder diff`` is the command; :func:`diff_connectors` the function.
 
-Modules: ``rules`` (the versioned rule table), ``model`` (changes and reports),
-``compare`` (connectors and operations), ``values`` (schemas on the wire),
+Modules: ``rules`` (the versioned rule tables), ``model`` (changes and reports),
+``compare`` (connectors and operations), ``kinds`` (a data kind's block, record and
+named queries), ``llm`` (the LLM role and pricing), ``values`` (schemas on the wire),
 ``python_api`` and ``annotations`` (what generated code exposes), ``collector`` (placing
 changes on spec lines), ``sources`` (files, directories, git), ``render`` (output formats),
 ``cli`` (the command), ``api`` (entry points).

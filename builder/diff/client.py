@@ -52,7 +52,12 @@ class ClientComparer:
                 old=("kind",),
                 new=("kind",),
             )
-        if old.base_url.rstrip("/") != new.base_url.rstrip("/"):
+        # Only kind http has a base URL; a change of kind is reported as such, above.
+        if (
+            old.base_url is not None
+            and new.base_url is not None
+            and old.base_url.rstrip("/") != new.base_url.rstrip("/")
+        ):
             log.add(
                 "base-url-changed",
                 f"base URL {old.base_url} is now {new.base_url}",

@@ -1,5 +1,6 @@
 """Comparing two versions of one connector: the client, its settings and behaviour, every
-operation with its parameters and response, the schemas, the models and the roles.
+operation with its parameters and response, a data kind's block, record and named queries,
+the schemas, the models, the roles (the LLM role included) and the prices.
 
 Everything is compared by identity (names, wire names, method and path), never by
 position in the file, so reordering or reformatting a spec changes nothing.
@@ -12,6 +13,8 @@ from pathlib import PurePath
 from builder.diff import python_api
 from builder.diff.client import ClientComparer
 from builder.diff.collector import ChangeLog, SpecPath
+from builder.diff.kinds import KindComparer
+from builder.diff.llm import LlmComparer, compare_pricing
 from builder.diff.model import ConnectorDiff
 from builder.diff.operations import OperationComparer
 from builder.diff.rules import Ruleset
@@ -26,9 +29,12 @@ def compare_connectors(
 ) -> ConnectorDiff:
     """The changes from ``old`` to ``new``; either may be None (a connector added or removed)."""
     if old is not None and new is not None:
-        if old.spec.model_dump_json() == new.spec.model_dump_json():
-            # The same meaning, key order included (which can shape generated names):
-            # nothing to compare, and no IR to build (the costly part for large specs).
+        # `==` (field by field, stopping at the first difference) settles the usual case,
+        # two different specs, at once; equal ones must also have the same key order,
+        # which can shape generated names.
+        if old.spec == new.spec and old.spec.model_dump_json() == new.spec.model_dump_json():
+            # The same meaning: nothing to compare, and no IR to build (the costly part
+            # for large specs).
             return ConnectorDiff(
                 new.spec.name,
                 old.document.file,
@@ -66,10 +72,13 @@ class _Comparison:
         ClientComparer(log, old, new, old_ir, new_ir).compare()
         python_api.compare_settings(log, old_ir, new_ir, old, new)
         renamed = OperationComparer(log, self.values, old, new, old_ir, new_ir).compare()
+        KindComparer(log, self.values, old, new, old_ir, new_ir).compare()
         self.schemas()
         requests = object_bodies(old) | object_bodies(new)
         python_api.compare_models(log, old_ir, new_ir, old, new, request_models=requests)
         python_api.compare_roles(log, old_ir, new_ir, renamed)
+        LlmComparer(log, old.roles.llm, new.roles.llm, renamed).compare()
+        compare_pricing(log, old.pricing, new.pricing)
         return ConnectorDiff(
             name=new.name,
             old_file=self.old_loaded.document.file,

@@ -22,7 +22,7 @@ _ANY = TypeFields(type="any")
 
 
 @dataclass
-class _Input:
+class Input:
     """A method argument and what it is on the wire."""
 
     argument: Argument
@@ -240,43 +240,7 @@ class OperationComparer:
                     new=b.path,
                 )
         for a, b in pairs:
-            self.input(new_name, a, b)
-
-    def input(self, operation: str, old: _Input, new: _Input) -> None:
-        a, b = old.argument, new.argument
-        what = f"`{operation}({b.name}=)`"
-        if a.required != b.required:
-            rule = "parameter-made-required" if b.required else "parameter-made-optional"
-            state = "required" if b.required else "optional"
-            self.log.add(rule, f"{what} is now {state}", old=old.path, new=new.path)
-        elif not b.required and a.default != b.default:
-            self.log.add(
-                "parameter-default-changed",
-                f"{what}: default {a.default!r} is now {b.default!r}",
-                old=old.path + ("default",),
-                new=new.path + ("default",),
-            )
-        python_api.annotation_change(
-            self.log,
-            a.annotation,
-            b.annotation,
-            what=what,
-            old_path=old.path,
-            new_path=new.path,
-            direction=Direction.REQUEST,
-            ignore_none=a.required != b.required,
-        )
-        before, after = _style(old.schema), _style(new.schema)
-        if a.location == b.location == "query" and before != after:
-            self.log.add(
-                "parameter-style-changed",
-                f"{what}: written {after}, was {before}",
-                old=old.path,
-                new=new.path,
-            )
-        self.values.compare(
-            old.schema, new.schema, old.path, new.path, Direction.REQUEST, compare_default=False
-        )
+            compare_input(self.log, self.values, new_name, a, b)
 
     def body(self, old: Operation, new: Operation, op: SpecPath, np: SpecPath, name: str) -> None:
         """How the body is encoded, and the fields always sent (its arguments are inputs)."""
@@ -558,7 +522,47 @@ class OperationComparer:
         )
 
 
-def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[_Input]:
+def compare_input(
+    log: ChangeLog, values: ValueComparer, operation: str, old: Input, new: Input
+) -> None:
+    """One argument of a method (an operation's or a named query's) on both sides."""
+    a, b = old.argument, new.argument
+    what = f"`{operation}({b.name}=)`"
+    if a.required != b.required:
+        rule = "parameter-made-required" if b.required else "parameter-made-optional"
+        state = "required" if b.required else "optional"
+        log.add(rule, f"{what} is now {state}", old=old.path, new=new.path)
+    elif not b.required and a.default != b.default:
+        log.add(
+            "parameter-default-changed",
+            f"{what}: default {a.default!r} is now {b.default!r}",
+            old=old.path + ("default",),
+            new=new.path + ("default",),
+        )
+    python_api.annotation_change(
+        log,
+        a.annotation,
+        b.annotation,
+        what=what,
+        old_path=old.path,
+        new_path=new.path,
+        direction=Direction.REQUEST,
+        ignore_none=a.required != b.required,
+    )
+    before, after = _style(old.schema), _style(new.schema)
+    if a.location == b.location == "query" and before != after:
+        log.add(
+            "parameter-style-changed",
+            f"{what}: written {after}, was {before}",
+            old=old.path,
+            new=new.path,
+        )
+    values.compare(
+        old.schema, new.schema, old.path, new.path, Direction.REQUEST, compare_default=False
+    )
+
+
+def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[Input]:
     op = spec.operations[name]
     base: SpecPath = ("operations", name)
     placeholders = [m.group(0)[1:-1] for m in _PLACEHOLDER.finditer(op.path)]
@@ -583,7 +587,7 @@ def _inputs(spec: Spec, name: str, op_ir: OperationIR) -> list[_Input]:
                 key = ("path", placeholders.index(wire))
             else:
                 key = (location, wire.lower() if location == "header" else wire)
-        found.append(_Input(argument, key, schema, path))
+        found.append(Input(argument, key, schema, path))
     return found
 
 

@@ -60,9 +60,17 @@ def compare_settings(
     new_settings = {s.name: s for s in new.settings}
 
     def path(spec: Spec, name: str) -> SpecPath:
-        # base_url is a setting every client has, declared or not; undeclared, it is the
-        # spec's base_url (whose changes base-url-changed reports).
-        return ("config", name) if name in spec.config else ("base_url",)
+        # base_url is a setting every http client has, declared or not; undeclared, it is
+        # the spec's base_url (whose changes base-url-changed reports). A data kind's
+        # standard settings come from its kind, adjusted by `config`.
+        if name in spec.config:
+            return ("config", name)
+        return ("base_url",) if spec.kind == "http" else ("kind",)
+
+    def explicit(spec: Spec, name: str) -> bool:
+        """Whether the setting's default and description are the spec's own to compare
+        (not the base URL's, which base-url-changed reports)."""
+        return name in spec.config or spec.kind != "http"
 
     for name in old_settings:
         if name not in new_settings:
@@ -104,7 +112,7 @@ def compare_settings(
             rule = "setting-made-required" if b.required else "setting-made-optional"
             state = "required" if b.required else "optional"
             log.add(rule, f"setting `{name}` is now {state}", old=op, new=np)
-        declared = name in old_spec.config and name in new_spec.config
+        declared = explicit(old_spec, name) and explicit(new_spec, name)
         if declared and a.default != b.default:
             log.add(
                 "setting-default-changed",
@@ -278,6 +286,13 @@ def model_directions(connector: Connector) -> dict[str, Direction]:
         roots[Direction.RESPONSE] |= _names(op.item_annotation) | _names(op.decoder or "")
         for error in op.error_types.values():  # the bodies of documented errors
             roots[Direction.RESPONSE] |= _names(error)
+    for query in connector.queries:
+        for argument in query.arguments:
+            roots[Direction.REQUEST] |= _names(argument.annotation)
+        roots[Direction.RESPONSE] |= _names(query.returns)
+    if connector.data is not None and connector.data.record is not None:
+        for direction in roots:  # records are read and written
+            roots[direction] |= _names(connector.data.record)
     found: dict[str, Direction] = {}
     for direction, names in roots.items():
         todo = [n for n in names if n in models]
@@ -378,6 +393,12 @@ def _inline_objects(spec: Spec) -> Iterator[tuple[SpecPath, Schema]]:
             yield from walk(op.streaming.item, base + ("streaming", "item"))
         for status, error in op.errors.items():
             yield from walk(error, base + ("errors", status))
+    for name, query in spec.queries.items():
+        base = ("queries", name)
+        for pname, query_param in query.params.items():
+            yield from walk(query_param, base + ("params", pname))
+        if query.result is not None:
+            yield from walk(query.result.schema_, base + ("result", "schema"))
 
 
 # -- roles ----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 A verdict never depends on anything but the rule and, for values, the direction the value
 travels, so a rule set is a plain table. Released rule sets are frozen: a later builder that
-judges something differently adds ruleset 2 and keeps ruleset 1 as it is, so
-``--ruleset 1`` gives the same verdicts after an upgrade.
+judges something differently adds a ruleset and keeps the earlier ones as they are, so
+``--ruleset 1`` gives the same verdicts after an upgrade. Ruleset 2 is ruleset 1 (the same
+rule objects) plus the rules for data kinds, named queries, the LLM role and pricing.
 
 Levels: ``wire`` is what the service receives and returns; ``python`` is what code using
 the generated package sees. A rule with no verdict at a level does not touch that level.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-RULESET_VERSION = 1
+RULESET_VERSION = 2
 
 
 class Severity(StrEnum):
@@ -275,8 +276,96 @@ _RULESET_1 = (
          "Descriptions, summaries, titles, tags, examples or links changed."),
 )  # fmt: skip
 
+# Ruleset 2: spec language features that ruleset 1 never saw. Each is its own rule, so a
+# ruleset-1 verdict never moves; the reasons for the verdicts are in the README.
+_ADDED_IN_2 = (
+    # -- a data kind's block and its record -------------------------------------------------
+    Rule("CB1901", "kind-dialect-changed", B, B, MAJOR,
+         "The SQL dialect (`sql.dialect`) changed: another database, with its own connection "
+         "URL, default port and SQL grammar."),
+    Rule("CB1902", "upsert-keys-changed", B, None, MINOR,
+         "The keys write() upserts on (`upsert_keys`) were set, changed or unset: the database "
+         "needs a unique constraint on the new keys (PostgreSQL refuses `ON CONFLICT` without "
+         "one), and rows that were inserted now replace others, or the reverse. Their order "
+         "does not count."),
+    Rule("CB1903", "payload-format-changed", B, B, MAJOR,
+         "Records are encoded another way (`format`: json, text, bytes, jsonl): readers of the "
+         "old encoding cannot decode them, and read()/write() yield and take another type."),
+    Rule("CB1904", "kind-option-changed", B, None, MINOR,
+         "Another option of the kind block changed (amqp `durable`: RabbitMQ refuses to "
+         "redeclare a queue with another durability; `dimensions`: vectors of another size)."),
+    Rule("CB1905", "tuning-changed", NB, NB, PATCH,
+         "How work is split changed, not what it does: batch sizes, stream trimming "
+         "(`maxlen`, `approximate`), multipart sizes, the embedding batch limit (`max_batch`)."),
+    Rule("CB1906", "record-changed", None, B, MAJOR,
+         "The record model (`record`) was set, unset or pointed at another schema: read() "
+         "yields and write() takes another type. Edits of the same record schema are judged "
+         "by the model and value rules (both directions: records are read and written)."),
+    # -- named queries (kind sql): their parameters reuse CB14xx, their rows CB16xx/CB17xx --
+    Rule("CB2001", "query-removed", B, B, MAJOR, "A named query (connector method) was removed."),
+    Rule("CB2002", "query-added", NB, NB, MINOR, "A named query (connector method) was added."),
+    Rule("CB2003", "query-renamed", NB, B, MAJOR,
+         "Same SQL, different method name: the same statement, a different API."),
+    Rule("CB2004", "query-sql-changed", B, None, MINOR,
+         "A named query's SQL changed beyond whitespace: the database runs another statement. "
+         "Whitespace outside string literals is no change; comments alone are docs."),
+    Rule("CB2005", "query-returns-changed", None, B, MAJOR,
+         "A named query returns another shape: rows where it returned a row count (`result` "
+         "set or unset), or one row where it returned a list (`result.many`), or the reverse."),
+    # -- the LLM role ---------------------------------------------------------------------
+    Rule("CB2101", "llm-role-removed", None, B, MAJOR,
+         "The LLM role was removed: chat(), generate(), stream() and embed() are gone."),
+    Rule("CB2102", "llm-role-added", None, NB, MINOR,
+         "An LLM role was added: the client gains chat(), generate(), stream() and embed()."),
+    Rule("CB2103", "llm-capability-removed", None, B, MAJOR,
+         "An LLM capability (chat, stream, embed) was removed: its methods now raise "
+         "`NotSupportedError`."),
+    Rule("CB2104", "llm-capability-added", None, NB, MINOR,
+         "An LLM capability was added: its methods work where they raised `NotSupportedError`."),
+    Rule("CB2105", "llm-operation-changed", B, None, MINOR,
+         "A capability calls another operation (one that was only renamed does not count)."),
+    Rule("CB2106", "llm-request-mapping-changed", B, None, MINOR,
+         "Where a capability puts its arguments in the request body changed: the model, "
+         "messages, system, input or input-type field, an option's name, the input-type "
+         "values, or the fields always sent (`fixed`)."),
+    Rule("CB2107", "llm-response-path-changed", B, None, MINOR,
+         "Where a capability reads its answer changed (`content`, `text`, `vectors`): a "
+         "response of the old shape no longer yields it."),
+    Rule("CB2108", "llm-usage-path-changed", NB, NB, PATCH,
+         "Where token counts, the finish reason or the answering model are read changed: "
+         "those result fields (and the cost) may be None where they were set, or the reverse."),
+    Rule("CB2109", "llm-provider-renamed", None, B, MAJOR,
+         "The provider name changed: `client.provider`, each result's `provider`, fallback "
+         "errors and traces' `gen_ai.provider.name` carry the new one."),
+    Rule("CB2110", "llm-default-model-changed", NB, NB, MINOR,
+         "A default model was set or changed: calls that name no model now use another one."),
+    Rule("CB2111", "llm-default-model-removed", None, B, MAJOR,
+         "A default model was unset: calls that name no model now raise `ConfigError`."),
+    # -- pricing: what calls are reported to cost; `as_of`/`source` are docs (CB1801) ------
+    Rule("CB2201", "price-changed", None, NB, PATCH,
+         "A model's price per 1M tokens changed (or it now falls back to another listed "
+         "name's price): reported costs differ from now on."),
+    Rule("CB2202", "price-added", None, NB, PATCH,
+         "A model was priced (or a pricing table added): its calls now report a cost."),
+    Rule("CB2203", "price-removed", None, NB, PATCH,
+         "A model is no longer priced (or the table was removed): its calls report cost None."),
+)  # fmt: skip
+
+
+# Spec language features by the first ruleset that judges them. An older ruleset refuses
+# to judge a change to one (bad input, exit 2) rather than let it pass unseen.
+JUDGED_SINCE: Mapping[str, int] = MappingProxyType({"kind": 2, "roles.llm": 2, "pricing": 2})
+
+
+def _table(*rules: Rule) -> Mapping[str, Rule]:
+    return MappingProxyType({rule.name: rule for rule in rules})
+
+
 RULESETS: Mapping[int, Ruleset] = MappingProxyType(
-    {1: Ruleset(1, MappingProxyType({rule.name: rule for rule in _RULESET_1}))}
+    {
+        1: Ruleset(1, _table(*_RULESET_1)),
+        2: Ruleset(2, _table(*_RULESET_1, *_ADDED_IN_2)),
+    }
 )
 
 
@@ -285,6 +374,7 @@ def ruleset(version: int = RULESET_VERSION) -> Ruleset:
 
 
 __all__ = [
+    "JUDGED_SINCE",
     "RULESETS",
     "RULESET_VERSION",
     "Bump",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.diagnostics import Diagnostic, InputError
+from builder.diff.api import collection_paused
 from builder.generate import SPEC_SUFFIXES, discover
 from builder.spec.loader import LoadedSpec, load_spec
 
@@ -34,7 +35,8 @@ class _Loader:
 
     def file(self, path: Path) -> LoadedSpec | None:
         try:
-            return load_spec(path)
+            with collection_paused():
+                return load_spec(path)
         except InputError as exc:
             self.problems.extend(exc.diagnostics)
             return None
@@ -47,7 +49,8 @@ class _Loader:
             return prefix + Path(file[len(where) :]).as_posix() if file.startswith(where) else file
 
         try:
-            loaded = load_spec(root / name)
+            with collection_paused():
+                loaded = load_spec(root / name)
         except InputError as exc:
             self.problems += [dataclasses.replace(d, file=label(d.file)) for d in exc.diagnostics]
             return None

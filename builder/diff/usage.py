@@ -1,4 +1,5 @@
-"""Which way each named schema travels in a spec's operations: sent, returned, or both.
+"""Which way each named schema travels in a spec's operations (or a data kind's queries
+and records): sent, returned, or both.
 
 A value's verdict depends on it (see :mod:`builder.diff.rules`); a schema no generated
 operation uses is not on the wire at all.
@@ -53,6 +54,13 @@ def schema_directions(spec: Spec) -> dict[str, Direction]:
             visit(op.streaming.item, Direction.RESPONSE)
         for error in op.errors.values():
             visit(error, Direction.RESPONSE)
+    for query in spec.queries.values():  # kind sql: parameters are sent, rows returned
+        for query_param in query.params.values():
+            visit(query_param, Direction.REQUEST)
+        if query.result is not None:
+            visit(query.result.schema_, Direction.RESPONSE)
+    if spec.record is not None:  # a data kind's records are read and written
+        visit(TypeFields.model_validate({"$ref": spec.record}), Direction.BOTH)
     return found
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from builder.diagnostics import Diagnostic, InputError
+from builder.gc_pause import collection_paused
 from builder.spec.checks import check_spec
 from builder.spec.models import Spec
 from builder.spec.yamlio import Document, Path, load_yaml
@@ -52,6 +53,13 @@ def load_spec(path: str | FilePath) -> LoadedSpec:
 
 
 def load_spec_text(text: str, file: str) -> LoadedSpec:
+    # Loading builds many small objects and frees few: a full garbage collection in the
+    # middle walks them all for nothing (a quarter of the time on large specs).
+    with collection_paused():
+        return _load_spec_text(text, file)
+
+
+def _load_spec_text(text: str, file: str) -> LoadedSpec:
     doc = load_yaml(text, file)
     if doc.data is None:
         raise InputError([Diagnostic(file, 1, 1, "", "the file is empty: expected a spec mapping")])
