@@ -46,13 +46,20 @@ class SourceMixin(_Metered):
 
     def _counted(self, items: Iterable[T]) -> Iterator[T]:
         metrics = self.metrics
+        iterator = iter(items)
         try:
-            for item in items:
+            for item in iterator:
                 metrics.records_read += 1
                 yield item
         except ConnectorError:
             metrics.errors += 1
             raise
+        finally:
+            # Stopping early closes the source now (a transport acknowledges or hands back
+            # its messages there), not whenever the iterator happens to be freed.
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     def read_batch(self, batch_size: int = 100, **params: Any) -> Iterator[list[Any]]:
         """The records of ``read(**params)`` in lists of at most ``batch_size``."""

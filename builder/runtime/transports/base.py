@@ -41,6 +41,7 @@ class Message(Generic[T]):
     key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timestamp: float | None = None
+    partition: int | None = None  # Kafka: with `id` (the offset), where the record is
 
 
 class Payloads:
@@ -67,7 +68,7 @@ class Payloads:
             return record.encode()
         dump = getattr(record, "model_dump_json", None)
         if dump is not None:
-            return dump(exclude_none=True).encode()  # type: ignore[no-any-return]
+            return dump(exclude_none=True, by_alias=True).encode()  # type: ignore[no-any-return]
         return json.dumps(record, separators=(",", ":"), default=str).encode()
 
     def decode(self, payload: bytes) -> Any:

@@ -326,4 +326,5 @@ class KafkaConnector(DataConnector):
             key=None if record.key is None else record.key.decode(errors="replace"),
             headers={k: v.decode(errors="replace") for k, v in record.headers or ()},
             timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
+            partition=record.partition,
         )
