@@ -9,6 +9,7 @@ literals with ``repr`` (never by pasting text), so no spec string can become cod
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -16,10 +17,11 @@ from typing import Any
 
 from builder import __version__
 from builder.imports import import_sections
+from builder.llm_fixtures import llm_cases
 from builder.naming import field_name, pascal_case, snake_case, unique
 from builder.samples import sample_value
 from builder.spec.checks import body_properties
-from builder.spec.kinds import DRIVER_MODULES, STANDARD_SETTINGS, TRANSPORTS
+from builder.spec.kinds import DRIVER_MODULES, TRANSPORTS
 from builder.spec.models import Operation, Param, Query, Retry, Schema, Spec, TypeFields
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "any": "Any"}
@@ -223,7 +225,7 @@ class Connector:
     description: str
     version: str
     builder_version: str
-    spec_hash: str
+    spec: Spec = field(repr=False, compare=False)  # for the hash, computed when asked
     spec_file: str
     docs_url: str | None
     base_url: str | None
@@ -254,10 +256,16 @@ class Connector:
     llm_defaults: dict[str, str] = field(default_factory=dict)  # default_model, ...
     llm_maps: list[LlmMapIR] = field(default_factory=list)
     pricing: dict[str, Any] | None = None  # as_of, source, models: name -> (input, output)
+    llm_cases: dict[str, Any] | None = None  # fixtures of the generated LLM test suite
 
     @property
     def client_import_sections(self) -> list[list[tuple[str, str]]]:
         return import_sections(self._client_imports())
+
+    @functools.cached_property
+    def spec_hash(self) -> str:
+        # Only generate and check need it: the diff of two large specs does not pay for it.
+        return spec_hash(self.spec)
 
     @property
     def driver_modules(self) -> tuple[str, ...]:
@@ -410,7 +418,8 @@ class Connector:
     @property
     def type_checking_sections(self) -> list[list[tuple[str, str]]]:
         """Imported for type checkers only: at run time models load on first use."""
-        imports = {("httpx", "")} | {(".models", name) for name in self.used_models}
+        imports = {("httpx", ""), ("builder.runtime.tracing", "Tracer")}
+        imports |= {(".models", name) for name in self.used_models}
         return import_sections(imports)
 
     @property
@@ -697,6 +706,7 @@ class _Builder:
                 "framing": op.streaming.format,
                 "done": op.streaming.done,
                 "events": tuple(op.streaming.events),
+                "error_events": tuple(op.streaming.error_events),
             }
             sample = sample_value(op.streaming.item, self.spec.schemas)
         elif op.response is not None:
@@ -866,7 +876,7 @@ class _Builder:
             description=(spec.description or "").strip(),
             version=spec.version,
             builder_version=__version__,
-            spec_hash=spec_hash(spec),
+            spec=spec,
             spec_file=self.spec_file,
             docs_url=spec.docs_url,
             base_url=spec.base_url,
@@ -899,7 +909,12 @@ class _Builder:
             model_imports=sorted(self.imports),
             client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
             used_models=used,
-            test_settings={s.name: _test_value(s) for s in settings if s.required},
+            test_settings={
+                # A required base_url (an OpenAI-compatible server) is the spec's own.
+                s.name: spec.base_url if s.name == "base_url" and spec.base_url else _test_value(s)
+                for s in settings
+                if s.required
+            },
             llm_provider=llm.provider if llm else None,
             llm_defaults={
                 k: v
@@ -910,10 +925,14 @@ class _Builder:
                 if v is not None
             },
             llm_maps=llm_maps,
+            llm_cases=llm_cases(spec, spec.base_url or ""),
             pricing={
                 "as_of": pricing.as_of.isoformat(),
                 "source": pricing.source,
                 "models": {m: (p.input, p.output) for m, p in pricing.models.items()},
+                "default": (pricing.default.input, pricing.default.output)
+                if pricing.default
+                else None,
             }
             if pricing
             else None,
@@ -936,6 +955,9 @@ class _Builder:
                 continue
             op = operations[mapping.operation]
             fields = mapping.model_dump(exclude={"operation"})
+            # The operation's own fixed fields (stream: true) are sent by the role too;
+            # the map's `fixed` wins where both say something.
+            fields["fixed"] = {**op.fixed_body, **fields["fixed"]}
             maps.append(LlmMapIR(capability, runtime_class, op.constant, fields))
             usage = {"request_model": mapping.model}
             for key in ("response_model", "tokens_input", "tokens_output", "finish_reason"):
@@ -981,7 +1003,7 @@ class _Builder:
             description=(spec.description or "").strip(),
             version=spec.version,
             builder_version=__version__,
-            spec_hash=spec_hash(spec),
+            spec=spec,
             spec_file=self.spec_file,
             docs_url=spec.docs_url,
             base_url=None,

@@ -404,7 +404,9 @@ def render_package(connector: Connector) -> dict[str, str]:
         files["tests/cases.json"] = connector.test_cases()
     if connector.llm_cases is not None:
         text = env.get_template("test_llm.py.j2").render(c=connector)
-        files["tests/test_llm.py"] = format_python(text, f"connectors/{connector.name}/tests/test_llm.py")
+        files["tests/test_llm.py"] = format_python(
+            text, f"connectors/{connector.name}/tests/test_llm.py"
+        )
         files["tests/llm_cases.json"] = json.dumps(connector.llm_cases, indent=1) + "\n"
     files["py.typed"] = ""
     return files

@@ -11,7 +11,6 @@ from types import MappingProxyType
 import pytest
 
 from builder.diff.annotations import Relation, relation
-from builder.diff.api import collection_paused
 from builder.diff.collector import ChangeLog
 from builder.diff.model import Change, ConnectorDiff, Report, bump_version
 from builder.diff.rules import (
@@ -26,6 +25,7 @@ from builder.diff.rules import (
     Severity,
     Verdict,
 )
+from builder.gc_pause import collection_paused
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOTS = Path(__file__).parent / "fixtures" / "diff"  # ruleset-N.json

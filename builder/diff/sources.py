@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.diagnostics import Diagnostic, InputError
-from builder.diff.api import collection_paused
+from builder.gc_pause import collection_paused
 from builder.generate import SPEC_SUFFIXES, discover
 from builder.spec.loader import LoadedSpec, load_spec
 

@@ -52,6 +52,16 @@ def render(template: str, config: Config) -> str:
     return _PLACEHOLDER.sub(replace, template)
 
 
+def unset(template: str, config: Config) -> bool:
+    """Whether every setting the template names is unset. A required setting would have
+    failed when the client was built, so these are optional: the spec lets the caller
+    go without credentials (a local OpenAI-compatible server, say), and none are sent."""
+    names = [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)]
+    return bool(names) and all(
+        name in config and config.reveal(name) in (None, "") for name in names
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What an auth scheme adds to every request."""
@@ -102,6 +112,8 @@ class ApiKeyAuth(Auth):
     location: Literal["header", "query", "cookie"] = "header"
 
     def credentials(self, config: Config, custom: object = None) -> Credentials:
+        if unset(self.value, config):
+            return Credentials({}, {}, {})
         value = render(self.value, config)
         if self.location == "query":
             return Credentials({}, {self.name: value}, {})
@@ -118,6 +130,8 @@ class BearerAuth(Auth):
     scheme: str = "Bearer"
 
     def credentials(self, config: Config, custom: object = None) -> Credentials:
+        if unset(self.token, config):
+            return Credentials({}, {}, {})
         return Credentials({"Authorization": f"{self.scheme} {render(self.token, config)}"}, {}, {})
 
 
@@ -129,6 +143,8 @@ class BasicAuth(Auth):
     password: str
 
     def credentials(self, config: Config, custom: object = None) -> Credentials:
+        if unset(self.username, config) and unset(self.password, config):
+            return Credentials({}, {}, {})
         pair = f"{render(self.username, config)}:{render(self.password, config)}"
         token = base64.b64encode(pair.encode()).decode("ascii")
         return Credentials({"Authorization": f"Basic {token}"}, {}, {})

@@ -10,13 +10,15 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from builder.runtime import errors
+from builder.runtime import tracing as _tracing
 from builder.runtime.auth import credential_values
-from builder.runtime.config import Config, redact_logs
+from builder.runtime.config import Config, redact_logs, scrub
 from builder.runtime.operation import Operation, Service, styled_query, wire_text, wire_value
 from builder.runtime.pagination import PageWalk
 from builder.runtime.pipeline import SEND, SLEEP, Pipeline, Plan
 from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
 from builder.runtime.streaming import SSEDecoder
+from builder.runtime.tracing import CallTrace, ClientTracing, StreamTrace, Tracer
 
 __all__ = ["AsyncClient", "AsyncPager", "AsyncStream", "Pager", "Stream", "SyncClient"]
 
@@ -29,6 +31,8 @@ class _Core:
     """State and request building shared by the sync and async clients."""
 
     _service: Service
+    _tracer: Tracer | None = None  # None: the process-wide tracer (tracing.get_tracer())
+    _tracing: ClientTracing | None = None  # made on the first traced call
 
     def _setup(
         self,
@@ -37,9 +41,13 @@ class _Core:
         timeout: float | None,
         retry: RetryPolicy | None,
         auth: object,
+        tracer: Tracer | None = None,
     ) -> dict[str, Any]:
         service = self._service
         self.config = config
+        if tracer is not None and not isinstance(tracer, Tracer):
+            raise TypeError(f"tracer= takes a Tracer (e.g. Tracer(sink)), not {tracer!r}")
+        self._tracer = tracer
         base_url = config.get("base_url") or service.base_url
         self._timeout = timeout if timeout is not None else service.timeout
         credentials = (service.auth if auth is None else _custom_auth()).credentials(config, auth)
@@ -70,6 +78,15 @@ class _Core:
     @property
     def circuit_breaker(self) -> CircuitBreaker | None:
         return self._pipeline.breaker
+
+    def _trace_context(self) -> ClientTracing:
+        context = self._tracing
+        if context is None:
+            service = self._service
+            context = self._tracing = ClientTracing(
+                service.name, service.provider, service.pricing, self._pipeline.secrets
+            )
+        return context
 
     def _build(
         self,
@@ -278,8 +295,9 @@ class SyncClient(_Core):
         auth: object = None,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
+        options = self._setup(config, timeout=timeout, retry=retry, auth=auth, tracer=tracer)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(transport=transport, **options)
         if http_client is not None:
@@ -327,9 +345,34 @@ class SyncClient(_Core):
         body: Any = None,
         cookies: Mapping[str, Any] | None = None,
     ) -> T:
+        tracer = self._tracer or _tracing._process_tracer
+        if tracer.active:
+            return self._traced_call(tracer, op, path, query, headers, body, cookies)
         request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = self._run(self._pipeline.plan(op, request))
         return self._decode(op, response)  # type: ignore[no-any-return]
+
+    def _traced_call(
+        self,
+        tracer: Tracer,
+        op: Operation[T],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+        body: Any,
+        cookies: Mapping[str, Any] | None,
+    ) -> T:
+        trace = CallTrace(tracer, self._trace_context(), op, path, query, body)
+        try:
+            request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
+            trace.request = request
+            response = self._run(self._pipeline.plan(op, request, tally=trace.tally))
+            result = self._decode(op, response)
+        except BaseException as exc:
+            trace.failed(exc)
+            raise
+        trace.succeeded(response, result)
+        return result  # type: ignore[no-any-return]
 
     def _paginate(
         self,
@@ -350,9 +393,34 @@ class SyncClient(_Core):
         body: Any = None,
         cookies: Mapping[str, Any] | None = None,
     ) -> Stream[T]:
+        tracer = self._tracer or _tracing._process_tracer
+        if tracer.active:
+            return self._traced_stream(tracer, op, path, query, headers, body, cookies)
         request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
         return Stream(self, op, response)
+
+    def _traced_stream(
+        self,
+        tracer: Tracer,
+        op: Operation[T],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+        body: Any,
+        cookies: Mapping[str, Any] | None,
+    ) -> Stream[T]:
+        trace = StreamTrace(tracer, self._trace_context(), op, path, query, body)
+        try:
+            request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
+            trace.request = request
+            plan = self._pipeline.plan(op, request, streamed=True, tally=trace.tally)
+            response = self._run(plan, streamed=True)
+        except BaseException as exc:
+            trace.failed(exc)
+            raise
+        trace.opened(response)
+        return Stream(self, op, response, trace)
 
     def close(self) -> None:
         """Close the connection pool (only when this client created it)."""
@@ -378,8 +446,9 @@ class AsyncClient(_Core):
         auth: object = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        options = self._setup(config, timeout=timeout, retry=retry, auth=auth)
+        options = self._setup(config, timeout=timeout, retry=retry, auth=auth, tracer=tracer)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, **options)
         if http_client is not None:
@@ -429,9 +498,34 @@ class AsyncClient(_Core):
         body: Any = None,
         cookies: Mapping[str, Any] | None = None,
     ) -> T:
+        tracer = self._tracer or _tracing._process_tracer
+        if tracer.active:
+            return await self._traced_call(tracer, op, path, query, headers, body, cookies)
         request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = await self._run(self._pipeline.plan(op, request))
         return self._decode(op, response)  # type: ignore[no-any-return]
+
+    async def _traced_call(
+        self,
+        tracer: Tracer,
+        op: Operation[T],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+        body: Any,
+        cookies: Mapping[str, Any] | None,
+    ) -> T:
+        trace = CallTrace(tracer, self._trace_context(), op, path, query, body)
+        try:
+            request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
+            trace.request = request
+            response = await self._run(self._pipeline.plan(op, request, tally=trace.tally))
+            result = self._decode(op, response)
+        except BaseException as exc:
+            trace.failed(exc)
+            raise
+        trace.succeeded(response, result)
+        return result  # type: ignore[no-any-return]
 
     def _paginate(
         self,
@@ -452,9 +546,34 @@ class AsyncClient(_Core):
         body: Any = None,
         cookies: Mapping[str, Any] | None = None,
     ) -> AsyncStream[T]:
+        tracer = self._tracer or _tracing._process_tracer
+        if tracer.active:
+            return await self._traced_stream(tracer, op, path, query, headers, body, cookies)
         request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
         response = await self._run(self._pipeline.plan(op, request, streamed=True), streamed=True)
         return AsyncStream(self, op, response)
+
+    async def _traced_stream(
+        self,
+        tracer: Tracer,
+        op: Operation[T],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+        body: Any,
+        cookies: Mapping[str, Any] | None,
+    ) -> AsyncStream[T]:
+        trace = StreamTrace(tracer, self._trace_context(), op, path, query, body)
+        try:
+            request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
+            trace.request = request
+            plan = self._pipeline.plan(op, request, streamed=True, tally=trace.tally)
+            response = await self._run(plan, streamed=True)
+        except BaseException as exc:
+            trace.failed(exc)
+            raise
+        trace.opened(response)
+        return AsyncStream(self, op, response, trace)
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this client created it)."""
@@ -487,6 +606,13 @@ class _Pages(Generic[C]):
         self._headers = headers
         self._cookies = cookies
 
+    def _trace(self, tracer: Tracer, walk: PageWalk) -> CallTrace:
+        """The trace of the walk's next page request (one per page)."""
+        client = self._client
+        if walk.url is not None:  # a next link replaces path and query
+            return CallTrace(tracer, client._trace_context(), self._op, None, None, None, walk.url)
+        return CallTrace(tracer, client._trace_context(), self._op, self._path, walk.query, None)
+
     def _request(self, walk: PageWalk) -> httpx.Request:
         """The request for the walk's next page."""
         client = self._client
@@ -516,9 +642,21 @@ class Pager(_Pages[SyncClient], Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = self._request(walk)
-            response = client._run(client._pipeline.plan(op, request))
-            body, raw, items = client._page_items(op, walk, response)
+            tracer = client._tracer or _tracing._process_tracer
+            if tracer.active:
+                trace = self._trace(tracer, walk)
+                try:
+                    trace.request = request = self._request(walk)
+                    response = client._run(client._pipeline.plan(op, request, tally=trace.tally))
+                    body, raw, items = client._page_items(op, walk, response)
+                except BaseException as exc:
+                    trace.failed(exc)
+                    raise
+                trace.succeeded(response, items, body)
+            else:
+                request = self._request(walk)
+                response = client._run(client._pipeline.plan(op, request))
+                body, raw, items = client._page_items(op, walk, response)
             yield items
             if not walk.advance(response, body, raw):
                 return
@@ -536,9 +674,22 @@ class AsyncPager(_Pages["AsyncClient"], Generic[T]):
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
-            request = self._request(walk)
-            response = await client._run(client._pipeline.plan(op, request))
-            body, raw, items = client._page_items(op, walk, response)
+            tracer = client._tracer or _tracing._process_tracer
+            if tracer.active:
+                trace = self._trace(tracer, walk)
+                try:
+                    trace.request = request = self._request(walk)
+                    plan = client._pipeline.plan(op, request, tally=trace.tally)
+                    response = await client._run(plan)
+                    body, raw, items = client._page_items(op, walk, response)
+                except BaseException as exc:
+                    trace.failed(exc)
+                    raise
+                trace.succeeded(response, items, body)
+            else:
+                request = self._request(walk)
+                response = await client._run(client._pipeline.plan(op, request))
+                body, raw, items = client._page_items(op, walk, response)
             yield items
             if not walk.advance(response, body, raw):
                 return
@@ -547,7 +698,13 @@ class AsyncPager(_Pages["AsyncClient"], Generic[T]):
 class _StreamDecoding:
     """Turns lines of a streamed body into typed chunks; shared by both stream classes."""
 
-    def __init__(self, client: _Core, op: Operation[Any], response: httpx.Response) -> None:
+    def __init__(
+        self,
+        client: _Core,
+        op: Operation[Any],
+        response: httpx.Response,
+        trace: StreamTrace | None = None,
+    ) -> None:
         assert op.stream is not None
         self._client = client
         self._op = op
@@ -555,6 +712,8 @@ class _StreamDecoding:
         self._response = response
         self._sse = SSEDecoder() if op.stream.framing == "sse" else None
         self.finished = False
+        self.trace = trace
+        self.event: str | None = None  # the SSE event name of the last chunk
 
     def line(self, line: str) -> tuple[bool, Any]:
         """(stop, chunk): chunk is None when the line completes no chunk."""
@@ -567,18 +726,29 @@ class _StreamDecoding:
             if fmt.done is not None and data == fmt.done:
                 self.finished = True
                 return True, None
+            if event.event in fmt.error_events:
+                detail = scrub(data[:500], self._client._pipeline.secrets)
+                raise self._error(f"the service sent an {event.event!r} event: {detail}")
             if fmt.events and event.event not in fmt.events:
+                if self.trace is not None:
+                    self.trace.skipped_event(event.event, data)
                 return False, None
+            name: str | None = event.event
         else:
             data = line.strip()
             if not data:
                 return False, None
+            name = None
         try:
-            return False, fmt.item.from_json(data.encode())
+            chunk = fmt.item.from_json(data.encode())
         except ValueError as exc:
             raise self._client._pipeline.validation_error(
                 self._op, self._response, exc, data
             ) from None
+        if self.trace is not None:
+            self.trace.event(name, chunk)
+        self.event = name
+        return False, chunk
 
     def end(self) -> None:
         """Called when the body ends: a cut stream is an error, not a short answer."""
@@ -598,13 +768,24 @@ class _StreamDecoding:
     def transport_error(self, exc: httpx.HTTPError) -> errors.StreamError:
         return self._error(f"the stream broke: {exc or type(exc).__name__}")
 
+    def stop(self, exc: BaseException | None) -> None:
+        """The stream is over (``exc``: None ended, GeneratorExit abandoned, else failed)."""
+        if self.trace is not None:
+            self.trace.stop(exc)
+
 
 class Stream(Generic[T]):
     """Typed chunks of a streamed response; closes the connection when done or closed."""
 
-    def __init__(self, client: SyncClient, op: Operation[Any], response: httpx.Response) -> None:
+    def __init__(
+        self,
+        client: SyncClient,
+        op: Operation[Any],
+        response: httpx.Response,
+        trace: StreamTrace | None = None,
+    ) -> None:
         self.response = response
-        self._decoding = _StreamDecoding(client, op, response)
+        self._decoding = _StreamDecoding(client, op, response, trace)
 
     def __iter__(self) -> Iterator[T]:
         decoding = self._decoding
@@ -614,15 +795,28 @@ class Stream(Generic[T]):
                 if chunk is not None:
                     yield chunk
                 if stop:
+                    decoding.stop(None)
                     return
             decoding.end()
+            decoding.stop(None)
         except httpx.HTTPError as exc:
-            raise decoding.transport_error(exc) from None
+            error = decoding.transport_error(exc)
+            decoding.stop(error)
+            raise error from None
+        except BaseException as exc:  # a stream error, a cancellation, or GeneratorExit
+            decoding.stop(exc)
+            raise
         finally:
             self.response.close()
 
     def close(self) -> None:
         self.response.close()
+        self._decoding.stop(GeneratorExit())  # closed early, unless it had ended
+
+    @property
+    def event(self) -> str | None:
+        """The SSE event name of the chunk last yielded (None for NDJSON)."""
+        return self._decoding.event
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -634,9 +828,15 @@ class Stream(Generic[T]):
 class AsyncStream(Generic[T]):
     """The async counterpart of :class:`Stream`."""
 
-    def __init__(self, client: AsyncClient, op: Operation[Any], response: httpx.Response) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        op: Operation[Any],
+        response: httpx.Response,
+        trace: StreamTrace | None = None,
+    ) -> None:
         self.response = response
-        self._decoding = _StreamDecoding(client, op, response)
+        self._decoding = _StreamDecoding(client, op, response, trace)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         decoding = self._decoding
@@ -646,15 +846,28 @@ class AsyncStream(Generic[T]):
                 if chunk is not None:
                     yield chunk
                 if stop:
+                    decoding.stop(None)
                     return
             decoding.end()
+            decoding.stop(None)
         except httpx.HTTPError as exc:
-            raise decoding.transport_error(exc) from None
+            error = decoding.transport_error(exc)
+            decoding.stop(error)
+            raise error from None
+        except BaseException as exc:  # a stream error, a cancellation, or GeneratorExit
+            decoding.stop(exc)
+            raise
         finally:
             await self.response.aclose()
 
     async def aclose(self) -> None:
         await self.response.aclose()
+        self._decoding.stop(GeneratorExit())  # closed early, unless it had ended
+
+    @property
+    def event(self) -> str | None:
+        """The SSE event name of the chunk last yielded (None for NDJSON)."""
+        return self._decoding.event
 
     async def __aenter__(self) -> AsyncStream[T]:
         return self

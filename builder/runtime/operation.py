@@ -6,11 +6,15 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 from builder.runtime.auth import Auth, NoAuth
 from builder.runtime.resilience import RetryPolicy
+
+if TYPE_CHECKING:
+    from builder.runtime.pricing import Pricing
+    from builder.runtime.tracing import UsageMap
 
 __all__ = ["Decoder", "Operation", "QuotaHeaders", "Service", "StreamFormat"]
 
@@ -41,6 +45,8 @@ class Service:
     rate_limit: tuple[float, float] | None = None  # (per second, burst)
     circuit_breaker: tuple[int, float] | None = None  # (failure threshold, reset seconds)
     quota_headers: QuotaHeaders | None = None
+    provider: str | None = None  # gen_ai.provider.name of its traces (openai, anthropic, ...)
+    pricing: Pricing | None = None  # prices per model, for the cost of traced calls
 
 
 class Decoder:
@@ -104,6 +110,7 @@ class StreamFormat:
     item: Decoder
     done: str | None = None  # an SSE data payload that ends the stream, e.g. "[DONE]"
     events: frozenset[str] = frozenset()  # SSE event names to keep (empty: all)
+    error_events: frozenset[str] = frozenset()  # SSE event names that carry a failure
 
 
 class Operation(Generic[T]):
@@ -123,6 +130,7 @@ class Operation(Generic[T]):
         "media_type",
         "styles",
         "errors",
+        "usage",
         "_segments",
     )
 
@@ -142,6 +150,7 @@ class Operation(Generic[T]):
         media_type: str | None = None,
         styles: Mapping[str, tuple[str, bool]] | None = None,
         errors: Mapping[int | str, Decoder] | None = None,
+        usage: UsageMap | None = None,
     ) -> None:
         self.name = name
         self.method = method
@@ -157,6 +166,7 @@ class Operation(Generic[T]):
         self.styles = styles or {}  # query wire name -> (OpenAPI style, explode)
         # Documented error bodies: status (or "4XX", "5XX", "default") -> their model.
         self.errors = errors or {}
+        self.usage = usage  # where traces read model, tokens and text from its responses
         # Split the path template once: even items are literal text, odd items param names.
         self._segments: tuple[str, ...] = tuple(_PATH_PARAM.split(path))
 

@@ -26,15 +26,35 @@ def _step(value: Any, key: str | int) -> Any:
         return _MISSING
     got = getattr(value, key, _MISSING)
     if got is _MISSING:
-        # A pydantic model keeps undeclared fields (extra="allow") in model_extra.
+        # A model field whose JSON name is not a Python name (`type` -> `type_`), or an
+        # undeclared field a model keeps (extra="allow") in model_extra.
+        attribute = _attribute_for(type(value), key)
+        if attribute is not None:
+            return getattr(value, attribute, _MISSING)
         extra = getattr(value, "model_extra", None)
         if extra:
             got = extra.get(key, _MISSING)
     return got
 
 
+_ATTRIBUTES: dict[tuple[type, str], str | None] = {}
+
+
+def _attribute_for(cls: type, json_name: str) -> str | None:
+    """The attribute of a pydantic model class whose alias is ``json_name`` (cached)."""
+    key = (cls, json_name)
+    if key not in _ATTRIBUTES:
+        fields = getattr(cls, "model_fields", None) or {}
+        _ATTRIBUTES[key] = next(
+            (name for name, info in fields.items() if getattr(info, "alias", None) == json_name),
+            None,
+        )
+    return _ATTRIBUTES[key]
+
+
 class Path:
-    """A dotted path; an integer part indexes a list, ``*`` maps over one (once at most)."""
+    """A dotted path; an integer part indexes a list, ``*`` maps over one (once at most),
+    skipping the items that lack the rest of the path."""
 
     __slots__ = ("text", "_head", "_tail", "_star")
 
@@ -67,9 +87,12 @@ class Path:
             for key in self._tail:
                 item = _step(item, key)
                 if item is _MISSING:
-                    return default
-            out.append(item)
-        return out
+                    break
+            else:
+                out.append(item)
+        # Items without the value are skipped (Anthropic's content holds text blocks and
+        # tool_use blocks); when no item has it, the path has no value.
+        return out if out or not value else default
 
     def __repr__(self) -> str:
         return f"Path({self.text!r})"

@@ -53,8 +53,15 @@ class Pipeline:
         self.quota = quota
         self.secrets = secrets
 
-    def plan(self, op: Operation[Any], request: httpx.Request, streamed: bool = False) -> Plan:
-        """Send ``request`` until it succeeds or the retry policy gives up."""
+    def plan(
+        self,
+        op: Operation[Any],
+        request: httpx.Request,
+        streamed: bool = False,
+        tally: list[int] | None = None,
+    ) -> Plan:
+        """Send ``request`` until it succeeds or the retry policy gives up; ``tally[0]``,
+        when given (a traced call), counts the requests sent."""
         policy = op.retry or self.retry
         breaker, limiter = self.breaker, self.limiter
         retries = 0
@@ -72,6 +79,8 @@ class Pipeline:
                 wait = limiter.reserve()
                 if wait > 0:
                     yield SLEEP, wait
+            if tally is not None:
+                tally[0] += 1
             try:
                 response: httpx.Response = yield SEND, request
             except httpx.TimeoutException as exc:

@@ -19,12 +19,13 @@ class Pricing:
     as_of: str
     source: str
     models: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    default: tuple[float, float] | None = None  # every model not listed
 
     def price(self, model: str | None) -> tuple[float, float] | None:
         """The model's prices; a dated name (``gpt-4o-2024-08-06``) falls back to the
-        longest listed name it starts with."""
+        longest listed name it starts with, then to the default price, if any."""
         if not model:
-            return None
+            return self.default
         found = self.models.get(model)
         if found is not None:
             return found
@@ -32,7 +33,7 @@ class Pricing:
         for name in self.models:
             if model.startswith(name) and len(name) > len(best) and model[len(name)] in "-:@":
                 best = name
-        return self.models[best] if best else None
+        return self.models[best] if best else self.default
 
     def cost(
         self, model: str | None, tokens_input: int | None, tokens_output: int | None

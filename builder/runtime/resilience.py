@@ -136,6 +136,14 @@ class CircuitBreaker:
             return self.HALF_OPEN
         return self.OPEN
 
+    @property
+    def retry_in(self) -> float:
+        """Seconds until an open circuit half-opens (0 when it is closed or half-open)."""
+        opened_at = self._opened_at
+        if opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_timeout - (time.monotonic() - opened_at))
+
     def before_call(self) -> float:
         """0 if the call may go ahead, else the seconds until the circuit half-opens."""
         if self._opened_at is None:

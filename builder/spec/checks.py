@@ -19,7 +19,9 @@ from builder.spec.yamlio import Document, Path
 RESERVED_OPERATIONS = frozenset(
     {"close", "aclose", "config", "metrics", "read", "write", "read_batch", "circuit_breaker"}
 )
-RESERVED_ARGUMENTS = frozenset({"self", "timeout", "retry", "auth", "http_client", "transport"})
+RESERVED_ARGUMENTS = frozenset(
+    {"self", "timeout", "retry", "auth", "http_client", "transport", "tracer"}
+)
 # Names models.py and client.py import or define, which a schema name would shadow.
 RESERVED_SCHEMAS = frozenset(
     {
@@ -28,9 +30,15 @@ RESERVED_SCHEMAS = frozenset(
         "BasicAuth", "BearerAuth", "ConfigDict", "CustomAuth", "Decoder", "Field", "Iterable",
         "Iterator", "Literal", "NoAuth", "Operation", "Pager", "Pagination", "QuotaHeaders",
         "RetryPolicy", "Service", "Setting", "SinkMixin", "SourceMixin", "Stream",
-        "StreamFormat", "SyncClient", "UUID",
+        "StreamFormat", "SyncClient", "UUID", "Tracer", "UsageMap", "Pricing", "LLMRole",
+        "ChatMap", "StreamMap", "EmbedMap", "LLMMixin", "AsyncLLMMixin", "NamedQuery",
+        "ModuleType", "GenericAlias", "TYPE_CHECKING",
     }
 )  # fmt: skip
+# Methods the LLM role adds to a client.
+LLM_ROLE_METHODS = frozenset(
+    {"chat", "generate", "stream", "embed", "transform", "with_cache", "provider"}
+)
 # Names a data connector already has (its transport's methods).
 RESERVED_QUERIES = RESERVED_OPERATIONS | frozenset(
     {"query", "iter_query", "execute", "table", "transaction", "connection", "payloads"}
@@ -161,6 +169,14 @@ class _Checker:
             if self.spec.pricing is not None:
                 yield self.warning(("pricing",), "pricing is used by the llm role, which is unset")
             return
+        for name in ops:
+            if name in LLM_ROLE_METHODS:
+                yield self.error(
+                    ("operations", name),
+                    f"{name!r} is a method of the LLM role; name the operation otherwise "
+                    f"(e.g. create_{name})",
+                    key=True,
+                )
         for capability in ("chat", "stream", "embed"):
             mapping = getattr(llm, capability)
             if mapping is None:

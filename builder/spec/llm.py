@@ -12,7 +12,7 @@ import re
 from datetime import date
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from builder.spec.base import StrictModel
 
@@ -53,6 +53,11 @@ class RequestMap(StrictModel):
         default_factory=dict,
         description="Role option -> body field, e.g. {max_tokens: max_tokens}. Options not "
         "listed are sent under their own names.",
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Role option -> value sent when the call gives none, e.g. {max_tokens: "
+        "1024} for a provider that requires it.",
     )
 
 
@@ -138,4 +143,13 @@ class Pricing(StrictModel):
 
     as_of: date = Field(description="The day the prices were read (YYYY-MM-DD).")
     source: str = Field(pattern=r"^https?://\S+$", description="Where they were read.")
-    models: dict[str, ModelPrice] = Field(min_length=1)
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    default: ModelPrice | None = Field(
+        None, description="The price of every model not listed (e.g. 0 for a local server)."
+    )
+
+    @model_validator(mode="after")
+    def _something_priced(self) -> Pricing:
+        if not self.models and self.default is None:
+            raise ValueError("pricing needs `models`, a `default`, or both")
+        return self

@@ -218,6 +218,11 @@ class Streaming(StrictModel):
     events: list[str] = Field(
         default_factory=list, description="SSE event names to keep; default all."
     )
+    error_events: list[str] = Field(
+        default_factory=list,
+        description="SSE event names that carry a failure (Anthropic's `error`): one raises "
+        "StreamError with the event's data.",
+    )
 
     @field_validator("item", mode="before")
     @classmethod

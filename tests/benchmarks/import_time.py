@@ -80,6 +80,18 @@ CASES: list[tuple[str, str, str, str]] = [
         "import httpx\nfrom pydantic import BaseModel",
     ),
     ("openai_sdk", "import openai   (official SDK)", "", "import openai"),
+    ("anthropic_sdk", "import anthropic   (official SDK)", "", "import anthropic"),
+    ("connectors_anthropic", "import connectors.anthropic", "", "import connectors.anthropic"),
+    ("connectors_cohere", "import connectors.cohere", "", "import connectors.cohere"),
+    ("connectors_mistral", "import connectors.mistral", "", "import connectors.mistral"),
+    ("connectors_ollama", "import connectors.ollama", "", "import connectors.ollama"),
+    (
+        "connectors_openai_compatible",
+        "import connectors.openai_compatible",
+        "",
+        "import connectors.openai_compatible",
+    ),
+    ("connectors_postgres", "import connectors.postgres", "", "import connectors.postgres"),
     (
         "connectors_openai_construct",
         "from connectors.openai import OpenAI; OpenAI(api_key='k')",

@@ -43,6 +43,11 @@ ORDER = [
     "load",
     "fuzz_specs",
     "diff_speed",
+    "tracing_cost",
+    "llm_stream",
+    "sql_throughput",
+    "redis_throughput",
+    "s3_throughput",
     "openapi_corpus",
 ]
 
@@ -329,7 +334,67 @@ def generic_rows(name: str, r: dict[str, Any]) -> Iterator[Row]:
             yield Row(name, key, value, "", "", "", lower_is_better=False)
 
 
+def _ratio_rows(
+    name: str, rows: dict[str, Any], ratio_key: Callable[[dict[str, Any]], Any], limit: float
+) -> Iterator[Row]:
+    """One row per measure of a throughput script: ours / raw driver, at least ``limit``."""
+    for measure, entry in rows.items():
+        ratio = ratio_key(entry)
+        if ratio is None:
+            continue
+        yield Row(
+            name,
+            f"{measure}: ours / raw",
+            ratio,
+            "x",
+            "raw driver, same run",
+            f">= {limit:g}x",
+            _ok(ratio, limit, at_least=True),
+            lower_is_better=False,
+        )
+
+
+def sql_throughput_rows(r: dict[str, Any]) -> Iterator[Row]:
+    limit = _get(r, "targets", "ratio_min") or 0.9
+    rows = {k: v for k, v in (r.get("rows") or {}).items() if k in ("sink", "source")}
+    yield from _ratio_rows("sql_throughput", rows, lambda e: e.get("ratio"), limit)
+
+
+def redis_throughput_rows(r: dict[str, Any]) -> Iterator[Row]:
+    limit = _get(r, "targets", "ratio_at_least") or 0.9
+    yield from _ratio_rows("redis_throughput", r.get("rows") or {}, lambda e: e.get("ratio"), limit)
+
+
+def s3_throughput_rows(r: dict[str, Any]) -> Iterator[Row]:
+    limit = _get(r, "targets", "ratio") or 0.9
+    yield from _ratio_rows(
+        "s3_throughput",
+        r.get("rows") or {},
+        lambda e: _get(e, "per_round_ratio", "median"),
+        limit,
+    )
+
+
+def llm_stream_rows(r: dict[str, Any]) -> Iterator[Row]:
+    for name, entry in (r.get("clients") or {}).items():
+        ratio = entry.get("ratio")
+        role = name.startswith("LLM role")
+        yield Row(
+            "llm_stream",
+            f"{name}: CPU per chunk vs raw httpx",
+            ratio,
+            "x",
+            f"{_get(entry, 'chunks_per_s', 'median') or 0:,.0f} chunks/s",
+            "<= 1.1x" if role else "",
+            _ok(ratio, 1.10) if role else "",
+        )
+
+
 EXTRACTORS: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
+    "sql_throughput": sql_throughput_rows,
+    "redis_throughput": redis_throughput_rows,
+    "s3_throughput": s3_throughput_rows,
+    "llm_stream": llm_stream_rows,
     "generation": generation_rows,
     "import_time": import_time_rows,
     "per_call": per_call_rows,

@@ -251,7 +251,25 @@ def test_custom_auth_service_with_bad_auth_kwarg() -> None:
         Demo(service=service(auth=CustomAuth()), auth="nope")
 
 
-def test_unset_setting_in_auth_template_fails_at_construction() -> None:
-    auth = ApiKeyAuth(name="X-Key", value="{base_url}")  # base_url is unset
+def test_auth_whose_optional_settings_are_all_unset_sends_nothing(
+    api: respx.MockRouter,
+) -> None:
+    # base_url is optional and unset: the spec lets the caller go without credentials
+    # (a local OpenAI-compatible server); nothing is sent, nothing fails.
+    route = api.get("/ping").respond(200, json={})
+    for auth in (
+        ApiKeyAuth(name="X-Key", value="{base_url}"),
+        BearerAuth(token="{base_url}"),
+        BasicAuth(username="{base_url}", password="{base_url}"),
+    ):
+        with Demo(service=service(auth=auth)) as client:
+            client._call(PING)
+        request = route.calls.last.request
+        assert "X-Key" not in request.headers and "Authorization" not in request.headers
+    assert route.call_count == 3
+
+
+def test_auth_with_some_settings_unset_fails_at_construction() -> None:
+    auth = BasicAuth(username="{token}", password="{base_url}")  # token set, base_url unset
     with pytest.raises(ConfigError, match="base_url"):
         Demo(service=service(auth=auth))

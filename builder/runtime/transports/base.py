@@ -11,8 +11,9 @@ import, so ``import connectors.postgres`` does not import psycopg until the firs
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -21,6 +22,7 @@ from builder.runtime.config import Config, scrub
 from builder.runtime.errors import ConfigError, ConnectionFailedError, ConnectorError
 from builder.runtime.operation import Decoder
 from builder.runtime.roles import SinkMixin, SourceMixin
+from builder.runtime.tracing import Tracer, get_tracer, traced
 
 __all__ = ["DataConnector", "Message", "Payloads", "chunks", "records_of"]
 
@@ -93,6 +95,27 @@ class DataConnector(SourceMixin, SinkMixin):
     :meth:`_error` to turn a driver exception into a :class:`ConnectorError` whose message
     carries no secret.
     """
+
+    # Public methods traced as one call each (when tracing is on): wrapped once, when a
+    # transport class is defined, so no transport repeats the tracing code.
+    _TRACED: ClassVar[tuple[str, ...]] = (
+        "write",
+        "publish",
+        "query",
+        "execute",
+        "get",
+        "delete",
+        "embed",
+        "_named_query",
+    )
+    _tracer: Tracer | None = None  # None: the process-wide tracer
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls._TRACED:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_traced", False):
+                setattr(cls, name, _traced_method(name.lstrip("_"), method))
 
     # Set by the generated class.
     _name: ClassVar[str] = "connector"
@@ -184,6 +207,42 @@ class DataConnector(SourceMixin, SinkMixin):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def _traced_method(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` traced as one call: its arguments (a count for a list of records) as the
+    input, its result (a count for a list) as the output. Costs one check when off."""
+
+    @functools.wraps(method)
+    def traced_call(self: DataConnector, *args: Any, **kwargs: Any) -> Any:
+        tracer = self._tracer if self._tracer is not None else get_tracer()
+        if not tracer.active:
+            return method(self, *args, **kwargs)
+        if operation == "named_query" and args:
+            name = getattr(args[0], "name", operation)
+            shown: Any = {"params": args[1] if len(args) > 1 else kwargs.get("values")}
+        else:
+            name = operation
+            shown = {
+                "args": [_summary(a) for a in args],
+                **{k: _summary(v) for k, v in kwargs.items()},
+            }
+        with traced(tracer, self._name, name, shown, secrets=self._secrets) as span:
+            result = method(self, *args, **kwargs)
+            span.output = _summary(result)
+            return result
+
+    traced_call._traced = True  # type: ignore[attr-defined]
+    return traced_call
+
+
+def _summary(value: Any) -> Any:
+    """A value as a trace shows it: lists of records as their count, bytes as their size."""
+    if isinstance(value, list | tuple) and len(value) > 5:
+        return {"count": len(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytes": len(value)}
+    return value
 
 
 def records_of(records: Iterable[Any]) -> list[Any]:

@@ -39,6 +39,7 @@ class SentenceTransformersConnector(DataConnector):
     _name = "sentence_transformers"
     _options = {"dimensions": None, "max_batch": 64}
     provider = "sentence_transformers"
+    _TRACED = ()  # embed() traces itself, with the provider and the model
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)

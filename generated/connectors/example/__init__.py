@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage, Problem
 
 __version__ = "1.2.0"
-SPEC_HASH = "248100b8a12715f391ba9cde5432c0eaffa682675a2ac2077c0694703c5400d9"
+SPEC_HASH = "f01621f4807b8be151212ebcc0545c41909f7c87f93f356b45fcf8aba91d9396"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

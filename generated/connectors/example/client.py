@@ -22,6 +22,8 @@ from builder.runtime.roles import AsyncSinkMixin, AsyncSourceMixin, SinkMixin, S
 if TYPE_CHECKING:
     import httpx
 
+    from builder.runtime.tracing import Tracer
+
     from .models import Event, Label, Note
 
 __all__ = ["Example", "AsyncExample", "SERVICE", "SETTINGS"]
@@ -210,6 +212,7 @@ class Example(SyncClient, SourceMixin, SinkMixin):
         auth: object = None,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {
             "api_key": api_key,
@@ -224,6 +227,7 @@ class Example(SyncClient, SourceMixin, SinkMixin):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     def list_notes(
@@ -446,6 +450,7 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         auth: object = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {
             "api_key": api_key,
@@ -460,6 +465,7 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     def list_notes(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "3e4da8620489c5a066a54dae3062f2c90cca60ac4a9e58056fc00ad3d6b4a5e2"
+SPEC_HASH = "f372ce3ff0ab540b031d6d838c17adf0937f4729b228a7b2e0abbbf3e379d10b"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -22,6 +22,8 @@ from builder.runtime.roles import AsyncSinkMixin, AsyncSourceMixin, SinkMixin, S
 if TYPE_CHECKING:
     import httpx
 
+    from builder.runtime.tracing import Tracer
+
     from .models import Issue, PullRequest, Repository
 
 __all__ = ["GitHub", "AsyncGitHub", "SERVICE", "SETTINGS"]
@@ -148,6 +150,7 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
         auth: object = None,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {"token": token, "base_url": base_url}
         super().__init__(
@@ -157,6 +160,7 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     def get_repository(self, *, owner: str, repo: str) -> Repository:
@@ -457,6 +461,7 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         auth: object = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {"token": token, "base_url": base_url}
         super().__init__(
@@ -466,6 +471,7 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     async def get_repository(self, *, owner: str, repo: str) -> Repository:

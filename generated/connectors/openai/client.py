@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from builder.runtime.auth import BearerAuth
 from builder.runtime.client import AsyncClient, AsyncStream, Stream, SyncClient
 from builder.runtime.config import Setting, resolve_settings
+from builder.runtime.llm import AsyncLLMMixin, ChatMap, EmbedMap, LLMMixin, LLMRole, StreamMap
 from builder.runtime.operation import Decoder, Operation, Service, StreamFormat
+from builder.runtime.pricing import Pricing
 from builder.runtime.resilience import RetryPolicy
+from builder.runtime.tracing import UsageMap
 
 if TYPE_CHECKING:
     import httpx
+
+    from builder.runtime.tracing import Tracer
 
     from .models import (
         ChatCompletion,
@@ -33,6 +38,25 @@ __all__ = ["OpenAI", "AsyncOpenAI", "SERVICE", "SETTINGS"]
 SETTINGS = (
     Setting("api_key", str, env="OPENAI_API_KEY", required=True, secret=True),
     Setting("base_url", str, env="OPENAI_BASE_URL", default="https://api.openai.com/v1"),
+)
+
+PRICING = Pricing(
+    as_of="2025-08-07",
+    source="https://openai.com/api/pricing/",
+    models={
+        "gpt-5": (1.25, 10.0),
+        "gpt-5-mini": (0.25, 2.0),
+        "gpt-5-nano": (0.05, 0.4),
+        "gpt-4.1": (2.0, 8.0),
+        "gpt-4.1-mini": (0.4, 1.6),
+        "gpt-4.1-nano": (0.1, 0.4),
+        "gpt-4o": (2.5, 10.0),
+        "gpt-4o-mini": (0.15, 0.6),
+        "o3": (2.0, 8.0),
+        "o4-mini": (1.1, 4.4),
+        "text-embedding-3-small": (0.02, 0.0),
+        "text-embedding-3-large": (0.13, 0.0),
+    },
 )
 
 SERVICE = Service(
@@ -52,6 +76,8 @@ SERVICE = Service(
         respect_retry_after=True,
         max_retry_after=60.0,
     ),
+    provider="openai",
+    pricing=PRICING,
 )
 
 
@@ -68,11 +94,26 @@ _CREATE_CHAT_COMPLETION: Operation[ChatCompletion] = Operation(
     "POST",
     "/chat/completions",
     response=Decoder(lazy=lambda: _models().ChatCompletion),
+    usage=UsageMap(
+        request_model="model",
+        model="model",
+        tokens_input="usage.prompt_tokens",
+        tokens_output="usage.completion_tokens",
+        finish_reason="choices.0.finish_reason",
+    ),
 )
 _STREAM_CHAT_COMPLETION: Operation[ChatCompletionChunk] = Operation(
     "stream_chat_completion",
     "POST",
     "/chat/completions",
+    usage=UsageMap(
+        request_model="model",
+        model="model",
+        tokens_input="usage.prompt_tokens",
+        tokens_output="usage.completion_tokens",
+        finish_reason="choices.0.finish_reason",
+        text="choices.0.delta.content",
+    ),
     stream=StreamFormat(
         "sse",
         Decoder(lazy=lambda: _models().ChatCompletionChunk),
@@ -84,6 +125,7 @@ _CREATE_EMBEDDINGS: Operation[EmbeddingList] = Operation(
     "POST",
     "/embeddings",
     response=Decoder(lazy=lambda: _models().EmbeddingList),
+    usage=UsageMap(request_model="model", tokens_input="usage.prompt_tokens"),
 )
 _LIST_MODELS: Operation[ModelList] = Operation(
     "list_models",
@@ -98,8 +140,55 @@ _RETRIEVE_MODEL: Operation[Model] = Operation(
     response=Decoder(lazy=lambda: _models().Model),
 )
 
+LLM = LLMRole(
+    provider="openai",
+    default_model="gpt-4o-mini",
+    default_embedding_model="text-embedding-3-small",
+    chat=ChatMap(
+        operation=_CREATE_CHAT_COMPLETION,
+        model="model",
+        fixed={"stream": False},
+        options={"max_tokens": "max_completion_tokens"},
+        defaults={},
+        messages="messages",
+        system=None,
+        content="choices.0.message.content",
+        finish_reason="choices.0.finish_reason",
+        response_model="model",
+        tokens_input="usage.prompt_tokens",
+        tokens_output="usage.completion_tokens",
+    ),
+    stream=StreamMap(
+        operation=_STREAM_CHAT_COMPLETION,
+        model="model",
+        fixed={"stream": True, "stream_options": {"include_usage": True}},
+        options={"max_tokens": "max_completion_tokens"},
+        defaults={},
+        messages="messages",
+        system=None,
+        text="choices.0.delta.content",
+        finish_reason="choices.0.finish_reason",
+        response_model="model",
+        tokens_input="usage.prompt_tokens",
+        tokens_output="usage.completion_tokens",
+    ),
+    embed=EmbedMap(
+        operation=_CREATE_EMBEDDINGS,
+        model="model",
+        fixed={},
+        options={},
+        defaults={},
+        input="input",
+        input_type=None,
+        input_types={},
+        vectors="data.*.embedding",
+        tokens_input="usage.prompt_tokens",
+        max_batch=2048,
+    ),
+)
 
-class OpenAI(SyncClient):
+
+class OpenAI(SyncClient, LLMMixin):
     """OpenAI API.
 
     Chat completions (with server-sent-event streaming), embeddings and the model list of the
@@ -112,6 +201,7 @@ class OpenAI(SyncClient):
     """
 
     _service = SERVICE
+    _llm = LLM
 
     def __init__(
         self,
@@ -123,6 +213,7 @@ class OpenAI(SyncClient):
         auth: object = None,
         http_client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {"api_key": api_key, "base_url": base_url}
         super().__init__(
@@ -132,6 +223,7 @@ class OpenAI(SyncClient):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     def create_chat_completion(
@@ -318,7 +410,7 @@ class OpenAI(SyncClient):
         return self._call(_RETRIEVE_MODEL, path={"model": model})
 
 
-class AsyncOpenAI(AsyncClient):
+class AsyncOpenAI(AsyncClient, AsyncLLMMixin):
     """OpenAI API.
 
     Chat completions (with server-sent-event streaming), embeddings and the model list of the
@@ -331,6 +423,7 @@ class AsyncOpenAI(AsyncClient):
     """
 
     _service = SERVICE
+    _llm = LLM
 
     def __init__(
         self,
@@ -342,6 +435,7 @@ class AsyncOpenAI(AsyncClient):
         auth: object = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         settings = {"api_key": api_key, "base_url": base_url}
         super().__init__(
@@ -351,6 +445,7 @@ class AsyncOpenAI(AsyncClient):
             auth=auth,
             http_client=http_client,
             transport=transport,
+            tracer=tracer,
         )
 
     async def create_chat_completion(

@@ -1,0 +1,1360 @@
+"""Tracing: one :class:`TracedCall` per operation call, handed to pluggable sinks.
+
+Tracing is off until a tracer with at least one sink is in place, process-wide
+(:func:`configure`, :func:`set_tracer`) or per client (``tracer=`` on the client's
+constructor, which overrides the process-wide one; ``tracer=Tracer()``, with no sink, turns
+tracing off for that client). While it is off a call costs one attribute check more.
+
+What is traced:
+
+* every ``_call`` of a generated client: one ``TracedCall``, whether it succeeds or raises;
+* every *page request* of a pager: one ``TracedCall`` per page, because each page is a
+  request of its own, with its own latency, status and possible failure (a walk of ten
+  pages that fails on the sixth shows five good calls and one failed one);
+* every stream, once, when it ends, fails or is abandoned (closed early, left by ``break``,
+  or garbage-collected unread): latency runs until then, ``output`` is the full text of the
+  stream (its :attr:`UsageMap.text` pieces joined) and tokens, model and finish reason are
+  read from its events; an abandoned stream has ``abandoned=True`` and no error;
+* anything a data transport wraps in :func:`traced` (or reports with :meth:`Tracer.record`).
+
+``input`` is the request as sent: ``{"path": ..., "query": ..., "body": ...}`` with the parts
+the call had (a page fetched by a next link adds ``"url"``); a JSON body is the JSON that went
+on the wire. Per-call headers and cookies are left out: they are where credentials travel.
+``output`` is the decoded response body as JSON values (not the typed model), a stream's
+text, or ``None`` after an error. Every string of ``input``, ``output`` and the error message
+is scrubbed of the client's secret values (settings marked secret and credentials), as
+written or percent-encoded. ``Tracer(capture_content=False)`` leaves ``input`` and ``output``
+out entirely (tokens, model and cost are still read).
+
+Attribute names (:meth:`TracedCall.attributes`, and the spans of :class:`OpenTelemetrySink`)
+follow the OpenTelemetry GenAI semantic conventions where they have a name:
+
+======================================  =====================================================
+``gen_ai.provider.name``                ``Service.provider`` (only when the spec sets one)
+``gen_ai.operation.name``               the operation's name, e.g. ``create_chat_completion``
+``gen_ai.request.model``                the model asked for (:attr:`UsageMap.request_model`)
+``gen_ai.response.model``               the model that answered (:attr:`UsageMap.model`)
+``gen_ai.usage.input_tokens``           :attr:`UsageMap.tokens_input`
+``gen_ai.usage.output_tokens``          :attr:`UsageMap.tokens_output`
+``gen_ai.response.finish_reasons``      ``[finish_reason]`` (:attr:`UsageMap.finish_reason`)
+``error.type``                          the exception's class name, e.g. ``RateLimitedError``
+``http.response.status_code``           the last response's status (HTTP conventions)
+``gen_ai.usage.cost.amount``            the cost, see below
+``gen_ai.usage.cost.currency``          ``"USD"`` whenever a cost is set
+``gen_ai.usage.cost.source``            ``"local"`` whenever a cost is set
+``connector_builder.connector``         the connector (``Service.name``)
+``connector_builder.attempts``          how many times the request was sent (retries + 1)
+``connector_builder.stream.abandoned``  ``True`` for a stream closed before its end
+======================================  =====================================================
+
+Cost has no standard attribute yet: the GenAI conventions name token counts only (checked
+against opentelemetry-semantic-conventions 0.66b2). We use ``gen_ai.usage.cost.amount`` with
+``gen_ai.usage.cost.currency`` and ``gen_ai.usage.cost.source``, the names of the concrete
+proposal, open-telemetry/semantic-conventions-genai pull request #443 (open), which
+writes down the consensus of that repository's issue #287. Why these: a backend that adopts
+the proposal reads our spans unchanged; the amount says its currency, and ``local`` says it
+was computed here from the spec's dated price table, not billed by the provider; a made-up
+name such as ``gen_ai.usage.cost_usd`` would sit in the conventions' own namespace with
+nothing behind it, and a vendor's (``ai.total_cost``, ``langfuse.*``) ties us to one
+backend. Should the proposal land under other names, :meth:`TracedCall.attributes` is the
+one place to change them.
+
+A sink that raises never breaks the call, and neither does a bug while building a trace.
+After :data:`SWITCH_OFF_AFTER` consecutive failures a sink is switched off, and one warning
+(``logging`` and ``warnings``) says so, once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from builder.runtime.config import MASK
+from builder.runtime.errors import ConfigError
+from builder.runtime.operation import wire_value
+from builder.runtime.paths import Path
+
+if TYPE_CHECKING:
+    import httpx
+
+    from builder.runtime.operation import Operation
+    from builder.runtime.pricing import Pricing
+
+__all__ = [
+    "COST_ATTRIBUTE",
+    "SWITCH_OFF_AFTER",
+    "JsonlSink",
+    "LoggingSink",
+    "MemorySink",
+    "OpenTelemetrySink",
+    "Sink",
+    "TracedCall",
+    "TracedError",
+    "Tracer",
+    "UsageMap",
+    "configure",
+    "get_tracer",
+    "set_tracer",
+    "traced",
+]
+
+COST_ATTRIBUTE = "gen_ai.usage.cost.amount"
+SWITCH_OFF_AFTER = 3
+LOGGER_NAME = "connectors.tracing"
+
+_json_codec: tuple[Callable[[Any], Any], Callable[..., bytes]] | None = None
+
+
+def _loads(data: bytes | str) -> Any:
+    """JSON text to values: pydantic-core's parser, ~3x faster than the json module's."""
+    return _codec()[0](data)
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON values to UTF-8 JSON text, anything else written as its ``str()``."""
+    return _codec()[1](value, fallback=str)
+
+
+def _codec() -> tuple[Callable[[Any], Any], Callable[..., bytes]]:
+    global _json_codec
+    if _json_codec is None:
+        from pydantic_core import from_json, to_json
+
+        _json_codec = (from_json, to_json)
+    return _json_codec
+
+
+# --------------------------------------------------------------------------------------- #
+# What one call was
+# --------------------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True, slots=True)
+class TracedError:
+    """The error a call ended with: the exception's class name and its (scrubbed) message."""
+
+    type: str
+    message: str
+
+
+@dataclass(slots=True)
+class TracedCall:
+    """One operation call: what was asked, what came back, what it cost."""
+
+    timestamp: float  # epoch seconds when the call started
+    connector: str
+    operation: str
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    input: Any = None
+    output: Any = None
+    tokens_input: int | None = None
+    tokens_output: int | None = None
+    cost: float | None = None  # USD
+    latency: float = 0.0  # seconds
+    error: TracedError | None = None
+    status_code: int | None = None
+    attempts: int | None = None
+    finish_reason: str | None = None
+    streamed: bool = False
+    abandoned: bool = False  # a stream closed before it ended
+
+    @property
+    def model(self) -> str | None:
+        """The model that answered, else the one asked for."""
+        return self.response_model or self.request_model
+
+    def attributes(self) -> dict[str, Any]:
+        """OpenTelemetry attributes (GenAI semantic-convention names); unknowns left out."""
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": self.operation,
+            "connector_builder.connector": self.connector,
+        }
+        if self.provider is not None:
+            attrs["gen_ai.provider.name"] = self.provider
+        if self.request_model is not None:
+            attrs["gen_ai.request.model"] = self.request_model
+        if self.response_model is not None:
+            attrs["gen_ai.response.model"] = self.response_model
+        if self.tokens_input is not None:
+            attrs["gen_ai.usage.input_tokens"] = self.tokens_input
+        if self.tokens_output is not None:
+            attrs["gen_ai.usage.output_tokens"] = self.tokens_output
+        if self.finish_reason is not None:
+            attrs["gen_ai.response.finish_reasons"] = (self.finish_reason,)
+        if self.cost is not None:
+            attrs[COST_ATTRIBUTE] = self.cost
+            attrs["gen_ai.usage.cost.currency"] = "USD"
+            attrs["gen_ai.usage.cost.source"] = "local"
+        if self.error is not None:
+            attrs["error.type"] = self.error.type
+        if self.status_code is not None:
+            attrs["http.response.status_code"] = self.status_code
+        if self.attempts is not None:
+            attrs["connector_builder.attempts"] = self.attempts
+        if self.abandoned:
+            attrs["connector_builder.stream.abandoned"] = True
+        return attrs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON values, plus ``model``."""
+        data = self._metadata()
+        data["input"] = self.input
+        data["output"] = self.output
+        return data
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as one line of UTF-8 JSON (what :class:`JsonlSink` writes)."""
+        return _dumps(self.to_dict())
+
+    def _metadata(self) -> dict[str, Any]:
+        error = self.error
+        return {
+            "timestamp": self.timestamp,
+            "connector": self.connector,
+            "operation": self.operation,
+            "provider": self.provider,
+            "model": self.model,
+            "request_model": self.request_model,
+            "response_model": self.response_model,
+            "tokens_input": self.tokens_input,
+            "tokens_output": self.tokens_output,
+            "cost": self.cost,
+            "latency": self.latency,
+            "error": None if error is None else {"type": error.type, "message": error.message},
+            "status_code": self.status_code,
+            "attempts": self.attempts,
+            "finish_reason": self.finish_reason,
+            "streamed": self.streamed,
+            "abandoned": self.abandoned,
+        }
+
+
+_INPUT_SLOT: Any = TracedCall.__dict__["input"]
+_OUTPUT_SLOT: Any = TracedCall.__dict__["output"]
+
+
+class _LazyCall(TracedCall):
+    """A traced HTTP call whose JSON request body and response are parsed (and scrubbed)
+    when first read, not on the call's path; :meth:`to_json` writes them as received when
+    they hold no secret and no line break, without parsing them at all.
+
+    The public type stays :class:`TracedCall`: ``input`` and ``output`` read like fields.
+    """
+
+    __slots__ = ("_raw_body", "_raw_output", "_scrubber")
+    _raw_body: bytes | None
+    _raw_output: bytes | None
+    _scrubber: Scrubber
+
+    @property
+    def input(self) -> Any:
+        raw = self._raw_body
+        if raw is not None:  # set the value before dropping the text: safe across threads
+            _INPUT_SLOT.__set__(self, {"body": self._scrubber.decoded(raw, _loads(raw))})
+            self._raw_body = None
+        return _INPUT_SLOT.__get__(self)
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self._raw_body = None
+        _INPUT_SLOT.__set__(self, value)
+
+    @property
+    def output(self) -> Any:
+        raw = self._raw_output
+        if raw is not None:
+            _OUTPUT_SLOT.__set__(self, self._scrubber.decoded(raw, _loads(raw)))
+            self._raw_output = None
+        return _OUTPUT_SLOT.__get__(self)
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self._raw_output = None
+        _OUTPUT_SLOT.__set__(self, value)
+
+    def to_json(self) -> bytes:
+        body, output = self._raw_body, self._raw_output
+        if body is not None:
+            body = self._spliceable(body)
+        if output is not None:
+            output = self._spliceable(output)
+        if body is None and output is None:
+            return super().to_json()
+        head = _dumps(self._metadata())
+        return b"".join(
+            (
+                head[:-1],
+                b',"input":',
+                b'{"body":' + body + b"}" if body is not None else _dumps(self.input),
+                b',"output":',
+                output if output is not None else _dumps(self.output),
+                b"}",
+            )
+        )
+
+    def _spliceable(self, raw: bytes) -> bytes | None:
+        """``raw`` as it may go into a JSON line (without a secret or a line break), else
+        None (it is then parsed and scrubbed)."""
+        if b"\n" in raw or b"\r" in raw:
+            raw = raw.strip()  # many servers end a JSON body with a newline
+            if b"\n" in raw or b"\r" in raw:
+                return None
+        return raw if self._scrubber.clean(raw) else None
+
+
+# --------------------------------------------------------------------------------------- #
+# Where an operation's response keeps model, tokens and text
+# --------------------------------------------------------------------------------------- #
+
+_TEXT, _MODEL, _TOKENS_IN, _TOKENS_OUT, _FINISH = range(5)
+
+
+class UsageMap:
+    """Where an operation's response (or each event of its stream) keeps the model that
+    answered, the token counts, the finish reason and, for a stream, the pieces of text.
+
+    Each is a path (``usage.prompt_tokens``) read from what the call returns (the typed
+    model, or the JSON for an untyped operation or a page), or from each decoded chunk of a
+    stream; on a typed model a path names its fields, which are the JSON names except where
+    those are not Python identifiers. For a stream of named SSE events, a mapping of event
+    name to path (``{"message_delta": "usage.output_tokens"}``) reads it from those events
+    only, even events the stream does not yield.
+    ``request_model`` is a path into the request body (``model``). For a stream the model is
+    the first one seen; token counts and finish reason are the last ones seen.
+    """
+
+    __slots__ = (
+        "model",
+        "tokens_input",
+        "tokens_output",
+        "text",
+        "finish_reason",
+        "request_model",
+        "_request_model",
+        "_plain",
+        "_by_event",
+    )
+
+    def __init__(
+        self,
+        model: str | Mapping[str, str] | None = None,
+        tokens_input: str | Mapping[str, str] | None = None,
+        tokens_output: str | Mapping[str, str] | None = None,
+        text: str | Mapping[str, str] | None = None,
+        finish_reason: str | Mapping[str, str] | None = None,
+        request_model: str | None = None,
+    ) -> None:
+        self.model = model
+        self.tokens_input = tokens_input
+        self.tokens_output = tokens_output
+        self.text = text
+        self.finish_reason = finish_reason
+        self.request_model = request_model
+        self._request_model = _getter(request_model) if request_model else None
+        plain: list[tuple[int, Callable[[Any], Any]]] = []
+        by_event: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+        for code, where in (
+            (_TEXT, text),
+            (_MODEL, model),
+            (_TOKENS_IN, tokens_input),
+            (_TOKENS_OUT, tokens_output),
+            (_FINISH, finish_reason),
+        ):
+            if where is None:
+                continue
+            if isinstance(where, str):
+                plain.append((code, _getter(where)))
+            else:
+                for event, path in where.items():
+                    by_event.setdefault(event, []).append((code, _getter(path)))
+        self._plain = tuple(plain)
+        # Each event's own paths and the ones for every event, joined once here.
+        self._by_event = {event: self._plain + tuple(p) for event, p in by_event.items()}
+
+    def wants_event(self, event: str) -> bool:
+        """True when a path is declared for this SSE event by name."""
+        return event in self._by_event
+
+    def read(self, value: Any, usage: _Usage, event: str | None = None) -> None:
+        """Read what ``value`` (a response, or one event's chunk) carries into ``usage``."""
+        paths = self._by_event.get(event, self._plain) if event else self._plain
+        for code, get in paths:
+            if code == _TEXT:
+                if usage.pieces is not None:
+                    piece = get(value)
+                    if isinstance(piece, str) and piece:
+                        usage.pieces.append(piece)
+            elif code == _MODEL:
+                if usage.model is None:
+                    model = get(value)
+                    if isinstance(model, str) and model:
+                        usage.model = model
+            elif code == _FINISH:
+                reason = get(value)
+                if isinstance(reason, list):  # a `*` path: the first choice's reason
+                    reason = next((r for r in reason if r is not None), None)
+                if isinstance(reason, str):
+                    usage.finish_reason = reason
+                elif reason is not None:  # an enum member (a typed model)
+                    usage.finish_reason = str(getattr(reason, "value", reason))
+            else:
+                count = _count(get(value))
+                if count is not None:
+                    if code == _TOKENS_IN:
+                        usage.tokens_input = count
+                    else:
+                        usage.tokens_output = count
+
+    def requested_model(self, body: Any) -> str | None:
+        if self._request_model is None or body is None:
+            return None
+        model = self._request_model(body)
+        return model if isinstance(model, str) and model else None
+
+    def __repr__(self) -> str:
+        fields = ("model", "tokens_input", "tokens_output", "text", "finish_reason")
+        shown = [f"{name}={getattr(self, name)!r}" for name in fields if getattr(self, name)]
+        if self.request_model:
+            shown.append(f"request_model={self.request_model!r}")
+        return f"UsageMap({', '.join(shown)})"
+
+
+class _Usage:
+    """What was read so far from a response or a stream's events."""
+
+    __slots__ = ("model", "tokens_input", "tokens_output", "finish_reason", "pieces")
+
+    def __init__(self, text: bool = False) -> None:
+        self.model: str | None = None
+        self.tokens_input: int | None = None
+        self.tokens_output: int | None = None
+        self.finish_reason: str | None = None
+        self.pieces: list[str] | None = [] if text else None
+
+
+_MISSING = object()
+_MAPPING_TYPES: dict[type, bool] = {}  # type -> is it a Mapping (an ABC check is slow)
+
+
+def _getter(text: str) -> Callable[[Any], Any]:
+    """``Path(text).get``, made fast for what responses are made of: it walks dicts,
+    lists and objects (pydantic models) itself and leaves anything else, a ``*`` path or
+    a key it does not find on an object, to ``Path.get``: same results, a fifth of the
+    time (these reads run for every call and every chunk of a traced stream)."""
+    path = Path(text)
+    if "*" in text.split("."):
+        return path.get
+    slow = path.get
+    keys = tuple(int(p) if p.lstrip("-").isdigit() else p for p in text.split("."))
+
+    def get(value: Any) -> Any:
+        root = value
+        for key in keys:
+            cls = type(value)
+            if cls is dict:
+                value = value.get(key, _MISSING) if key.__class__ is str else _MISSING
+            elif cls is list and key.__class__ is int:
+                value = value[key] if -len(value) <= key < len(value) else _MISSING
+            elif value is None:
+                return None
+            else:
+                mapping = _MAPPING_TYPES.get(cls)
+                if mapping is None:
+                    mapping = _MAPPING_TYPES[cls] = isinstance(value, Mapping | str | bytes)
+                if mapping or key.__class__ is not str:
+                    return slow(root)
+                value = getattr(value, key, _MISSING)
+                if value is _MISSING:
+                    return slow(root)  # e.g. an undeclared field kept in model_extra
+            if value is _MISSING:
+                return None
+        return value
+
+    return get
+
+
+def _count(value: Any) -> int | None:
+    """A token count: an int (a float is truncated); a bool or anything else is none."""
+    cls = type(value)
+    if cls is int:
+        return value  # type: ignore[no-any-return]
+    if cls is float:
+        return int(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------- #
+# Keeping secrets out of traces
+# --------------------------------------------------------------------------------------- #
+
+
+def _plain_in_json(text: str) -> bool:
+    """True when JSON writes ``text`` as it is (no escaping), in strings and keys alike."""
+    return all(" " <= ch <= "~" and ch not in '"\\/' for ch in text)
+
+
+class Scrubber:
+    """Replaces secret values (as written, or percent-encoded) by the mask, in text and in
+    JSON values; the forms to look for are worked out once per client."""
+
+    __slots__ = ("_forms", "_raw_forms", "_plain")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        from urllib.parse import quote, quote_plus
+
+        forms = {
+            form
+            for value in secrets
+            if value
+            for form in (value, quote(value, safe=""), quote_plus(value))
+        }
+        ordered = sorted(forms, key=len, reverse=True)  # longer first: no fragment is left
+        self._forms = tuple(ordered)
+        self._raw_forms = tuple(form.encode() for form in ordered)
+        self._plain = all(_plain_in_json(form) for form in ordered)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._forms)
+
+    def text(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON value with every string scrubbed (keys too)."""
+        if not self._forms:
+            return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                (self.text(k) if isinstance(k, str) else k): self._walk(v) for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self._walk(v) for v in value]
+        return value
+
+    def decoded(self, raw: bytes, value: Any) -> Any:
+        """``value``, decoded from the JSON text ``raw``, scrubbed."""
+        return value if self.clean(raw) else self._walk(value)
+
+    def clean(self, raw: bytes) -> bool:
+        """True when the JSON text ``raw`` cannot hold a secret: every secret is written as
+        it is in JSON, and none is in ``raw``, nor a ``\\u`` or ``\\/`` escape that could
+        hide one."""
+        if not self._forms:
+            return True
+        if not self._plain:
+            return False
+        # A one-byte search first: it is memchr, many times faster than a two-byte one.
+        if b"\\" in raw and (b"\\u" in raw or b"\\/" in raw):
+            return False
+        for form in self._raw_forms:
+            if form in raw:
+                return False
+        return True
+
+
+_NO_SCRUBBER = Scrubber(())
+_scrubbers: dict[tuple[str, ...], Scrubber] = {}
+
+
+def _scrubber_for(secrets: Sequence[str]) -> Scrubber:
+    """A cached scrubber for these secrets (transports pass the same list on every call)."""
+    if not secrets:
+        return _NO_SCRUBBER
+    key = tuple(secrets)
+    found = _scrubbers.get(key)
+    if found is None:
+        if len(_scrubbers) > 64:
+            _scrubbers.clear()
+        found = _scrubbers[key] = Scrubber(key)
+    return found
+
+
+def _jsonable(value: Any) -> Any:
+    """A value as JSON values: models dumped, dates in ISO 8601, bytes and files summarised."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json", by_alias=True, exclude_none=True)
+    if hasattr(value, "read"):
+        return "<file>"
+    isoformat = getattr(value, "isoformat", None)
+    if isoformat is not None:
+        return isoformat()
+    enum_value = getattr(value, "value", None)
+    if enum_value is not None:
+        return _jsonable(enum_value)
+    return str(value)
+
+
+def _error_of(exc: BaseException, scrubber: Scrubber) -> TracedError:
+    return TracedError(type(exc).__name__, scrubber.text(str(exc) or type(exc).__name__))
+
+
+# --------------------------------------------------------------------------------------- #
+# Sinks
+# --------------------------------------------------------------------------------------- #
+
+
+class Sink(Protocol):
+    """Anything with ``emit(call)``; a plain callable taking the call works too."""
+
+    def emit(self, call: TracedCall) -> None: ...
+
+
+class MemorySink:
+    """Keeps the last ``max_size`` calls in memory (for tests, notebooks, debugging)."""
+
+    def __init__(self, max_size: int = 10_000) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._calls: deque[TracedCall] = deque(maxlen=max_size)
+
+    def emit(self, call: TracedCall) -> None:
+        self._calls.append(call)
+
+    @property
+    def calls(self) -> list[TracedCall]:
+        """The kept calls, oldest first."""
+        return list(self._calls)
+
+    def clear(self) -> None:
+        self._calls.clear()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[TracedCall]:
+        return iter(list(self._calls))
+
+    def __repr__(self) -> str:
+        return f"MemorySink({len(self._calls)}/{self._calls.maxlen} calls)"
+
+
+class JsonlSink:
+    """Appends one JSON line per call to a file; safe across threads.
+
+    Each line is flushed at once (a reader sees it, a crash loses nothing). ``flush=False``
+    lets the lines collect in a 64 KiB buffer written when it fills and on :meth:`close`:
+    one system call per ~80 calls instead of one per call, for a high call rate.
+    """
+
+    def __init__(self, path: str | Any, *, flush: bool = True) -> None:
+        self.path = path
+        self.flush = flush
+        try:
+            self._file = open(path, "ab", buffering=65536)  # closed by close()
+        except OSError as exc:
+            raise ConfigError(f"cannot open the trace file {path}: {exc.strerror}") from None
+        self._lock = threading.Lock()
+
+    def emit(self, call: TracedCall) -> None:
+        line = call.to_json() + b"\n"
+        with self._lock:
+            self._file.write(line)
+            if self.flush:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __repr__(self) -> str:
+        return f"JsonlSink({str(self.path)!r})"
+
+
+class LoggingSink:
+    """Logs one line per call (``connectors.tracing`` by default), the call itself in the
+    record's ``traced_call`` attribute for handlers that want every field."""
+
+    def __init__(self, logger: Any = None, level: int | str = "INFO") -> None:
+        import logging
+
+        if logger is None or isinstance(logger, str):
+            logger = logging.getLogger(logger or LOGGER_NAME)
+        self.logger = logger
+        self.level = logging.getLevelName(level) if isinstance(level, str) else level
+        if not isinstance(self.level, int):
+            raise ConfigError(f"unknown logging level {level!r}")
+
+    def emit(self, call: TracedCall) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(self.level):
+            return
+        parts = [f"{call.connector}.{call.operation}", f"{call.latency * 1000:.1f} ms"]
+        if call.model:
+            parts.append(f"model={call.model}")
+        if call.tokens_input is not None or call.tokens_output is not None:
+            parts.append(f"tokens={call.tokens_input}/{call.tokens_output}")
+        if call.cost is not None:
+            parts.append(f"cost=${call.cost:.6f}")
+        if call.status_code is not None:
+            parts.append(f"status={call.status_code}")
+        if call.abandoned:
+            parts.append("abandoned")
+        if call.error is not None:
+            parts.append(f"error={call.error.type}: {call.error.message}")
+        logger.log(self.level, "%s", " ".join(parts), extra={"traced_call": call})
+
+    def __repr__(self) -> str:
+        return f"LoggingSink({self.logger.name!r})"
+
+
+class OpenTelemetrySink:
+    """Turns each call into a finished OpenTelemetry span (kind CLIENT), with the call's
+    attributes, its start time and its latency; an error sets the span's status.
+
+    The span's name is ``"{operation} {request model}"`` for a model call (the GenAI
+    conventions' ``{gen_ai.operation.name} {gen_ai.request.model}``), else
+    ``"{connector}.{operation}"``. The span is made when the call ends, so its parent is the
+    span current at that moment (for a stream, where it is consumed). Request and response
+    content is opt-in, as in the GenAI conventions: ``capture_content=True`` adds
+    ``connector_builder.input`` and ``connector_builder.output`` as JSON text.
+    """
+
+    def __init__(self, tracer_provider: Any = None, *, capture_content: bool = False) -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            raise ConfigError(
+                "OpenTelemetrySink needs the OpenTelemetry API: pip install opentelemetry-sdk"
+            ) from None
+        self._trace = trace
+        self._tracer = trace.get_tracer("connector-builder", tracer_provider=tracer_provider)
+        self.capture_content = capture_content
+
+    def emit(self, call: TracedCall) -> None:
+        trace = self._trace
+        model = call.request_model or call.response_model
+        name = f"{call.operation} {model}" if model else f"{call.connector}.{call.operation}"
+        attributes = call.attributes()
+        if self.capture_content:
+            attributes["connector_builder.input"] = _dumps(call.input).decode()
+            attributes["connector_builder.output"] = _dumps(call.output).decode()
+        start = int(call.timestamp * 1e9)
+        span = self._tracer.start_span(
+            name, kind=trace.SpanKind.CLIENT, start_time=start, attributes=attributes
+        )
+        if call.error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, call.error.message))
+        span.end(end_time=start + int(call.latency * 1e9))
+
+
+# --------------------------------------------------------------------------------------- #
+# The tracer
+# --------------------------------------------------------------------------------------- #
+
+
+class _Slot:
+    __slots__ = ("sink", "emit", "failures")
+
+    def __init__(self, sink: Any) -> None:
+        emit = getattr(sink, "emit", None)
+        if emit is None:
+            if not callable(sink):
+                raise TypeError(f"a sink needs an emit(call) method: {sink!r}")
+            emit = sink
+        self.sink = sink
+        self.emit: Callable[[TracedCall], None] = emit
+        self.failures = 0
+
+
+class Tracer:
+    """Sends each :class:`TracedCall` to its sinks; active while it has a working sink.
+
+    ``capture_content=False`` keeps request and response content out of the traces.
+    """
+
+    def __init__(self, *sinks: Any, capture_content: bool = True) -> None:
+        self.capture_content = capture_content
+        self._slots: tuple[_Slot, ...] = tuple(_Slot(sink) for sink in sinks)
+        self._off: list[Any] = []
+        self._lock = threading.Lock()
+        self.active = bool(self._slots)  # read on every call: a plain attribute
+
+    @property
+    def sinks(self) -> list[Any]:
+        """The sinks still switched on."""
+        return [slot.sink for slot in self._slots]
+
+    @property
+    def switched_off(self) -> list[Any]:
+        """The sinks switched off after failing repeatedly."""
+        return list(self._off)
+
+    def add(self, sink: Any) -> None:
+        with self._lock:
+            self._slots = (*self._slots, _Slot(sink))
+            self.active = True
+
+    def emit(self, call: TracedCall) -> None:
+        """Hand ``call`` to every sink; a sink that raises is counted, never propagated."""
+        for slot in self._slots:
+            try:
+                slot.emit(call)
+            except Exception as exc:
+                self._failed(slot, exc)
+            else:
+                if slot.failures:
+                    slot.failures = 0
+
+    def _failed(self, slot: _Slot, exc: Exception) -> None:
+        slot.failures += 1
+        if slot.failures < SWITCH_OFF_AFTER:
+            return
+        with self._lock:
+            if slot not in self._slots:
+                return  # another thread switched it off already
+            self._slots = tuple(s for s in self._slots if s is not slot)
+            self._off.append(slot.sink)
+            self.active = bool(self._slots)
+        detail = str(exc)[:200] or "(no message)"
+        message = (
+            f"tracing sink {slot.sink!r} failed {slot.failures} times in a row and is "
+            f"switched off; last error: {type(exc).__name__}: {detail}"
+        )
+        _warn(message)
+
+    def record(
+        self,
+        connector: str,
+        operation: str,
+        *,
+        input: Any = None,
+        output: Any = None,
+        error: BaseException | None = None,
+        latency: float = 0.0,
+        timestamp: float | None = None,
+        provider: str | None = None,
+        request_model: str | None = None,
+        response_model: str | None = None,
+        tokens_input: int | None = None,
+        tokens_output: int | None = None,
+        finish_reason: str | None = None,
+        pricing: Pricing | None = None,
+        status_code: int | None = None,
+        attempts: int | None = None,
+        secrets: Sequence[str] = (),
+    ) -> TracedCall | None:
+        """Trace one call made outside the HTTP runtime (a data transport's query, a
+        publish, ...): values are turned into JSON values and scrubbed of ``secrets``, the
+        cost is read from ``pricing``. Returns the call, or None while tracing is off."""
+        if not self.active:
+            return None
+        scrubber = _scrubber_for(secrets)
+        call = TracedCall(
+            time.time() - latency if timestamp is None else timestamp,
+            connector,
+            operation,
+            provider=provider,
+            request_model=request_model,
+            response_model=response_model,
+            tokens_input=tokens_input,
+            tokens_output=tokens_output,
+            latency=latency,
+            status_code=status_code,
+            attempts=attempts,
+            finish_reason=finish_reason,
+        )
+        if self.capture_content:
+            call.input = scrubber.value(_jsonable(input))
+            call.output = scrubber.value(_jsonable(output))
+        if error is not None:
+            call.error = _error_of(error, scrubber)
+        if pricing is not None:
+            call.cost = pricing.cost(call.model, tokens_input, tokens_output)
+        self.emit(call)
+        return call
+
+    def traced(
+        self,
+        connector: str,
+        operation: str,
+        input: Any = None,
+        *,
+        secrets: Sequence[str] = (),
+        provider: str | None = None,
+        request_model: str | None = None,
+        pricing: Pricing | None = None,
+    ) -> Traced:
+        """A context manager that traces the block as one call (see :func:`traced`)."""
+        return Traced(self, connector, operation, input, secrets, provider, request_model, pricing)
+
+    def close(self) -> None:
+        """Close the sinks that have a ``close()`` (a JSONL file)."""
+        for sink in [*self.sinks, *self._off]:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+    def __repr__(self) -> str:
+        state = "on" if self.active else "off"
+        return f"Tracer({', '.join(repr(s) for s in self.sinks)}; {state})"
+
+
+_warned_internal = False
+
+
+def _warn(message: str) -> None:
+    """Say it on the ``connectors.tracing`` logger and as a RuntimeWarning; neither may
+    break the call (``-W error`` turns the warning into an exception: it is swallowed)."""
+    import logging
+    import warnings
+
+    try:
+        logging.getLogger(LOGGER_NAME).warning("%s", message)
+    except Exception:  # a broken handler: the call goes on
+        pass
+    try:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    except Exception:  # -W error
+        pass
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug while building a trace: the call goes on; said once per process."""
+    global _warned_internal
+    if not _warned_internal:
+        _warned_internal = True
+        _warn(f"a trace could not be built and was dropped: {type(exc).__name__}: {exc}")
+
+
+_process_tracer = Tracer()  # off: no sinks
+
+
+def get_tracer() -> Tracer:
+    """The process-wide tracer (used by every client created without ``tracer=``)."""
+    return _process_tracer
+
+
+def set_tracer(tracer: Tracer | None) -> Tracer:
+    """Make ``tracer`` the process-wide tracer (None: off); returns the previous one."""
+    global _process_tracer
+    previous, _process_tracer = _process_tracer, tracer if tracer is not None else Tracer()
+    return previous
+
+
+def configure(*sinks: Any, capture_content: bool = True) -> Tracer:
+    """Trace every client in this process to ``sinks`` (none: tracing off); returns the
+    new process-wide tracer."""
+    tracer = Tracer(*sinks, capture_content=capture_content)
+    set_tracer(tracer)
+    return tracer
+
+
+# --------------------------------------------------------------------------------------- #
+# A helper for connectors outside the HTTP runtime
+# --------------------------------------------------------------------------------------- #
+
+
+class Traced:
+    """Traces a block as one call: its latency, its error (an exception leaving the block,
+    which is not swallowed) and what the block sets on this object: ``output``,
+    ``tokens_input``, ``tokens_output``, ``response_model``, ``finish_reason``."""
+
+    __slots__ = (
+        "_tracer",
+        "_connector",
+        "_operation",
+        "_input",
+        "_secrets",
+        "_provider",
+        "_request_model",
+        "_pricing",
+        "_timestamp",
+        "_started",
+        "output",
+        "tokens_input",
+        "tokens_output",
+        "response_model",
+        "finish_reason",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        connector: str,
+        operation: str,
+        input: Any,
+        secrets: Sequence[str],
+        provider: str | None,
+        request_model: str | None,
+        pricing: Pricing | None,
+    ) -> None:
+        self._tracer = tracer
+        self._connector = connector
+        self._operation = operation
+        self._input = input
+        self._secrets = secrets
+        self._provider = provider
+        self._request_model = request_model
+        self._pricing = pricing
+        self._timestamp = 0.0
+        self._started = 0.0
+        self.output: Any = None
+        self.tokens_input: int | None = None
+        self.tokens_output: int | None = None
+        self.response_model: str | None = None
+        self.finish_reason: str | None = None
+
+    def __enter__(self) -> Traced:
+        if self._tracer.active:
+            self._timestamp = time.time()
+            self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._started or not self._tracer.active:
+            return
+        try:
+            self._tracer.record(
+                self._connector,
+                self._operation,
+                input=self._input,
+                output=self.output,
+                error=exc,
+                latency=time.perf_counter() - self._started,
+                timestamp=self._timestamp,
+                provider=self._provider,
+                request_model=self._request_model,
+                response_model=self.response_model,
+                tokens_input=self.tokens_input,
+                tokens_output=self.tokens_output,
+                finish_reason=self.finish_reason,
+                pricing=self._pricing,
+                secrets=self._secrets,
+            )
+        except Exception as error:  # never let tracing replace the block's own outcome
+            _internal_error(error)
+
+
+def traced(
+    tracer: Tracer | None,
+    connector: str,
+    operation: str,
+    input: Any = None,
+    *,
+    secrets: Sequence[str] = (),
+    provider: str | None = None,
+    request_model: str | None = None,
+    pricing: Pricing | None = None,
+) -> Traced:
+    """Trace a block of a non-HTTP connector as one call (``tracer`` None: the process-wide
+    tracer)::
+
+        with traced(self._tracer, self._name, "query", {"sql": sql}, secrets=self._secrets) as t:
+            rows = cursor.fetchall()
+            t.output = {"rows": len(rows)}
+
+    While tracing is off it costs an object and two attribute checks.
+    """
+    return Traced(
+        tracer if tracer is not None else _process_tracer,
+        connector,
+        operation,
+        input,
+        secrets,
+        provider,
+        request_model,
+        pricing,
+    )
+
+
+# --------------------------------------------------------------------------------------- #
+# The HTTP runtime's hooks (used by builder.runtime.client)
+# --------------------------------------------------------------------------------------- #
+
+
+_NOTHING: Any = object()
+
+
+class ClientTracing:
+    """What a client's traces share: names, prices and its secrets' scrubber (made on the
+    first traced call of the client)."""
+
+    __slots__ = ("connector", "provider", "pricing", "scrubber")
+
+    def __init__(
+        self, connector: str, provider: str | None, pricing: Pricing | None, secrets: list[str]
+    ) -> None:
+        self.connector = connector
+        self.provider = provider
+        self.pricing = pricing
+        self.scrubber = Scrubber(secrets)
+
+
+class CallTrace:
+    """One traced request, from before it is built until it is answered or fails."""
+
+    __slots__ = (
+        "tracer",
+        "context",
+        "op",
+        "path",
+        "query",
+        "body",
+        "timestamp",
+        "started",
+        "tally",
+        "request",
+        "url",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        context: ClientTracing,
+        op: Operation[Any],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        body: Any,
+        url: str | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.context = context
+        self.op = op
+        self.path = path
+        self.query = query
+        self.body = body
+        self.url = url
+        self.tally = [0]  # requests sent, counted by the pipeline
+        self.request: httpx.Request | None = None
+        self.timestamp = time.time()
+        self.started = time.perf_counter()
+
+    def _call(self, lazy: bool = False) -> TracedCall:
+        context = self.context
+        return (_LazyCall if lazy else TracedCall)(
+            self.timestamp,
+            context.connector,
+            self.op.name,
+            provider=context.provider,
+            latency=time.perf_counter() - self.started,
+            attempts=self.tally[0],
+        )
+
+    def succeeded(self, response: httpx.Response, result: Any, body: Any = _NOTHING) -> None:
+        """The call answered: ``result`` is what it returns; ``body``, when given, is the
+        response already parsed as JSON (a page)."""
+        try:
+            op = self.op
+            content = self.tracer.capture_content
+            call = self._call(lazy=content)
+            call.status_code = response.status_code
+            usage = op.usage
+            if usage is not None:
+                self._usage(call, usage, result if body is _NOTHING else body)
+            if content:
+                assert isinstance(call, _LazyCall)
+                scrubber = self.context.scrubber
+                call._scrubber = scrubber
+                if op.response_kind != "json":
+                    call.output = self._output(response, result)
+                elif body is not _NOTHING:
+                    call.output = scrubber.decoded(response.content, body)
+                elif response.content:
+                    call._raw_output = response.content  # parsed when read
+                self._input(call)
+            self.tracer.emit(call)
+        except Exception as exc:
+            _internal_error(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        """The call raised ``exc`` (already a ConnectorError, or a cancellation)."""
+        try:
+            call = self._call()
+            call.error = _error_of(exc, self.context.scrubber)
+            call.status_code = getattr(exc, "status_code", None)
+            usage = self.op.usage
+            if usage is not None:
+                call.request_model = usage.requested_model(self.body)
+            if self.tracer.capture_content:
+                self._input(call)
+            self.tracer.emit(call)
+        except Exception as error:
+            _internal_error(error)
+
+    def _usage(self, call: TracedCall, usage: UsageMap, response: Any) -> None:
+        found = _Usage()
+        usage.read(response, found)
+        self._found(call, usage, found)
+
+    def _found(self, call: TracedCall, usage: UsageMap, found: _Usage) -> None:
+        call.request_model = usage.requested_model(self.body)
+        call.response_model = found.model
+        call.tokens_input = found.tokens_input
+        call.tokens_output = found.tokens_output
+        call.finish_reason = found.finish_reason
+        pricing = self.context.pricing
+        if pricing is not None:
+            call.cost = pricing.cost(call.model, found.tokens_input, found.tokens_output)
+
+    def _input(self, call: TracedCall) -> None:
+        """Set the call's input: the request's path, query, next link and body, as sent."""
+        body = self.body
+        request = self.request
+        if (
+            isinstance(call, _LazyCall)
+            and body is not None
+            and request is not None
+            and self.op.body_kind == "json"
+            and not self.path
+            and not self.query
+            and self.url is None
+        ):
+            raw = request.content
+            if raw:
+                call._raw_body = raw  # body only (the LLM case): parsed when read
+                return
+        call.input = self._input_parts()
+
+    def _input_parts(self) -> dict[str, Any]:
+        scrubber = self.context.scrubber
+        parts: dict[str, Any] = {}
+        if self.path:
+            parts["path"] = scrubber.value({k: wire_value(v) for k, v in self.path.items()})
+        if self.query:
+            query = {k: wire_value(v) for k, v in self.query.items() if v is not None}
+            if query:
+                parts["query"] = scrubber.value(query)
+        if self.url is not None:
+            parts["url"] = scrubber.text(self.url)
+        body = self.body
+        if body is not None:
+            request = self.request
+            kind = self.op.body_kind
+            if kind == "json" and request is not None:
+                raw = request.content
+                parts["body"] = scrubber.decoded(raw, _loads(raw)) if raw else None
+            elif kind == "text" and isinstance(body, str):
+                parts["body"] = scrubber.text(body)
+            else:
+                parts["body"] = scrubber.value(_jsonable(body))
+        return parts
+
+    def _output(self, response: httpx.Response, result: Any) -> Any:
+        kind = self.op.response_kind
+        if kind == "text":
+            return self.context.scrubber.text(result) if isinstance(result, str) else None
+        if kind == "bytes":
+            return f"<{len(response.content)} bytes>"
+        return None
+
+
+_ABANDONED = GeneratorExit()  # what an abandoned stream is stopped with
+
+
+class StreamTrace(CallTrace):
+    """A traced stream: read each event as it passes, send the trace once when the stream
+    ends, fails or is abandoned (closed early, or garbage-collected unfinished)."""
+
+    __slots__ = ("found", "status_code", "finished")
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        context: ClientTracing,
+        op: Operation[Any],
+        path: Mapping[str, Any] | None,
+        query: Mapping[str, Any] | None,
+        body: Any,
+    ) -> None:
+        super().__init__(tracer, context, op, path, query, body)
+        usage = op.usage
+        text = tracer.capture_content and usage is not None and usage.text is not None
+        self.found = _Usage(text)
+        self.status_code: int | None = None
+        self.finished = False
+
+    def opened(self, response: httpx.Response) -> None:
+        self.status_code = response.status_code
+
+    def event(self, event: str | None, chunk: Any) -> None:
+        """A decoded chunk (``event``: its SSE event name; None for NDJSON)."""
+        usage = self.op.usage
+        if usage is not None:
+            try:
+                usage.read(chunk, self.found, event)
+            except Exception as exc:
+                _internal_error(exc)
+
+    def skipped_event(self, event: str, data: str) -> None:
+        """An SSE event the stream does not yield; read only if a path names it."""
+        usage = self.op.usage
+        if usage is not None and usage.wants_event(event):
+            try:
+                usage.read(_loads(data), self.found, event)
+            except Exception as exc:
+                _internal_error(exc)
+
+    def _call(self, lazy: bool = False) -> TracedCall:
+        call = super()._call(lazy)
+        call.streamed = True
+        return call
+
+    def failed(self, exc: BaseException) -> None:
+        self.finished = True
+        super().failed(exc)
+
+    def stop(self, exc: BaseException | None = None) -> None:
+        """The stream is over: ended (``exc`` None), abandoned (GeneratorExit) or failed."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            content = self.tracer.capture_content
+            call = self._call(lazy=content)
+            call.status_code = self.status_code
+            usage = self.op.usage
+            found = self.found
+            if usage is not None:
+                self._found(call, usage, found)
+            if exc is not None:
+                if isinstance(exc, GeneratorExit):
+                    call.abandoned = True
+                else:
+                    call.error = _error_of(exc, self.context.scrubber)
+            if content:
+                assert isinstance(call, _LazyCall)
+                call._scrubber = self.context.scrubber
+                self._input(call)
+                if found.pieces is not None:
+                    call.output = self.context.scrubber.text("".join(found.pieces))
+            self.tracer.emit(call)
+        except Exception as error:
+            _internal_error(error)
+
+    def abandon(self) -> None:
+        self.stop(_ABANDONED)
+
+    def __del__(self) -> None:
+        # A stream dropped without being read to its end or closed.
+        if not self.finished:
+            self.stop(_ABANDONED)

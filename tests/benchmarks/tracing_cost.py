@@ -1,0 +1,588 @@
+"""Benchmark: client CPU that tracing adds per call of the generated OpenAI connector.
+
+    python tests/benchmarks/tracing_cost.py [--quick] [--json PATH] [--calls N] [--warmup N]
+                                            [--rounds N] [--chunks N]
+
+The fake OpenAI service runs in another process (``tests.servers.runner.run_server``), so
+``time.process_time()`` of this process measures the client alone. One client per variant,
+created once (pooled connections), all alike but for their tracer:
+
+  off             no tracer (the process-wide tracer, off by default)
+  memory          ``Tracer(MemorySink())`` (default size: keeps the last 10,000 calls)
+  memory, no content  ``Tracer(MemorySink(), capture_content=False)``
+  jsonl           ``Tracer(JsonlSink(<temp file>))``: one line written and flushed per call
+  jsonl, buffered ``Tracer(JsonlSink(<temp file>, flush=False))``: written 64 KiB at a time
+
+Rows:
+  POST chat       ``create_chat_completion`` (sync): one TracedCall with tokens, cost, model
+  async POST chat the same through ``AsyncOpenAI``
+  stream chat     ``stream_chat_completion`` read to its end (``--chunks`` text chunks, plus
+                  role, finish and usage chunks): one TracedCall with the full text
+
+Each variant makes ``--warmup`` calls first, then ``--rounds`` short rounds of ``--calls``
+calls (streams: a quarter as many); the variants take turns within a round and the order
+reverses every round, so that whatever else the machine does falls on all of them alike.
+Reported: the median over rounds of CPU µs per call, and the CPU tracing adds: the median
+over rounds of (variant - off) in the same round, with the interquartile range of those
+differences. Target: under 20 µs added per call. For the stream the added CPU is also given
+per chunk. Before measuring, every traced variant is checked to have recorded what it should
+(tokens, cost, model, the stream's full text, one JSON line per call).
+
+A second table times the tracing code alone: the recorded request and response of one call
+(and the decoded chunks of one stream) replayed through the same trace objects the client
+uses, with no I/O, many times: what tracing costs when nothing else competes for the caches.
+
+Until the OpenAI spec maps usage and prices (issue #5), the script gives the operations the
+``UsageMap`` and the service the ``Pricing`` that the LLM contract specifies, so the
+measured tracer reads tokens and computes cost as it will in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``tests.benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import connectors.openai.client as openai_client  # noqa: E402
+from builder.runtime import tracing  # noqa: E402
+from builder.runtime.operation import Operation  # noqa: E402
+from builder.runtime.pricing import Pricing  # noqa: E402
+from builder.runtime.tracing import JsonlSink, MemorySink, Tracer, UsageMap  # noqa: E402
+from connectors.openai import AsyncOpenAI, OpenAI  # noqa: E402
+from tests.benchmarks._common import parser, summary, table, verdict, write_json  # noqa: E402
+from tests.servers.runner import run_server  # noqa: E402
+
+TARGET_ADDED_US = 20.0
+
+MODEL = "gpt-fake-mini"
+MESSAGES = [{"role": "user", "content": "hi"}]
+EXPECTED_CONTENT = "echo: hi"
+API_KEY = "sk-bench-4f1c9a7e0b3d"  # a secret the traces are scrubbed of, as in production
+VARIANTS = ("off", "memory", "memory, no content", "jsonl", "jsonl, buffered")
+REWARM = 1  # an untimed call before each timed round (uvicorn drops idle connections)
+
+CHAT_USAGE = UsageMap(
+    model="model",
+    tokens_input="usage.prompt_tokens",
+    tokens_output="usage.completion_tokens",
+    finish_reason="choices.0.finish_reason",
+    request_model="model",
+)
+STREAM_USAGE = UsageMap(
+    model="model",
+    tokens_input="usage.prompt_tokens",
+    tokens_output="usage.completion_tokens",
+    finish_reason="choices.0.finish_reason",
+    text="choices.0.delta.content",
+    request_model="model",
+)
+PRICING = Pricing(
+    as_of="2026-01-01",
+    source="https://example.invalid/prices",
+    models={MODEL: (0.15, 0.6), "gpt-4o-mini": (0.15, 0.6), "gpt-4o": (2.5, 10.0)},
+)
+
+
+# --------------------------------------------------------------------------------------- #
+# The connector, as the LLM contract will generate it
+# --------------------------------------------------------------------------------------- #
+
+
+def _operations() -> dict[str, Operation[Any]]:
+    return {
+        value.name: value for value in vars(openai_client).values() if isinstance(value, Operation)
+    }
+
+
+def prepare_connector() -> list[str]:
+    """Give the generated operations and service their usage maps and prices where the
+    generated code has none yet; returns what was added (printed with the results)."""
+    added = []
+    ops = _operations()
+    for name, usage in (
+        ("create_chat_completion", CHAT_USAGE),
+        ("stream_chat_completion", STREAM_USAGE),
+    ):
+        if ops[name].usage is None:
+            ops[name].usage = usage
+            added.append(f"UsageMap on {name}")
+    return added
+
+
+def _service_with_pricing() -> Any:
+    service = openai_client.SERVICE
+    if service.pricing is None or service.provider is None:
+        service = dataclasses.replace(
+            service, provider=service.provider or "openai", pricing=service.pricing or PRICING
+        )
+    return service
+
+
+def make_client(cls: type[Any], v1: str, tracer: Tracer | None) -> Any:
+    """A client of ``cls`` with ``tracer``: through the constructor when the generated
+    ``__init__`` takes it, else set on the instance (same effect)."""
+    service = _service_with_pricing()
+    traced_cls = type(cls.__name__, (cls,), {"_service": service})
+    if "tracer" in inspect.signature(cls.__init__).parameters:
+        return traced_cls(api_key=API_KEY, base_url=v1, tracer=tracer)
+    client = traced_cls(api_key=API_KEY, base_url=v1)
+    client._tracer = tracer
+    return client
+
+
+def tracers(directory: Path) -> dict[str, Tracer | None]:
+    return {
+        "off": None,
+        "memory": Tracer(MemorySink()),
+        "memory, no content": Tracer(MemorySink(), capture_content=False),
+        "jsonl": Tracer(JsonlSink(directory / "traces.jsonl")),
+        "jsonl, buffered": Tracer(JsonlSink(directory / "buffered.jsonl", flush=False)),
+    }
+
+
+# --------------------------------------------------------------------------------------- #
+# Checks (outside the timed loops)
+# --------------------------------------------------------------------------------------- #
+
+
+def _last_trace(tracer: Tracer | None) -> Any:
+    assert tracer is not None
+    sink = tracer.sinks[0]
+    if isinstance(sink, MemorySink):
+        return sink.calls[-1]
+    assert isinstance(sink, JsonlSink)
+    if not sink.flush:
+        sink._file.flush()  # the buffered variant: write what it holds, to check it
+    with open(sink.path, "rb") as lines:
+        return json.loads(lines.readlines()[-1])
+
+
+def check_traces(tracer: Tracer | None, operation: str, expected_text: str | None) -> None:
+    if tracer is None:
+        return
+    if tracer.switched_off:
+        raise AssertionError(f"a sink was switched off: {tracer.switched_off}")
+    trace = _last_trace(tracer)
+    get = trace.get if isinstance(trace, dict) else lambda key: getattr(trace, key)
+    if get("operation") != operation or get("error") is not None:
+        raise AssertionError(f"unexpected trace: {trace}")
+    if not get("tokens_input") or not get("tokens_output") or get("cost") is None:
+        raise AssertionError(f"trace without tokens or cost: {trace}")
+    if get("model") != MODEL:
+        raise AssertionError(f"trace with model {get('model')!r}")
+    if expected_text is not None and tracer.capture_content:
+        if get("output") != expected_text:
+            raise AssertionError(f"stream trace output {get('output')!r} != {expected_text!r}")
+
+
+def _check_chat(result: Any) -> None:
+    if result.choices[0].message.content != EXPECTED_CONTENT:
+        raise AssertionError(f"unexpected content {result.choices[0].message.content!r}")
+
+
+# --------------------------------------------------------------------------------------- #
+# Measurement
+# --------------------------------------------------------------------------------------- #
+
+
+def _time_sync(fn: Callable[[], Any], n: int) -> tuple[float, Any]:
+    result = None
+    cpu0 = time.process_time()
+    for _ in range(n):
+        result = fn()
+    return (time.process_time() - cpu0) / n * 1e6, result
+
+
+async def _time_async(fn: Callable[[], Awaitable[Any]], n: int) -> tuple[float, Any]:
+    result = None
+    cpu0 = time.process_time()
+    for _ in range(n):
+        result = await fn()
+    return (time.process_time() - cpu0) / n * 1e6, result
+
+
+class Row:
+    """Per-round CPU samples of one row for every variant."""
+
+    def __init__(self, name: str, chunks: int | None = None) -> None:
+        self.name = name
+        self.chunks = chunks  # stream rows: text chunks per call
+        self.cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+
+    def added(self, variant: str) -> list[float]:
+        """Per round: the variant's CPU per call minus the untraced client's."""
+        return [v - o for v, o in zip(self.cpu[variant], self.cpu["off"], strict=True)]
+
+    def results(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for variant in VARIANTS:
+            entry: dict[str, Any] = {"cpu_us_per_call": summary(self.cpu[variant])}
+            if variant != "off":
+                added = self.added(variant)
+                entry["added_us_per_call"] = summary(added)
+                entry["added_us_per_call"]["iqr"] = _iqr(added)
+                if self.chunks:
+                    entry["added_us_per_chunk"] = statistics.median(added) / self.chunks
+            out[variant] = entry
+        if self.chunks:
+            out["chunks_per_call"] = self.chunks
+        return out
+
+
+def _iqr(values: list[float]) -> tuple[float, float]:
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[0], quartiles[2]
+
+
+def _order(round_index: int) -> tuple[str, ...]:
+    return VARIANTS if round_index % 2 == 0 else tuple(reversed(VARIANTS))
+
+
+def run_sync_row(
+    row: Row, fns: dict[str, Callable[[], Any]], calls: int, warmup: int, rounds: int
+) -> None:
+    for variant in VARIANTS:
+        _time_sync(fns[variant], warmup)
+    for r in range(rounds):
+        for variant in _order(r):
+            _time_sync(fns[variant], REWARM)
+            cpu, _ = _time_sync(fns[variant], calls)
+            row.cpu[variant].append(cpu)
+        _progress(row, r, rounds)
+
+
+async def run_async_row(
+    row: Row, fns: dict[str, Callable[[], Awaitable[Any]]], calls: int, warmup: int, rounds: int
+) -> None:
+    for variant in VARIANTS:
+        await _time_async(fns[variant], warmup)
+    for r in range(rounds):
+        for variant in _order(r):
+            await _time_async(fns[variant], REWARM)
+            cpu, _ = await _time_async(fns[variant], calls)
+            row.cpu[variant].append(cpu)
+        _progress(row, r, rounds)
+
+
+def _progress(row: Row, r: int, rounds: int) -> None:
+    if (r + 1) % 10 and r + 1 != rounds:
+        return
+    last = {v: statistics.median(row.cpu[v]) for v in VARIANTS}
+    print(
+        f"  {row.name}: round {r + 1}/{rounds}: "
+        + ", ".join(f"{v} {c:.0f} µs" for v, c in last.items())
+        + " (medians so far)",
+        flush=True,
+    )
+
+
+def sync_rows(
+    v1: str, directory: Path, calls: int, warmup: int, rounds: int, chunks: int
+) -> list[Row]:
+    traced = tracers(directory)
+    clients = {v: make_client(OpenAI, v1, traced[v]) for v in VARIANTS}
+    prompt = " ".join(f"w{i}" for i in range(chunks - 1))  # "echo: " + prompt = chunks words
+    expected_text = "echo: " + prompt
+
+    def chat(client: Any) -> Callable[[], Any]:
+        return lambda: client.create_chat_completion(model=MODEL, messages=MESSAGES)
+
+    def stream(client: Any) -> Callable[[], Any]:
+        def read() -> int:
+            count = 0
+            for _ in client.stream_chat_completion(
+                model=MODEL,
+                messages=[{"role": "user", "content": prompt}],
+                stream_options={"include_usage": True},
+            ):
+                count += 1
+            return count
+
+        return read
+
+    try:
+        for variant, client in clients.items():
+            _check_chat(chat(client)())
+            check_traces(traced[variant], "create_chat_completion", None)
+            events = stream(client)()
+            if events != chunks + 3:  # role, text chunks, finish, usage
+                raise AssertionError(f"{variant}: {events} chunks, expected {chunks + 3}")
+            check_traces(traced[variant], "stream_chat_completion", expected_text)
+
+        post = Row("POST chat")
+        run_sync_row(post, {v: chat(c) for v, c in clients.items()}, calls, warmup, rounds)
+        streamed = Row(f"stream chat ({chunks} chunks)", chunks=chunks + 3)
+        stream_calls = max(calls // 4, 1)
+        run_sync_row(
+            streamed, {v: stream(c) for v, c in clients.items()}, stream_calls, warmup, rounds
+        )
+        for variant in VARIANTS:
+            check_traces(traced[variant], "stream_chat_completion", expected_text)
+    finally:
+        for client in clients.values():
+            client.close()
+        for tracer in traced.values():
+            if tracer is not None:
+                tracer.close()
+    return [post, streamed]
+
+
+def async_row(v1: str, directory: Path, calls: int, warmup: int, rounds: int) -> Row:
+    async def run() -> Row:
+        traced = tracers(directory)
+        clients = {v: make_client(AsyncOpenAI, v1, traced[v]) for v in VARIANTS}
+
+        def chat(client: Any) -> Callable[[], Awaitable[Any]]:
+            return lambda: client.create_chat_completion(model=MODEL, messages=MESSAGES)
+
+        row = Row("async POST chat")
+        try:
+            for variant, client in clients.items():
+                _check_chat(await chat(client)())
+                check_traces(traced[variant], "create_chat_completion", None)
+            await run_async_row(
+                row, {v: chat(c) for v, c in clients.items()}, calls, warmup, rounds
+            )
+        finally:
+            for client in clients.values():
+                await client.aclose()
+            for tracer in traced.values():
+                if tracer is not None:
+                    tracer.close()
+        return row
+
+    return asyncio.run(run())
+
+
+# --------------------------------------------------------------------------------------- #
+# The tracing code alone
+# --------------------------------------------------------------------------------------- #
+
+
+def isolated(v1: str, directory: Path, chunks: int, number: int) -> dict[str, dict[str, float]]:
+    """CPU µs of tracing one call (and one stream), replayed without I/O: the recorded
+    request, response and decoded chunks go through the objects the client uses."""
+    from builder.runtime.tracing import CallTrace, StreamTrace
+
+    ops = _operations()
+    chat_op, stream_op = ops["create_chat_completion"], ops["stream_chat_completion"]
+    prompt = " ".join(f"w{i}" for i in range(chunks - 1))
+    stream_body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream_options": {"include_usage": True},
+        "stream": True,
+    }
+    chat_body = {"model": MODEL, "messages": MESSAGES, "stream": False}
+    out: dict[str, dict[str, float]] = {}
+    with make_client(OpenAI, v1, None) as client:
+        request = client._build(client._http, chat_op, None, None, None, chat_body)
+        response = client._http.send(request)
+        result = client._decode(chat_op, response)
+        stream_request = client._build(client._http, stream_op, None, None, None, stream_body)
+        decoded = list(client._stream(stream_op, body=stream_body))
+        context = client._trace_context()
+        for variant, tracer in tracers(directory).items():
+            if tracer is None:
+                continue
+
+            def call(tracer: Tracer = tracer) -> None:
+                trace = CallTrace(tracer, context, chat_op, None, None, chat_body)
+                trace.request = request
+                trace.succeeded(response, result)
+
+            def stream(tracer: Tracer = tracer) -> None:
+                trace = StreamTrace(tracer, context, stream_op, None, None, stream_body)
+                trace.request = stream_request
+                trace.opened(response)
+                for chunk in decoded:
+                    trace.event("message", chunk)
+                trace.stop(None)
+
+            out[variant] = {
+                "call_us": _best_of(call, number),
+                "stream_us": _best_of(stream, max(number // 10, 1)),
+            }
+            tracer.close()
+    return out
+
+
+def _best_of(fn: Callable[[], Any], number: int) -> float:
+    """Median of 7 repeats of ``number`` runs, in CPU µs per run."""
+    samples = []
+    for _ in range(7):
+        cpu0 = time.process_time()
+        for _ in range(number):
+            fn()
+        samples.append((time.process_time() - cpu0) / number * 1e6)
+    return statistics.median(samples)
+
+
+def off_path_ns() -> float:
+    """What a call pays while tracing is off: the check ``_call`` makes, alone."""
+
+    class Probe:
+        _tracer: Tracer | None = None
+
+    probe = Probe()
+    number = 1_000_000
+
+    def check() -> bool:
+        return (probe._tracer or tracing._process_tracer).active
+
+    baseline = min(timeit.repeat(lambda: None, number=number, repeat=5))
+    checked = min(timeit.repeat(check, number=number, repeat=5))
+    return max(checked - baseline, 0.0) / number * 1e9
+
+
+# --------------------------------------------------------------------------------------- #
+# Report
+# --------------------------------------------------------------------------------------- #
+
+
+def report(rows: list[Row], calls: int, rounds: int) -> str:
+    body = []
+    for row in rows:
+        for variant in VARIANTS:
+            cpu = statistics.median(row.cpu[variant])
+            if variant == "off":
+                added_text, spread, per_chunk, ok = "", "", "", ""
+            else:
+                added = statistics.median(row.added(variant))
+                low, high = _iqr(row.added(variant))
+                added_text, spread = f"{added:+.1f}", f"{low:+.0f}..{high:+.0f}"
+                per_chunk = f"{added / row.chunks:.2f}" if row.chunks else ""
+                ok = verdict(added, TARGET_ADDED_US)
+            body.append(
+                [
+                    row.name if variant == VARIANTS[0] else "",
+                    variant,
+                    f"{cpu:.1f}",
+                    f"{min(row.cpu[variant]):.1f}",
+                    added_text,
+                    spread,
+                    per_chunk,
+                    f"< {TARGET_ADDED_US:.0f}" if variant != "off" else "",
+                    ok,
+                ]
+            )
+    return table(
+        [
+            "row",
+            "tracing",
+            "CPU µs/call",
+            "min µs",
+            "added µs",
+            "IQR",
+            "µs/chunk",
+            "target",
+            "",
+        ],
+        body,
+        title=(
+            f"Client CPU per call with tracing off and on (process_time; median of {rounds} "
+            f"rounds x {calls} calls; streams: a quarter as many calls)"
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--calls", type=int, help="calls per variant per round (default 100)")
+    p.add_argument("--warmup", type=int, help="warm-up calls per variant (default 200)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 60)")
+    p.add_argument("--chunks", type=int, default=20, help="text chunks per stream (default 20)")
+    p.add_argument("--no-async", action="store_true", help="skip the async row")
+    args = p.parse_args(argv)
+    calls = args.calls or (40 if args.quick else 100)
+    warmup = args.warmup if args.warmup is not None else (20 if args.quick else 200)
+    rounds = args.rounds or (5 if args.quick else 60)
+    chunks = max(args.chunks, 2)
+
+    added = prepare_connector()
+    started = time.perf_counter()
+    print(
+        f"tracing cost: {rounds} rounds x {calls} calls per variant after {warmup} warm-up "
+        f"calls; streams of {chunks} text chunks",
+        flush=True,
+    )
+    if added:
+        print("  (the generated spec has no usage map yet; added: " + ", ".join(added) + ")")
+    with tempfile.TemporaryDirectory(prefix="tracing-cost-") as tmp, run_server() as base_url:
+        v1 = base_url + "/v1"
+        rows = sync_rows(v1, Path(tmp), calls, warmup, rounds, chunks)
+        if not args.no_async:
+            rows.append(async_row(v1, Path(tmp), calls, warmup, rounds))
+        alone = isolated(v1, Path(tmp), chunks, 200 if args.quick else 2000)
+        jsonl_bytes = sum(f.stat().st_size for f in Path(tmp).glob("*.jsonl"))
+    off_ns = off_path_ns()
+    elapsed = time.perf_counter() - started
+
+    print()
+    print(report(rows, calls, rounds))
+    print()
+    print(
+        table(
+            ["tracing", "one call µs", f"one stream µs ({chunks + 3} chunks)", "µs/chunk"],
+            [
+                [
+                    variant,
+                    f"{v['call_us']:.1f}",
+                    f"{v['stream_us']:.1f}",
+                    f"{v['stream_us'] / (chunks + 3):.2f}",
+                ]
+                for variant, v in alone.items()
+            ],
+            title="The tracing code alone (CPU per trace, replayed without I/O)",
+        )
+    )
+    print(
+        f"\nwith tracing off, a call pays one check: {off_ns:.0f} ns "
+        f"(`(client._tracer or process tracer).active`, timed alone)"
+    )
+    print(f"(total run time {elapsed:.0f} s; JSONL written: {jsonl_bytes / 1e6:.1f} MB)")
+
+    results: dict[str, Any] = {row.name: row.results() for row in rows}
+    verdicts = {
+        f"{row.name} / {variant}": verdict(statistics.median(row.added(variant)), TARGET_ADDED_US)
+        for row in rows
+        for variant in VARIANTS[1:]
+    }
+    write_json(
+        args.json,
+        "tracing_cost",
+        {
+            "calls": calls,
+            "warmup": warmup,
+            "rounds": rounds,
+            "chunks": chunks,
+            "quick": args.quick,
+            "clock": "time.process_time (client process only)",
+            "added_to_connector": added,
+        },
+        {
+            "rows": results,
+            "tracing_code_alone_us": alone,
+            "off_path_check_ns": off_ns,
+            "target_added_us_per_call": TARGET_ADDED_US,
+            "verdicts": verdicts,
+            "elapsed_s": elapsed,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
