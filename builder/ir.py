@@ -257,6 +257,7 @@ class Connector:
     llm_maps: list[LlmMapIR] = field(default_factory=list)
     pricing: dict[str, Any] | None = None  # as_of, source, models: name -> (input, output)
     llm_cases: dict[str, Any] | None = None  # fixtures of the generated LLM test suite
+    max_response_bytes: int | None = None  # set when the spec differs from the runtime's
 
     @property
     def client_import_sections(self) -> list[list[tuple[str, str]]]:
@@ -926,6 +927,9 @@ class _Builder:
             },
             llm_maps=llm_maps,
             llm_cases=llm_cases(spec, spec.base_url or ""),
+            max_response_bytes=d.max_response_bytes
+            if "max_response_bytes" in d.model_fields_set
+            else None,
             pricing={
                 "as_of": pricing.as_of.isoformat(),
                 "source": pricing.source,

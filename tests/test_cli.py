@@ -447,6 +447,9 @@ def test_list_json(tmp_path: Path) -> None:
         "title": "Minimal API",
         "operations": ["list_things", "get_thing"],
         "roles": ["source"],
+        "priced_models": {},
+        "prices_as_of": None,
+        "prices_source": None,
         "spec": str(minimal),
     }
     assert rows["rich"]["operations"] == [
@@ -460,13 +463,34 @@ def test_list_json(tmp_path: Path) -> None:
     assert rows["rich"]["spec"] == str(rich)
 
 
+def test_list_shows_priced_models() -> None:
+    result = cli("list", "--json", str(ROOT / "specs" / "openai.yaml"))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["roles"] == ["llm"]
+    assert row["priced_models"]["gpt-4o-mini"] == {"input": 0.15, "output": 0.6}
+    assert row["prices_as_of"] == "2025-08-07" and row["prices_source"].startswith("https://")
+    text = cli("list", str(ROOT / "specs" / "openai.yaml")).stdout
+    assert "gpt-4o-mini $0.15/$0.6" in text and "as of 2025-08-07" in text
+
+
+def test_list_data_kinds_and_named_queries() -> None:
+    result = cli("list", "--json", str(ROOT / "specs" / "postgres.yaml"))
+    (row,) = json.loads(result.stdout)
+    assert row["kind"] == "sql" and row["roles"] == ["source", "sink"]
+    assert row["operations"] == ["list_tables", "describe_table"]
+
+
 def test_schema_prints_json_schema() -> None:
     result = cli("schema")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["$schema"].startswith("https://json-schema.org/")
     assert "operations" in document["properties"]
-    assert {"spec_version", "name", "title", "base_url"} <= set(document["required"])
+    assert {"spec_version", "name", "title"} <= set(document["required"])
+    # base_url is required of kind http only (a semantic check), so it is optional here.
+    assert "base_url" in document["properties"]
+    assert "sql" in json.dumps(document["properties"]["kind"])
     assert "operations" in document["properties"]
     assert "$defs" in document and "Operation" in document["$defs"]
     assert "method" in document["$defs"]["Operation"]["properties"]

@@ -15,7 +15,7 @@ from builder.runtime.auth import credential_values
 from builder.runtime.config import Config, redact_logs, scrub
 from builder.runtime.operation import Operation, Service, styled_query, wire_text, wire_value
 from builder.runtime.pagination import PageWalk
-from builder.runtime.pipeline import SEND, SLEEP, Pipeline, Plan
+from builder.runtime.pipeline import SEND, SLEEP, BodyTooLarge, Pipeline, Plan
 from builder.runtime.resilience import CircuitBreaker, RetryPolicy, TokenBucket
 from builder.runtime.streaming import SSEDecoder
 from builder.runtime.tracing import CallTrace, ClientTracing, StreamTrace, Tracer
@@ -237,17 +237,25 @@ def _deadline(request: httpx.Request) -> float:
 
 
 class _Deadline(httpx.SyncByteStream):
-    """A response body that raises ReadTimeout once the deadline passes."""
+    """A response body that raises ReadTimeout once the deadline passes, and BodyTooLarge
+    once it outgrows the limit (so an endless or huge body never fills memory)."""
 
-    def __init__(self, stream: Any, deadline: float, request: httpx.Request) -> None:
+    def __init__(
+        self, stream: Any, deadline: float, request: httpx.Request, limit: int | None = None
+    ) -> None:
         self._stream, self._deadline, self._request = stream, deadline, request
+        self._limit = limit if limit else float("inf")
 
     def __iter__(self) -> Iterator[bytes]:
+        size = 0
         for chunk in self._stream:
             if time.monotonic() > self._deadline:
                 raise httpx.ReadTimeout(
                     "the response took longer than the timeout", request=self._request
                 )
+            size += len(chunk)
+            if size > self._limit:
+                raise _too_large(self._limit, self._request)
             yield chunk
 
     def close(self) -> None:
@@ -255,19 +263,30 @@ class _Deadline(httpx.SyncByteStream):
 
 
 class _AsyncDeadline(httpx.AsyncByteStream):
-    def __init__(self, stream: Any, deadline: float, request: httpx.Request) -> None:
+    def __init__(
+        self, stream: Any, deadline: float, request: httpx.Request, limit: int | None = None
+    ) -> None:
         self._stream, self._deadline, self._request = stream, deadline, request
+        self._limit = limit if limit else float("inf")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
         async for chunk in self._stream:
             if time.monotonic() > self._deadline:
                 raise httpx.ReadTimeout(
                     "the response took longer than the timeout", request=self._request
                 )
+            size += len(chunk)
+            if size > self._limit:
+                raise _too_large(self._limit, self._request)
             yield chunk
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _too_large(limit: float, request: httpx.Request) -> BodyTooLarge:
+    return BodyTooLarge(f"the response body is larger than {int(limit):,} bytes", request=request)
 
 
 _serializer: Any = None
@@ -315,7 +334,9 @@ class SyncClient(_Core):
                         else:
                             deadline = _deadline(arg)
                             response = send(arg, stream=True)
-                            response.stream = _Deadline(response.stream, deadline, arg)
+                            response.stream = _Deadline(
+                                response.stream, deadline, arg, self._service.max_response_bytes
+                            )
                             response.read()
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
@@ -466,7 +487,9 @@ class AsyncClient(_Core):
                         else:
                             deadline = _deadline(arg)
                             response = await send(arg, stream=True)
-                            response.stream = _AsyncDeadline(response.stream, deadline, arg)
+                            response.stream = _AsyncDeadline(
+                                response.stream, deadline, arg, self._service.max_response_bytes
+                            )
                             await response.aread()
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)

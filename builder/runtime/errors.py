@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "ResponseTooLargeError",
     "ResponseValidationError",
     "ServerError",
     "StreamError",
@@ -72,6 +73,10 @@ class ConnectionFailedError(TransportError):
 
 class TimeoutError(TransportError):  # noqa: A001 - the natural name; builtins.TimeoutError stays reachable
     """Connecting, sending or reading took longer than the timeout."""
+
+
+class ResponseTooLargeError(TransportError):
+    """The response body is larger than the connector's ``max_response_bytes``."""
 
 
 class StreamError(TransportError):

@@ -47,6 +47,8 @@ class Service:
     quota_headers: QuotaHeaders | None = None
     provider: str | None = None  # gen_ai.provider.name of its traces (openai, anthropic, ...)
     pricing: Pricing | None = None  # prices per model, for the cost of traced calls
+    # A body larger than this is refused (ResponseTooLargeError) instead of filling memory.
+    max_response_bytes: int | None = 100 * 1024 * 1024
 
 
 class Decoder:

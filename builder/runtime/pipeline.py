@@ -25,11 +25,15 @@ from builder.runtime.resilience import (
     utc_from_epoch,
 )
 
-__all__ = ["READ", "SEND", "SLEEP", "Action", "Pipeline"]
+__all__ = ["Action", "BodyTooLarge", "Pipeline", "READ", "SEND", "SLEEP"]
 
 SEND, SLEEP, READ = "send", "sleep", "read"
 Action = tuple[str, Any]
 Plan = Generator[Action, Any, httpx.Response]
+
+
+class BodyTooLarge(httpx.RequestError):
+    """Raised while reading a response body that outgrows ``Service.max_response_bytes``."""
 
 
 class Pipeline:
@@ -92,6 +96,11 @@ class Pipeline:
                     continue
                 raise self._transport_error(
                     errors.TimeoutError, op, request, exc, retries
+                ) from None
+            except BodyTooLarge as exc:
+                # The service answered; retrying would only fetch the same body again.
+                raise self._transport_error(
+                    errors.ResponseTooLargeError, op, request, exc, retries
                 ) from None
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if breaker is not None:

@@ -198,6 +198,8 @@ class _Checker:
         effective = self.spec.settings()
         for name, setting in self.spec.config.items():
             path: Path = ("config", name)
+            if self.spec.kind != "http" and name not in effective:
+                continue  # not a setting of the kind: check_kind says so, once
             setting = effective.get(name, setting)  # a data kind's standard type, defaults
             if not is_safe_identifier(name) or name != name.lower() or name in RESERVED_ARGUMENTS:
                 yield self.error(

@@ -285,6 +285,12 @@ class Defaults(StrictModel):
     retry: Retry = Field(default_factory=Retry)
     rate_limit: RateLimit | None = None
     circuit_breaker: CircuitBreaker | None = None
+    max_response_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="A (non-streamed) response body larger than this raises "
+        "ResponseTooLargeError instead of filling memory.",
+    )
 
 
 class RateLimitHeaders(StrictModel):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "cb2ce7aaf959f98c7859397ff129c8288ea7d6b927ad4cb518f1f5a4a65ca5b5"
+SPEC_HASH = "4251e9f0a03533d72e4eac7271b248cb23d3eaa406280ac3f9e1926940ed1edb"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

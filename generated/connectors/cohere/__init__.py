@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "f3c530586a916cf890a1bc005a3783b4dce88d73d01e9f387baace18911ea0d7"
+SPEC_HASH = "e15b913def3180b2e672a47fe08dc5cabb79647fbd4704e358f7e404fe141bf2"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

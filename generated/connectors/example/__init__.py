@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage, Problem
 
 __version__ = "1.2.0"
-SPEC_HASH = "f01621f4807b8be151212ebcc0545c41909f7c87f93f356b45fcf8aba91d9396"
+SPEC_HASH = "d504f030d68d483fda9a212c7ff633ea96fa2cebc22d6f3dc0192741094c1190"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

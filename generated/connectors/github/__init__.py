@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "f372ce3ff0ab540b031d6d838c17adf0937f4729b228a7b2e0abbbf3e379d10b"
+SPEC_HASH = "911a73b9c2103b07d2fae736679d9c1d79c9c40b16a2cc03e90755a4f5f119d4"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, HuggingFaceEmbeddings
 
 __version__ = "0.1.0"
-SPEC_HASH = "4a13d76e80b91b929a3e7757ad6ab5f19aa3d8df1a03c6965cdcde51367a69d1"
+SPEC_HASH = "804007ce3d8237f5e19f64526d27593a7ae36c976ce3db2714db942218e21e50"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

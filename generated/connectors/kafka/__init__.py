@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Kafka
 
 __version__ = "0.1.0"
-SPEC_HASH = "a83a03d91fc67b3fdb586970b2111046d65fcdff96e32744bf6c0980aab69a19"
+SPEC_HASH = "524af9ba849b0b133bd1b3734693227d3b0db0f6f4020106a3ea4cd9a78d74df"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, LocalFiles
 
 __version__ = "0.1.0"
-SPEC_HASH = "008792578bba8c3a0b9612fdd31955bc241e425ad3a97af464849fb88c7160ca"
+SPEC_HASH = "95c05c96e2fd9b6221f11989ac19b2ed2c293b12d8c84706b1ad27fb79a97e4c"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "a12f3e289e9abe67d7182f20cd17815311267d76c95c9f3c9b454655dc0f2908"
+SPEC_HASH = "e27d0af658d27bab0c729235ac264883753662bdfd9a8a8dc082fb7a77fdcaf5"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Mongodb
 
 __version__ = "0.1.0"
-SPEC_HASH = "1894be284347064a268aecaca4ff0aa0df563aea36abb3a1c4f28647ac1aa934"
+SPEC_HASH = "03afcf6491d1251071f2fc2180b46a05b89ea2b4d16337c7cc55918c36cf7453"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Mqtt
 
 __version__ = "0.1.0"
-SPEC_HASH = "a467fba791bb3fd5973dfc98cecaacf1154354226fea399ff6888fe144588e95"
+SPEC_HASH = "58783887f1041fd7a049f5b8576d1e6946ba26edefe55787c0d0e6ffcf417992"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import TableInfo
 
 __version__ = "0.1.0"
-SPEC_HASH = "891ea5b8d35a3d3c50851162c7db87819a6670a7abcc56e05f642c14c481495f"
+SPEC_HASH = "f8ea3b9b352d3ddddb0a749930bb4e0e81337ba23d6f0fed51ff8ea1d17f68f8"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Nats
 
 __version__ = "0.1.0"
-SPEC_HASH = "cc929679754d829bcd8d51a11bfbf9118539be05e1c6990850baae0b8c83e98d"
+SPEC_HASH = "1286e76f89777bac06dc177be06c75122aaff556582c25d41b6cf726e55b59df"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

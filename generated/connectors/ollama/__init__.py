@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "ef5e3536cd89c9ecb57b657b2800f8036f9724ffc22857f3aa39cf8cc886d8c1"
+SPEC_HASH = "b27a389f5ca31821eca404830e234e53cf331f942fc60af522ff3269e025ad6d"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "52ddd27ef328387a76b85e140fb7954f77527c8ad7bca265869536a94b1e63d4"
+SPEC_HASH = "edcdc65aa3520901aab195cfceeb88e773dd6412bc3c0932c35ba36f00a3f107"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

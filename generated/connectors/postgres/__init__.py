@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import ColumnInfo, TableInfo
 
 __version__ = "0.1.0"
-SPEC_HASH = "7bd79b2c5c823dcd6a823e560d28e3bed23118e7495aa5d12f0fbc02e0885f06"
+SPEC_HASH = "923f805608d31d668438345a9703bbbdfd1da79e03d822a45ef537aaa7287415"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Rabbitmq
 
 __version__ = "0.1.0"
-SPEC_HASH = "a04ae21d1f7a71d4ce9b3de54f9165454a0d9104472c6ec6a7175aece809ab71"
+SPEC_HASH = "fd5a3e708430e406b8c99210afcbfa6af4f479b977a8f2b305052428fc37d444"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

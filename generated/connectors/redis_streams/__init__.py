@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, RedisStreams
 
 __version__ = "0.1.0"
-SPEC_HASH = "5a7052ea7f41025451964c54e18a9329679c071e0fdaa142f70864d3bf2059af"
+SPEC_HASH = "0c84da41467782c0b943ab5e68ced46d7cc880c1a77ba0b9b22051974b8067fe"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

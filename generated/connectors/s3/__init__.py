@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import S3, SETTINGS
 
 __version__ = "0.1.0"
-SPEC_HASH = "8a8dfc2f801462f93e52869567a2c72ab38bfcb10820d15eb192bd317ac38be0"
+SPEC_HASH = "684982e249b92384266c3593e74b75989eb00d52f937b67af1e8cd7dec2a22f1"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [
