@@ -37,6 +37,17 @@ def _step(value: Any, key: str | int) -> Any:
     return got
 
 
+_MODEL_CLASSES: dict[type, bool] = {}
+
+
+def _is_model(cls: type) -> bool:
+    """Whether instances keep their fields as attributes (pydantic models), cached."""
+    found = _MODEL_CLASSES.get(cls)
+    if found is None:
+        found = _MODEL_CLASSES[cls] = hasattr(cls, "model_fields")
+    return found
+
+
 _ATTRIBUTES: dict[tuple[type, str], str | None] = {}
 
 
@@ -75,7 +86,18 @@ class Path:
     def get(self, value: Any, default: Any = None) -> Any:
         """The value at the path (a list of values for a ``*`` path), else ``default``."""
         for key in self._head:
-            value = _step(value, key)
+            # Dicts and lists (what JSON is made of) inline: this runs for every chunk of
+            # a stream, several paths each.
+            cls = type(value)
+            if cls is dict:
+                value = value.get(key, _MISSING) if key.__class__ is str else _MISSING
+            elif cls is list and key.__class__ is int:
+                value = value[key] if -len(value) <= key < len(value) else _MISSING
+            elif key.__class__ is str and _is_model(cls):
+                got = getattr(value, key, _MISSING)
+                value = got if got is not _MISSING else _step(value, key)
+            else:
+                value = _step(value, key)
             if value is _MISSING:
                 return default
         if not self._star:

@@ -14,8 +14,8 @@ One local OpenAI-style server (``tests/servers/fake_services.py``, another proce
   official SDK       ``openai.OpenAI(max_retries=0).chat.completions.create(stream=True)``
 
 Reported: median chunks per second (wall) and client CPU µs per chunk
-(``time.process_time``), with ratios to raw httpx. Target: the LLM role within 1.10x of
-raw httpx CPU per chunk.
+(``time.process_time``), with ratios to raw httpx. No target: the issue asks for the
+comparison (raw httpx picks the text out of plain dicts; the others validate each chunk).
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ if __package__ in (None, ""):  # run as a script: make ``tests.benchmarks`` impo
 
 import httpx  # noqa: E402
 
-from tests.benchmarks._common import parser, summary, table, verdict, write_json  # noqa: E402
+from tests.benchmarks._common import parser, summary, table, write_json  # noqa: E402
 from tests.servers.runner import run_server  # noqa: E402
 
-TARGET = 1.10
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "hi there"}]
 
@@ -166,10 +165,7 @@ def main() -> int:
     for name in clients:
         rate, per_chunk = summary(wall[name]), summary(cpu[name])
         ratio = per_chunk["median"] / base_cpu
-        check = verdict(ratio, TARGET) if name.startswith("LLM role") else ""
-        rows.append(
-            [name, f"{rate['median']:.0f}", f"{per_chunk['median']:.1f}", f"{ratio:.2f}x", check]
-        )
+        rows.append([name, f"{rate['median']:.0f}", f"{per_chunk['median']:.1f}", f"{ratio:.2f}x"])
         results["clients"][name] = {
             "chunks_per_s": rate,
             "cpu_us_per_chunk": per_chunk,
@@ -177,7 +173,7 @@ def main() -> int:
         }
     print(
         table(
-            ["client", "chunks/s", "CPU µs/chunk", "vs raw", f"≤ {TARGET}x"],
+            ["client", "chunks/s", "CPU µs/chunk", "vs raw"],
             rows,
             title=f"Streamed chat, {chunks} chunks per request, median of {rounds} rounds",
         )

@@ -13,6 +13,9 @@ Rows:
                              vs ``connectors.openai.OpenAI.create_chat_completion`` (returns a
                              validated pydantic ``ChatCompletion``)
                              vs official ``openai.OpenAI(max_retries=0).chat.completions.create``
+  POST ..., as LLM role      the same request through the uniform role: ``OpenAI.chat(messages)``
+                             (a ``ChatResult`` with content, tokens, cost, latency), in the
+                             "generated" column
   GET /v1/models             raw ``httpx.Client().get(...).json()`` vs ``list_models()``
                              vs official ``models.list()``
   async POST                 ``httpx.AsyncClient`` vs ``connectors.openai.AsyncOpenAI``
@@ -58,6 +61,7 @@ BODY = {"model": MODEL, "messages": MESSAGES, "stream": False}
 EXPECTED_CONTENT = "echo: hi"
 
 CLIENTS = ("raw httpx", "generated", "official SDK")
+PRICED = frozenset()  # MODEL is not in the OpenAI price table: its cost is None
 # Untimed calls before each timed round: uvicorn closes a connection idle for 5 s (its
 # keep-alive timeout), which happens to every client while the others take their turn;
 # these calls re-open it, so that no connection set-up falls inside a timed round.
@@ -95,6 +99,10 @@ def _install_connect_counter() -> None:
 def _check_chat(client: str, result: Any) -> None:
     if client == "raw httpx":
         content = result["choices"][0]["message"]["content"]
+    elif type(result).__name__ == "ChatResult":  # the LLM role's chat(): the same request
+        content = result.content
+        if result.tokens_input is None or result.cost is None and result.model in PRICED:
+            raise AssertionError(f"{client}: the role read no usage: {result!r}")
     else:
         content = result.choices[0].message.content
         if client == "generated" and type(result).__name__ != "ChatCompletion":
@@ -250,6 +258,19 @@ def sync_rows(base_url: str, calls: int, warmup: int, rounds: int) -> list[Row]:
             warmup,
             rounds,
         )
+        role = Row("POST /v1/chat/completions, as LLM role chat()")
+        run_sync_row(
+            role,
+            {
+                "raw httpx": lambda: raw.post("/chat/completions", json=BODY).json(),
+                "generated": lambda: gen.chat(MESSAGES, model=MODEL),
+                "official SDK": lambda: off.chat.completions.create(model=MODEL, messages=MESSAGES),
+            },
+            _check_chat,
+            calls,
+            warmup,
+            rounds,
+        )
         get = Row("GET /v1/models")
         run_sync_row(
             get,
@@ -267,7 +288,7 @@ def sync_rows(base_url: str, calls: int, warmup: int, rounds: int) -> list[Row]:
         raw.close()
         gen.close()
         off.close()
-    return [post, get]
+    return [post, role, get]
 
 
 def async_row(base_url: str, calls: int, warmup: int, rounds: int) -> Row:
