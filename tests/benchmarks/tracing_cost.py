@@ -66,7 +66,7 @@ from tests.servers.runner import run_server  # noqa: E402
 
 TARGET_ADDED_US = 20.0
 
-MODEL = "gpt-fake-mini"
+MODEL = "gpt-4o-mini"  # priced in the spec, so every trace carries a cost
 MESSAGES = [{"role": "user", "content": "hi"}]
 EXPECTED_CONTENT = "echo: hi"
 API_KEY = "sk-bench-4f1c9a7e0b3d"  # a secret the traces are scrubbed of, as in production
