@@ -375,6 +375,26 @@ def s3_throughput_rows(r: dict[str, Any]) -> Iterator[Row]:
     )
 
 
+def tracing_cost_rows(r: dict[str, Any]) -> Iterator[Row]:
+    limit = r.get("target_added_us_per_call") or 20.0
+    for row_name, variants in (r.get("rows") or {}).items():
+        base = _get(variants, "off", "cpu_us_per_call", "median")
+        for variant, entry in variants.items():
+            added = _get(entry, "added_us_per_call", "median")
+            if variant == "off" or added is None:
+                continue
+            per_call = not row_name.startswith("stream")
+            yield Row(
+                "tracing_cost",
+                f"{row_name}, {variant}: CPU added",
+                added,
+                "µs",
+                f"off {base:.0f} µs/call" if base else "",
+                f"< {limit:g} µs" if per_call else "",
+                _ok(added, limit) if per_call else "",
+            )
+
+
 def llm_stream_rows(r: dict[str, Any]) -> Iterator[Row]:
     for name, entry in (r.get("clients") or {}).items():
         yield Row(
@@ -387,6 +407,7 @@ def llm_stream_rows(r: dict[str, Any]) -> Iterator[Row]:
 
 
 EXTRACTORS: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
+    "tracing_cost": tracing_cost_rows,
     "sql_throughput": sql_throughput_rows,
     "redis_throughput": redis_throughput_rows,
     "s3_throughput": s3_throughput_rows,
