@@ -269,6 +269,41 @@ class Connector:
         return spec_hash(self.spec)
 
     @property
+    def secret_setting_names(self) -> list[str]:
+        return [s.name for s in self.settings if s.secret]
+
+    @property
+    def env_sample_setting(self) -> SettingIR | None:
+        """A plain string setting with an env var: the scaffold shows it is read from there."""
+        return next(
+            (s for s in self.settings if s.env and not s.secret and s.python_type == "str"),
+            None,
+        )
+
+    @property
+    def decodes_records(self) -> bool:
+        """Records are JSON typed by the spec's `record` model."""
+        return (
+            self.data is not None
+            and self.data.record is not None
+            and self.data.options.get("format", "json") == "json"
+        )
+
+    @property
+    def is_messaging(self) -> bool:
+        """A queue, stream or topic: messages are acknowledged."""
+        return self.kind in ("redis_stream", "kafka", "amqp", "nats", "mqtt")
+
+    @property
+    def is_embeddings(self) -> bool:
+        """A local embedding model: no Source or Sink, the embed() of the LLM role."""
+        return self.kind == "sentence_transformers"
+
+    @property
+    def llm_capabilities(self) -> frozenset[str]:
+        return frozenset(m.capability for m in self.llm_maps)
+
+    @property
     def driver_modules(self) -> tuple[str, ...]:
         return DRIVER_MODULES.get(self.kind, ())
 
@@ -850,7 +885,6 @@ class _Builder:
             roles.append(RoleIR("sink", by_name[spec.roles.sink.write]))
 
         d = spec.defaults
-        class_name = spec.class_name or pascal_case(spec.name)
         model_names = set(self.models)
         used = sorted(
             {
@@ -860,9 +894,6 @@ class _Builder:
                 if name in model_names
             }
         )
-        client_imports: dict[str, set[str]] = {}
-        for module, imported in self.client_imports_set:
-            client_imports.setdefault(module, set()).add(imported)
         for op in operations:
             if op.decoder is not None:
                 object.__setattr__(op, "decoder_runtime", _decoder_runtime(op.decoder, model_names))
@@ -872,18 +903,8 @@ class _Builder:
         llm = spec.roles.llm
         pricing = spec.pricing
         return Connector(
-            name=spec.name,
-            title=spec.title,
-            description=(spec.description or "").strip(),
-            version=spec.version,
-            builder_version=__version__,
-            spec=spec,
-            spec_file=self.spec_file,
-            docs_url=spec.docs_url,
+            **self.shared(settings, self.client_imports_set, used),
             base_url=spec.base_url,
-            class_name=class_name,
-            async_class_name=f"Async{class_name}",
-            settings=settings,
             auth_class=auth_class,
             auth_kwargs=auth_kwargs,
             auth_kind=spec.auth.type,
@@ -903,13 +924,9 @@ class _Builder:
             | {"remaining": spec.rate_limit_headers.remaining}
             if spec.rate_limit_headers
             else None,
-            models=_ordered(self.models),
             operations=operations,
             skipped=skipped,
             roles=roles,
-            model_imports=sorted(self.imports),
-            client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
-            used_models=used,
             test_settings={
                 # A required base_url (an OpenAI-compatible server) is the spec's own.
                 s.name: spec.base_url if s.name == "base_url" and spec.base_url else _test_value(s)
@@ -986,7 +1003,7 @@ class _Builder:
         record_runtime = (
             _decoder_runtime(spec.record, model_names) if spec.record is not None else None
         )
-        settings = self.data_settings()
+        settings = [self.setting(n, setting) for n, setting in spec.settings().items()]
         model_names = set(self.models)  # with the row models the queries added
         used = sorted(
             {
@@ -997,23 +1014,9 @@ class _Builder:
                 if name in model_names
             }
         )
-        class_name = spec.class_name or pascal_case(spec.name)
-        client_imports: dict[str, set[str]] = {}
-        for module_name, imported in self.data_imports:
-            client_imports.setdefault(module_name, set()).add(imported)
         return Connector(
-            name=spec.name,
-            title=spec.title,
-            description=(spec.description or "").strip(),
-            version=spec.version,
-            builder_version=__version__,
-            spec=spec,
-            spec_file=self.spec_file,
-            docs_url=spec.docs_url,
+            **self.shared(settings, self.data_imports, used),
             base_url=None,
-            class_name=class_name,
-            async_class_name=f"Async{class_name}",
-            settings=settings,
             auth_class="NoAuth",
             auth_kwargs={},
             auth_kind="none",
@@ -1023,13 +1026,9 @@ class _Builder:
             rate_limit=None,
             circuit_breaker=None,
             quota_headers=None,
-            models=_ordered(self.models),
             operations=[],
             skipped=[],
             roles=[],
-            model_imports=sorted(self.imports),
-            client_imports={k: sorted(v) for k, v in sorted(client_imports.items())},
-            used_models=used,
             test_settings={s.name: _test_value(s) for s in settings if s.required},
             kind=spec.kind,
             data=DataKindIR(
@@ -1043,8 +1042,32 @@ class _Builder:
             queries=queries,
         )
 
-    def data_settings(self) -> list[SettingIR]:
-        return [self.setting(name, setting) for name, setting in self.spec.settings().items()]
+    def shared(
+        self, settings: list[SettingIR], imports: set[tuple[str, str]], used: list[str]
+    ) -> dict[str, Any]:
+        """The fields of a Connector that every kind fills the same way."""
+        spec = self.spec
+        class_name = spec.class_name or pascal_case(spec.name)
+        grouped: dict[str, set[str]] = {}
+        for module, imported in imports:
+            grouped.setdefault(module, set()).add(imported)
+        return {
+            "name": spec.name,
+            "title": spec.title,
+            "description": (spec.description or "").strip(),
+            "version": spec.version,
+            "builder_version": __version__,
+            "spec": spec,
+            "spec_file": self.spec_file,
+            "docs_url": spec.docs_url,
+            "class_name": class_name,
+            "async_class_name": f"Async{class_name}",
+            "settings": settings,
+            "models": _ordered(self.models),
+            "model_imports": sorted(self.imports),
+            "client_imports": {k: sorted(v) for k, v in sorted(grouped.items())},
+            "used_models": used,
+        }
 
     def query(self, name: str, query: Query, model_names: set[str]) -> QueryIR:
         owner = pascal_case(name)

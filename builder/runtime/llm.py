@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ORDER",
     "AllProvidersFailedError",
+    "EmbedTransform",
     "AsyncChatStream",
     "AsyncFallback",
     "AsyncLLMMixin",
@@ -839,7 +840,30 @@ class _LLMBase:
 _Self = TypeVar("_Self", bound=_LLMBase)
 
 
-class LLMMixin(_LLMBase):
+class EmbedTransform:
+    """``transform()`` over the class's own synchronous ``embed()``: shared by the LLM
+    role and local embedding models."""
+
+    def transform(
+        self,
+        records: Iterable[Any],
+        text_field: str,
+        output_field: str,
+        *,
+        model: str | None = None,
+        input_type: str | None = None,
+        cache: ResponseCache | None = None,
+    ) -> list[Any]:
+        """Copies of the records (dicts or models) with the embedding of ``text_field``
+        (a path, e.g. ``body`` or ``meta.title``) under ``output_field``."""
+        listed = list(records)
+        vectors = self.embed(  # type: ignore[attr-defined]
+            texts_of(listed, text_field), model=model, input_type=input_type, cache=cache
+        )
+        return add_vectors(listed, output_field, vectors)
+
+
+class LLMMixin(_LLMBase, EmbedTransform):
     """The LLM role for a generated synchronous client (``_llm`` set by the generator).
 
     Options other than the named arguments go into the request body, renamed as the spec
@@ -933,24 +957,6 @@ class LLMMixin(_LLMBase):
             options,
         )
         return self._drive(plan)
-
-    def transform(
-        self,
-        records: Iterable[Any],
-        text_field: str,
-        output_field: str,
-        *,
-        model: str | None = None,
-        input_type: str | None = None,
-        cache: ResponseCache | None = None,
-    ) -> list[Any]:
-        """Copies of the records (dicts or models) with the embedding of ``text_field``
-        (a path, e.g. ``body`` or ``meta.title``) under ``output_field``."""
-        listed = list(records)
-        vectors = self.embed(
-            texts_of(listed, text_field), model=model, input_type=input_type, cache=cache
-        )
-        return add_vectors(listed, output_field, vectors)
 
 
 class AsyncLLMMixin(_LLMBase):

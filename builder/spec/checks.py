@@ -43,8 +43,6 @@ LLM_ROLE_METHODS = frozenset(
 RESERVED_QUERIES = RESERVED_OPERATIONS | frozenset(
     {"query", "iter_query", "execute", "table", "transaction", "connection", "payloads"}
 )
-_SQL_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|--[^\n]*|/\*.*?\*/", re.S)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PATH_PARAM = re.compile(r"\{([^{}]*)\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -135,6 +133,13 @@ class _Checker:
                 )
 
     def check_queries(self) -> Iterator[Diagnostic]:
+        if not self.spec.queries:
+            return
+        # Imported here: only specs with named queries need the SQL scanner.
+        from builder.runtime.transports.sql import translate
+
+        options = self.spec.sql
+        dialect = options.dialect if options is not None else "postgresql"
         for name, query in self.spec.queries.items():
             path: Path = ("queries", name)
             if not is_safe_identifier(name) or name != name.lower() or name in RESERVED_QUERIES:
@@ -144,7 +149,8 @@ class _Checker:
                     "a name the connector already has",
                     key=True,
                 )
-            used = set(_SQL_PARAM.findall(_without_sql_literals(query.sql)))
+            # The runtime's own scanner: what the check sees is what the driver will bind.
+            used = set(translate(query.sql, dialect)[1])
             for param_name in query.params:
                 param_path = path + ("params", param_name)
                 if not is_safe_identifier(param_name) or param_name in RESERVED_ARGUMENTS:
@@ -509,11 +515,6 @@ class _Checker:
                 yield self.error(path, f"no generated operation is named {roles.sink.write!r}")
             elif target.body is None:
                 yield self.error(path, f"{roles.sink.write!r} must send a body (the record)")
-
-
-def _without_sql_literals(sql: str) -> str:
-    """The SQL with its string literals, quoted identifiers and comments blanked out."""
-    return _SQL_LITERAL.sub(" ", sql)
 
 
 def value_fits(type_name: str, value: Any) -> bool:

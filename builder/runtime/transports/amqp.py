@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from builder.runtime.config import Config
 from builder.runtime.errors import (
@@ -47,18 +46,8 @@ class AmqpConnector(DataConnector):
         super().__init__(config)
         self._channel: Any = None
         self._declared = False  # the queue (and its binding) exist on this channel
-        # The password inside a connection URL is a secret of its own: a driver may quote
-        # it without the rest of the URL.
-        url = self._setting("connection_url")
-        password = urlsplit(url).password if url else None
-        if password:
-            self._secrets.append(unquote(password))
 
     # -- connection ----------------------------------------------------------------------
-
-    def _setting(self, name: str) -> Any:
-        """A setting's value (a secret unwrapped); None when the class does not declare it."""
-        return self.config.reveal(name) if name in self.config else None
 
     def _connect(self) -> Any:
         import pika  # type: ignore[import-untyped, unused-ignore]

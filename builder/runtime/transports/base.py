@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from builder.runtime.config import Config, scrub
-from builder.runtime.errors import ConfigError, ConnectionFailedError, ConnectorError
+from builder.runtime.errors import ConfigError, ConnectionFailedError, ConnectorError, WriteError
 from builder.runtime.operation import Decoder
 from builder.runtime.roles import SinkMixin, SourceMixin
 from builder.runtime.tracing import Tracer, get_tracer, traced
@@ -125,6 +126,11 @@ class DataConnector(SourceMixin, SinkMixin):
     def __init__(self, config: Config) -> None:
         self.config = config
         self._secrets = config.secret_values()
+        # The password inside a connection URL is a secret of its own: a driver may quote
+        # it without the rest of the URL.
+        password = _url_password(self._setting("connection_url"))
+        if password:
+            self._secrets.append(password)
         self._connection: Any = None
         self._closed = False
         self.payloads = Payloads(str(self._options.get("format", "json")), self._record)
@@ -175,6 +181,30 @@ class DataConnector(SourceMixin, SinkMixin):
 
     # -- helpers for transports -------------------------------------------------------
 
+    def _setting(self, name: str) -> Any:
+        """A setting's value (a secret unwrapped); None when the kind does not have it."""
+        return self.config.reveal(name) if name in self.config else None
+
+    def _write_reported(self, pending: list[Any], write: Callable[[list[Any]], int]) -> int:
+        """``write(pending)``, its errors counted once. A ConnectorError raised before
+        anything was sent (connecting, setting up) becomes a WriteError naming every record
+        as not written; ``write`` raises WriteError itself once it has sent some."""
+        if not pending:
+            return 0
+        try:
+            return write(pending)
+        except ConnectorError as exc:
+            self.metrics.errors += 1
+            if isinstance(exc, WriteError | ConfigError):
+                raise
+            raise WriteError(
+                f"nothing was written: {exc.message}",
+                written=0,
+                failed=pending,
+                connector=self._name,
+                operation="write",
+            ) from exc
+
     def _require(self, *names: str) -> list[Any]:
         """The values of settings this call needs; a clear error names the missing ones."""
         values = [self.config.reveal(name) if name in self.config else None for name in names]
@@ -207,6 +237,17 @@ class DataConnector(SourceMixin, SinkMixin):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def _url_password(url: Any) -> str | None:
+    """The password of a connection URL, unquoted; None when it has none (or is no URL)."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(str(url)).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
 
 
 def _traced_method(operation: str, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -62,10 +62,6 @@ class KafkaConnector(DataConnector):
 
     # -- connection ----------------------------------------------------------------------
 
-    def _setting(self, name: str) -> Any:
-        """A setting's value (a secret unwrapped); None when the class does not declare it."""
-        return self.config.reveal(name) if name in self.config else None
-
     def _connect(self) -> Any:
         import kafka  # type: ignore[import-untyped, unused-ignore]
 

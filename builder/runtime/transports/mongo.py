@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from builder.runtime.errors import (
-    ConfigError,
     ConnectionFailedError,
     ConnectorError,
     ResponseValidationError,
@@ -205,22 +204,7 @@ class MongoConnector(DataConnector):
         """Write the documents (dicts or models) in ordered batches; returns how many were
         written. With ``upsert_keys`` a document replaces the one with the same keys."""
         pending = records_of(records)
-        if not pending:
-            return 0
-        try:
-            return self._write(pending)
-        except ConnectorError as exc:  # counted here, once, whatever the step that failed
-            self.metrics.errors += 1
-            if isinstance(exc, WriteError | ConfigError):
-                raise
-            # Failed before anything was sent (connecting, setting up): nothing written.
-            raise WriteError(
-                f"nothing was written: {exc.message}",
-                written=0,
-                failed=pending,
-                connector=self._name,
-                operation="write",
-            ) from exc
+        return self._write_reported(pending, self._write)
 
     def _write(self, pending: list[Any]) -> int:
         import bson

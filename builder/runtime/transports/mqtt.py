@@ -248,22 +248,7 @@ class MqttConnector(DataConnector):
         are sent as MQTT v5 user properties and its ``topic``, if not empty, is the topic.
         """
         pending = records_of(records)
-        if not pending:
-            return 0
-        try:
-            return self._write(pending, topic)
-        except ConnectorError as exc:  # counted here, once, whatever the step that failed
-            self.metrics.errors += 1
-            if isinstance(exc, WriteError | ConfigError):
-                raise
-            # Failed before anything was sent (connecting, setting up): nothing written.
-            raise WriteError(
-                f"nothing was written: {exc.message}",
-                written=0,
-                failed=pending,
-                connector=self._name,
-                operation="write",
-            ) from exc
+        return self._write_reported(pending, lambda batch: self._write(batch, topic))
 
     def _write(self, pending: list[Any], topic: str | None) -> int:
         qos = self._qos()

@@ -33,7 +33,6 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from builder.runtime.errors import (
-    ConfigError,
     ConnectionFailedError,
     ConnectorError,
     ResponseValidationError,
@@ -227,22 +226,7 @@ class NatsConnector(DataConnector):
         subject (one of the stream's).
         """
         pending = records_of(records)
-        if not pending:
-            return 0
-        try:
-            return self._write(pending, subject)
-        except ConnectorError as exc:  # counted here, once, whatever the step that failed
-            self.metrics.errors += 1
-            if isinstance(exc, WriteError | ConfigError):
-                raise
-            # Failed before anything was sent (connecting, setting up): nothing written.
-            raise WriteError(
-                f"nothing was written: {exc.message}",
-                written=0,
-                failed=pending,
-                connector=self._name,
-                operation="write",
-            ) from exc
+        return self._write_reported(pending, lambda batch: self._write(batch, subject))
 
     def _write(self, pending: list[Any], subject: str | None) -> int:
         stream, subject = self._stream_and_subject(subject)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from builder.runtime.config import Config
 from builder.runtime.errors import (
@@ -54,18 +53,8 @@ class RedisStreamConnector(DataConnector):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self._groups: set[tuple[str, str]] = set()  # consumer groups known to exist
-        # The password inside a connection URL is a secret of its own: a driver may quote
-        # it without the rest of the URL.
-        url = self._setting("connection_url")
-        password = urlsplit(url).password if url else None
-        if password:
-            self._secrets.append(unquote(password))
 
     # -- connection ----------------------------------------------------------------------
-
-    def _setting(self, name: str) -> Any:
-        """A setting's value (a secret unwrapped); None when the class does not declare it."""
-        return self.config.reveal(name) if name in self.config else None
 
     def _connect(self) -> Any:
         import redis

@@ -17,18 +17,17 @@ from builder.runtime.config import Config
 from builder.runtime.errors import ConfigError, ConnectorError
 from builder.runtime.llm import (
     Embeddings,
+    EmbedTransform,
     ResponseCache,
-    add_vectors,
     as_texts,
     cached_copy,
-    texts_of,
 )
 from builder.runtime.transports.base import DataConnector
 
 __all__ = ["SentenceTransformersConnector"]
 
 
-class SentenceTransformersConnector(DataConnector):
+class SentenceTransformersConnector(DataConnector, EmbedTransform):
     """Embeddings from a sentence-transformers model running in this process.
 
     Kind options (``_options``): ``max_batch`` (texts per forward pass) and ``dimensions``
@@ -188,24 +187,6 @@ class SentenceTransformersConnector(DataConnector):
             self.metrics.errors += 1
             raise self._error(exc, ConnectorError, operation="embed") from None
         return array.tolist()  # type: ignore[no-any-return]
-
-    def transform(
-        self,
-        records: Iterable[Any],
-        text_field: str,
-        output_field: str,
-        *,
-        model: str | None = None,
-        input_type: str | None = None,
-        cache: ResponseCache | None = None,
-    ) -> list[Any]:
-        """Copies of the records (dicts or models) with the embedding of ``text_field``
-        under ``output_field``."""
-        listed = list(records)
-        vectors = self.embed(
-            texts_of(listed, text_field), model=model, input_type=input_type, cache=cache
-        )
-        return add_vectors(listed, output_field, vectors)
 
 
 def _dimensions(model: Any) -> int | None:

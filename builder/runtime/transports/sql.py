@@ -705,23 +705,12 @@ class SqlConnector(DataConnector):
         self._depth = 0  # open transaction() blocks
         self._idle_reader: Any = None
         self._cursor_ids = itertools.count()
-        url = self._setting("connection_url")
-        if url:
-            try:
-                password = urlsplit(str(url)).password
-            except ValueError:
-                password = None
-            if password:  # the driver may echo a URL's password on its own
-                self._secrets.append(unquote(password))
 
     @property
     def dialect(self) -> str:
         return self._dialect.name
 
     # -- connections ------------------------------------------------------------------
-
-    def _setting(self, name: str) -> Any:
-        return self.config.reveal(name) if name in self.config else None
 
     def _target(self) -> _Target:
         url = self._setting("connection_url")
