@@ -13,13 +13,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from builder.formatting import LINE_LENGTH, format_python
 from builder.imports import sorted_names
 from builder.ir import Connector
 from builder.naming import is_safe_identifier
@@ -42,8 +42,6 @@ DATA_PACKAGE_FILES = {
     "data_README.md.j2": "README.md",
     "data_test_client.py.j2": "tests/test_client.py",
 }
-LINE_LENGTH = 100
-
 
 class RenderError(Exception):
     """A template produced something unsafe or unparsable: a bug in the builder, not the spec."""
@@ -51,7 +49,9 @@ class RenderError(Exception):
 
 def literal(value: Any) -> str:
     """A Python literal for plain data; anything else is refused."""
-    if value is None or isinstance(value, bool | int | str | bytes):
+    if isinstance(value, str | bytes):
+        return _quoted(repr(value))
+    if value is None or isinstance(value, bool | int):
         return repr(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -65,6 +65,33 @@ def literal(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     raise RenderError(f"cannot render {type(value).__name__} as a literal")
+
+
+def _quoted(text: str) -> str:
+    """A string literal with black's choice of quotes (double unless that adds escapes)."""
+    from black.strings import normalize_string_quotes
+
+    return normalize_string_quotes(text)
+
+
+def bracketed(head: str, items: list[str], tail: str, indent: int = 0) -> str:
+    """``head`` + items + ``tail`` on one line when that fits, else one item per line, each
+    followed by a comma: the layout black keeps as it is, so it has nothing to do here."""
+    one_line = f"{head}{', '.join(items)}{tail}"
+    if indent + len(one_line) <= LINE_LENGTH or not items:
+        return one_line
+    pad = " " * (indent + 4)
+    inner = "".join(f"{pad}{item},\n" for item in items)
+    return f"{head}\n{inner}{' ' * indent}{tail}"
+
+
+def import_from(module: str, names: str, indent: int = 0) -> str:
+    """``from module import names`` (names joined by ", "), in parentheses one per line
+    when it does not fit."""
+    line = f"from {module} import {names}"
+    if indent + len(line) <= LINE_LENGTH:
+        return line
+    return bracketed(f"from {module} import (", names.split(", "), ")", indent)
 
 
 def kwargs(values: dict[str, Any]) -> str:
@@ -174,7 +201,17 @@ def annotation(text: str) -> str:
     for node in ast.walk(tree):
         if not isinstance(node, _ANNOTATION_NODES) or _bad_unary(node):
             raise RenderError(f"annotation {text!r} contains {type(node).__name__}")
-    return text
+    return _requoted(text)
+
+
+_STRING = re.compile(r"""[bB]?(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
+
+
+def _requoted(code: str) -> str:
+    """``code`` (names, subscripts and constants only) with black's quotes on its strings."""
+    if "'" not in code:
+        return code
+    return _STRING.sub(lambda m: _quoted(m.group()), code)
 
 
 def _bad_unary(node: ast.AST) -> bool:
@@ -200,7 +237,7 @@ def decoder(text: str) -> str:
             raise RenderError(f"decoder {text!r} calls something other than _models()")
         elif not isinstance(node, _ANNOTATION_NODES):
             raise RenderError(f"decoder {text!r} contains {type(node).__name__}")
-    return text
+    return _requoted(text)
 
 
 @cache
@@ -219,6 +256,8 @@ def environment() -> Any:
     env.filters.update(
         py=literal,
         kwargs=kwargs,
+        bracketed=bracketed,
+        import_from=import_from,
         docstring=docstring,
         docwrap=docwrap,
         md=md,
@@ -241,6 +280,7 @@ _SHAPES_OUTPUT = frozenset(
         "openapi",
         "ir.py",
         "render.py",
+        "formatting.py",
         "naming.py",
         "imports.py",
         "samples.py",
@@ -263,131 +303,6 @@ def generator_digest() -> str:
     for root, path in sorted(sources, key=lambda item: item[1].relative_to(item[0]).as_posix()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-CHUNKED_ABOVE = 3000  # lines: larger modules are formatted in parts, in parallel, cached
-
-
-def format_python(source: str, name: str, *, chunked_above: int = CHUNKED_ABOVE) -> str:
-    """Black's formatting of ``source`` (checked to compile first).
-
-    A large module is split at its top-level statements; each part is formatted on its
-    own — on every core, and remembered by content hash, so a regeneration after a small
-    change reformats only what changed — and the parts are joined with the blank lines
-    black puts between top-level statements. The result is byte-identical to formatting
-    the whole module at once (tested).
-    """
-    try:
-        tree = ast.parse(source, name)
-    except SyntaxError as exc:
-        raise RenderError(f"generated {name} does not parse: {exc}\n{_numbered(source)}") from None
-    if source.count("\n") <= chunked_above:
-        return _black(source)
-    return _format_chunks(source, tree)
-
-
-def _mode() -> Any:
-    from black.mode import Mode, TargetVersion
-
-    return Mode(target_versions={TargetVersion.PY311}, line_length=LINE_LENGTH)
-
-
-def _black(source: str) -> str:
-    from black import format_str
-    from black.parsing import InvalidInput
-
-    try:
-        return format_str(source, mode=_mode())
-    except InvalidInput as exc:
-        raise RenderError(f"black could not format generated code: {exc}") from None
-
-
-def _format_chunks(source: str, tree: ast.Module) -> str:
-    lines = source.splitlines(keepends=True)
-    nodes = tree.body
-    # The first part runs up to the first class or function; then one part per statement.
-    first_def = next((i for i, n in enumerate(nodes) if _is_def(n)), len(nodes))
-    bounds: list[tuple[int, int, bool]] = []
-    if first_def:
-        bounds.append((0, nodes[first_def - 1].end_lineno or 0, False))
-    for node in nodes[first_def:]:
-        decorators = getattr(node, "decorator_list", [])
-        start = min([node.lineno, *(d.lineno for d in decorators)]) - 1
-        bounds.append((start, node.end_lineno or start + 1, _is_def(node)))
-    parts = ["".join(lines[a:b]) for a, b, _ in bounds]
-    formatted = _format_cached(parts)
-    out = [formatted[0]]
-    for i in range(1, len(parts)):
-        _, previous_end, previous_def = bounds[i - 1]
-        start, _, is_def = bounds[i]
-        if is_def or previous_def:
-            gap = 2
-        else:
-            gap = min(2, sum(1 for line in lines[previous_end:start] if not line.strip()))
-        out.append("\n" * gap + formatted[i])
-    return "".join(out)
-
-
-def _is_def(node: ast.stmt) -> bool:
-    return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-
-
-def _cache_dir() -> Path:
-    from importlib.metadata import version
-
-    black_version = version("black")
-
-    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
-    )
-    return Path(base) / f"black-{black_version}-{LINE_LENGTH}"
-
-
-def _format_cached(parts: list[str]) -> list[str]:
-    cache = _cache_dir()
-    keys = [hashlib.sha256(part.encode()).hexdigest() for part in parts]
-    results: list[str | None] = []
-    for key in keys:
-        try:
-            results.append((cache / key[:2] / key).read_text("utf-8"))
-        except OSError:
-            results.append(None)
-    missing = [i for i, r in enumerate(results) if r is None]
-    for i, text in zip(missing, _format_many([parts[i] for i in missing]), strict=True):
-        results[i] = text
-        try:
-            target = cache / keys[i][:2] / keys[i]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text, "utf-8")
-            tmp.replace(target)
-        except OSError:
-            pass  # no writable cache: format again next time
-    return [r for r in results if r is not None]
-
-
-def _format_many(parts: list[str]) -> list[str]:
-    """Format parts with black on every core (in batches, to keep messages few)."""
-    workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or len(parts) < 64:
-        return [_black(part) for part in parts]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    size = max(1, len(parts) // (workers * 4))
-    batches = [parts[i : i + size] for i in range(0, len(parts), size)]
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return [text for batch in pool.map(_black_batch, batches) for text in batch]
-
-
-def _black_batch(parts: list[str]) -> list[str]:
-    return [_black(part) for part in parts]
-
-
-def _numbered(source: str) -> str:
-    return "\n".join(f"{i + 1:4} {line}" for i, line in enumerate(source.splitlines()))
 
 
 def render_package(connector: Connector) -> dict[str, str]:

@@ -1,41 +1,23 @@
-"""Rendering details: chunked black formatting equals whole-module formatting; filters."""
+"""Rendering details: the filters that carry spec text into generated code."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from builder.render import (
     RenderError,
-    _black,
     annotation,
     decoder,
     docstring,
-    format_python,
     literal,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-MODULES = sorted((ROOT / "generated" / "connectors").glob("*/*.py"))
-
-
-@pytest.mark.parametrize("module", MODULES, ids=[f"{m.parent.name}/{m.name}" for m in MODULES])
-def test_chunked_formatting_is_byte_identical_to_black(
-    module: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CONNECTOR_BUILDER_CACHE", str(tmp_path))
-    source = module.read_text()
-    # Undo black's work a little (blank lines collapsed) so the chunker has something to do.
-    messy = source.replace("\n\n\n", "\n\n")
-    assert format_python(messy, module.name, chunked_above=5) == _black(messy)
-    # Second run: every part comes from the cache, with the same result.
-    assert format_python(messy, module.name, chunked_above=5) == _black(messy)
-
 
 def test_literal_refuses_objects_and_escapes_strings() -> None:
-    assert literal('a"b\n') == "'a\"b\\n'"
-    assert literal(b"\x00") == "b'\\x00'"
+    assert literal('a"b\n') == "'a\"b\\n'"  # black keeps single quotes: fewer escapes
+    assert literal("it's") == '"it\'s"'
+    assert literal("plain") == '"plain"'
+    assert literal(b"\x00") == 'b"\\x00"'
     assert literal((1,)) == "(1,)"
     with pytest.raises(RenderError):
         literal(object())

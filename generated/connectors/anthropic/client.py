@@ -95,9 +95,7 @@ _CREATE_MESSAGE: Operation[Message] = Operation(
     "POST",
     "/v1/messages",
     response=Decoder(lazy=lambda: _models().Message),
-    errors={
-        "default": Decoder(lazy=lambda: _models().ErrorResponse),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().ErrorResponse)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -110,9 +108,7 @@ _STREAM_MESSAGE: Operation[MessageStreamEvent] = Operation(
     "stream_message",
     "POST",
     "/v1/messages",
-    errors={
-        "default": Decoder(lazy=lambda: _models().ErrorResponse),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().ErrorResponse)},
     usage=UsageMap(
         request_model="model",
         model={"message_start": "message.model"},
@@ -143,9 +139,7 @@ _COUNT_MESSAGE_TOKENS: Operation[TokenCount] = Operation(
     "POST",
     "/v1/messages/count_tokens",
     response=Decoder(lazy=lambda: _models().TokenCount),
-    errors={
-        "default": Decoder(lazy=lambda: _models().ErrorResponse),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().ErrorResponse)},
 )
 _LIST_MODELS: Operation[ModelInfo] = Operation(
     "list_models",
@@ -159,18 +153,14 @@ _LIST_MODELS: Operation[ModelInfo] = Operation(
         cursor_param="after_id",
         has_more_path=("has_more",),
     ),
-    errors={
-        "default": Decoder(lazy=lambda: _models().ErrorResponse),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().ErrorResponse)},
 )
 _GET_MODEL: Operation[ModelInfo] = Operation(
     "get_model",
     "GET",
     "/v1/models/{model_id}",
     response=Decoder(lazy=lambda: _models().ModelInfo),
-    errors={
-        "default": Decoder(lazy=lambda: _models().ErrorResponse),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().ErrorResponse)},
 )
 
 LLM = LLMRole(

@@ -83,9 +83,7 @@ _CREATE_CHAT: Operation[ChatResponse] = Operation(
     "POST",
     "/v2/chat",
     response=Decoder(lazy=lambda: _models().ChatResponse),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         tokens_input="usage.billed_units.input_tokens",
@@ -97,9 +95,7 @@ _STREAM_CHAT: Operation[ChatStreamEvent] = Operation(
     "stream_chat",
     "POST",
     "/v2/chat",
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         tokens_input={"message-end": "delta.usage.billed_units.input_tokens"},
@@ -117,9 +113,7 @@ _CREATE_EMBEDDINGS: Operation[EmbedResponse] = Operation(
     "POST",
     "/v2/embed",
     response=Decoder(lazy=lambda: _models().EmbedResponse),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(request_model="model", tokens_input="meta.billed_units.input_tokens"),
 )
 _LIST_MODELS: Operation[ModelInfo] = Operation(
@@ -133,9 +127,7 @@ _LIST_MODELS: Operation[ModelInfo] = Operation(
         next_path=("next_page_token",),
         cursor_param="page_token",
     ),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
 )
 
 LLM = LLMRole(

@@ -231,7 +231,11 @@ class Example(SyncClient, SourceMixin, SinkMixin):
         )
 
     def list_notes(
-        self, *, workspace_id: str | None = None, tag: list[str] | None = None, limit: int = 20
+        self,
+        *,
+        workspace_id: str | None = None,
+        tag: list[str] | None = None,
+        limit: int = 20,
     ) -> Pager[Note]:
         """List notes, newest first.
 
@@ -245,7 +249,9 @@ class Example(SyncClient, SourceMixin, SinkMixin):
             (``for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _LIST_NOTES, query={"tag": tag, "limit": limit}, headers={"X-Workspace": workspace_id}
+            _LIST_NOTES,
+            query={"tag": tag, "limit": limit},
+            headers={"X-Workspace": workspace_id},
         )
 
     def list_archived_notes(self, *, limit: int = 50) -> Pager[Note]:
@@ -298,7 +304,9 @@ class Example(SyncClient, SourceMixin, SinkMixin):
             Note
         """
         return self._call(
-            _GET_NOTE, path={"note_id": note_id}, query={"include_body": include_body}
+            _GET_NOTE,
+            path={"note_id": note_id},
+            query={"include_body": include_body},
         )
 
     def create_note(
@@ -318,14 +326,7 @@ class Example(SyncClient, SourceMixin, SinkMixin):
         Returns:
             Note
         """
-        return self._call(
-            _CREATE_NOTE,
-            body={
-                "title": title,
-                "body": body,
-                "labels": labels,
-            },
-        )
+        return self._call(_CREATE_NOTE, body={"title": title, "body": body, "labels": labels})
 
     def replace_labels(self, *, note_id: str, body: list[Label | dict[str, Any]]) -> list[Label]:
         """Replace a note's labels.
@@ -389,7 +390,10 @@ class Example(SyncClient, SourceMixin, SinkMixin):
         return self._stream(_EXPORT_ALL)
 
     def search_notes(
-        self, *, query: str, mode: Literal["exact", "fuzzy"] | None = None
+        self,
+        *,
+        query: str,
+        mode: Literal["exact", "fuzzy"] | None = None,
     ) -> list[Note]:
         """Deprecated. Search notes.
 
@@ -400,17 +404,14 @@ class Example(SyncClient, SourceMixin, SinkMixin):
         Returns:
             list[Note]
         """
-        return self._call(
-            _SEARCH_NOTES,
-            body={
-                "query": query,
-                "mode": mode,
-                "version": 2,
-            },
-        )
+        return self._call(_SEARCH_NOTES, body={"query": query, "mode": mode, "version": 2})
 
     def read(
-        self, *, workspace_id: str | None = None, tag: list[str] | None = None, limit: int = 20
+        self,
+        *,
+        workspace_id: str | None = None,
+        tag: list[str] | None = None,
+        limit: int = 20,
     ) -> Iterator[Note]:
         """The records of :meth:`list_notes`, one by one (the Source role)."""
         return self._counted(self.list_notes(workspace_id=workspace_id, tag=tag, limit=limit))
@@ -469,7 +470,11 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         )
 
     def list_notes(
-        self, *, workspace_id: str | None = None, tag: list[str] | None = None, limit: int = 20
+        self,
+        *,
+        workspace_id: str | None = None,
+        tag: list[str] | None = None,
+        limit: int = 20,
     ) -> AsyncPager[Note]:
         """List notes, newest first.
 
@@ -483,7 +488,9 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             (``async for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _LIST_NOTES, query={"tag": tag, "limit": limit}, headers={"X-Workspace": workspace_id}
+            _LIST_NOTES,
+            query={"tag": tag, "limit": limit},
+            headers={"X-Workspace": workspace_id},
         )
 
     def list_archived_notes(self, *, limit: int = 50) -> AsyncPager[Note]:
@@ -536,7 +543,9 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             Note
         """
         return await self._call(
-            _GET_NOTE, path={"note_id": note_id}, query={"include_body": include_body}
+            _GET_NOTE,
+            path={"note_id": note_id},
+            query={"include_body": include_body},
         )
 
     async def create_note(
@@ -556,17 +565,13 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         Returns:
             Note
         """
-        return await self._call(
-            _CREATE_NOTE,
-            body={
-                "title": title,
-                "body": body,
-                "labels": labels,
-            },
-        )
+        return await self._call(_CREATE_NOTE, body={"title": title, "body": body, "labels": labels})
 
     async def replace_labels(
-        self, *, note_id: str, body: list[Label | dict[str, Any]]
+        self,
+        *,
+        note_id: str,
+        body: list[Label | dict[str, Any]],
     ) -> list[Label]:
         """Replace a note's labels.
 
@@ -629,7 +634,10 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         return await self._stream(_EXPORT_ALL)
 
     async def search_notes(
-        self, *, query: str, mode: Literal["exact", "fuzzy"] | None = None
+        self,
+        *,
+        query: str,
+        mode: Literal["exact", "fuzzy"] | None = None,
     ) -> list[Note]:
         """Deprecated. Search notes.
 
@@ -640,17 +648,14 @@ class AsyncExample(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
         Returns:
             list[Note]
         """
-        return await self._call(
-            _SEARCH_NOTES,
-            body={
-                "query": query,
-                "mode": mode,
-                "version": 2,
-            },
-        )
+        return await self._call(_SEARCH_NOTES, body={"query": query, "mode": mode, "version": 2})
 
     def read(
-        self, *, workspace_id: str | None = None, tag: list[str] | None = None, limit: int = 20
+        self,
+        *,
+        workspace_id: str | None = None,
+        tag: list[str] | None = None,
+        limit: int = 20,
     ) -> AsyncIterator[Note]:
         """The records of :meth:`list_notes`, one by one (the Source role)."""
         return self._counted(self.list_notes(workspace_id=workspace_id, tag=tag, limit=limit))

@@ -256,7 +256,8 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
             Issue
         """
         return self._call(
-            _GET_ISSUE, path={"owner": owner, "repo": repo, "issue_number": issue_number}
+            _GET_ISSUE,
+            path={"owner": owner, "repo": repo, "issue_number": issue_number},
         )
 
     def create_issue(
@@ -349,7 +350,8 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
             PullRequest
         """
         return self._call(
-            _GET_PULL_REQUEST, path={"owner": owner, "repo": repo, "pull_number": pull_number}
+            _GET_PULL_REQUEST,
+            path={"owner": owner, "repo": repo, "pull_number": pull_number},
         )
 
     def search_issues(
@@ -375,7 +377,8 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
             (``for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _SEARCH_ISSUES, query={"q": q, "sort": sort, "order": order, "per_page": per_page}
+            _SEARCH_ISSUES,
+            query={"q": q, "sort": sort, "order": order, "per_page": per_page},
         )
 
     def search_repositories(
@@ -399,7 +402,8 @@ class GitHub(SyncClient, SourceMixin, SinkMixin):
             (``for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _SEARCH_REPOSITORIES, query={"q": q, "sort": sort, "order": order, "per_page": per_page}
+            _SEARCH_REPOSITORIES,
+            query={"q": q, "sort": sort, "order": order, "per_page": per_page},
         )
 
     def read(
@@ -567,7 +571,8 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             Issue
         """
         return await self._call(
-            _GET_ISSUE, path={"owner": owner, "repo": repo, "issue_number": issue_number}
+            _GET_ISSUE,
+            path={"owner": owner, "repo": repo, "issue_number": issue_number},
         )
 
     async def create_issue(
@@ -660,7 +665,8 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             PullRequest
         """
         return await self._call(
-            _GET_PULL_REQUEST, path={"owner": owner, "repo": repo, "pull_number": pull_number}
+            _GET_PULL_REQUEST,
+            path={"owner": owner, "repo": repo, "pull_number": pull_number},
         )
 
     def search_issues(
@@ -686,7 +692,8 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             (``async for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _SEARCH_ISSUES, query={"q": q, "sort": sort, "order": order, "per_page": per_page}
+            _SEARCH_ISSUES,
+            query={"q": q, "sort": sort, "order": order, "per_page": per_page},
         )
 
     def search_repositories(
@@ -710,7 +717,8 @@ class AsyncGitHub(AsyncClient, AsyncSourceMixin, AsyncSinkMixin):
             (``async for``; ``.pages()`` yields whole pages).
         """
         return self._paginate(
-            _SEARCH_REPOSITORIES, query={"q": q, "sort": sort, "order": order, "per_page": per_page}
+            _SEARCH_REPOSITORIES,
+            query={"q": q, "sort": sort, "order": order, "per_page": per_page},
         )
 
     def read(

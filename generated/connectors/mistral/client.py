@@ -91,9 +91,7 @@ _CREATE_CHAT_COMPLETION: Operation[ChatCompletion] = Operation(
     "POST",
     "/chat/completions",
     response=Decoder(lazy=lambda: _models().ChatCompletion),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -106,9 +104,7 @@ _STREAM_CHAT_COMPLETION: Operation[ChatCompletionChunk] = Operation(
     "stream_chat_completion",
     "POST",
     "/chat/completions",
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -128,9 +124,7 @@ _CREATE_EMBEDDINGS: Operation[EmbeddingResponse] = Operation(
     "POST",
     "/embeddings",
     response=Decoder(lazy=lambda: _models().EmbeddingResponse),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(request_model="model", tokens_input="usage.prompt_tokens"),
 )
 _LIST_MODELS: Operation[ModelList] = Operation(
@@ -138,18 +132,14 @@ _LIST_MODELS: Operation[ModelList] = Operation(
     "GET",
     "/models",
     response=Decoder(lazy=lambda: _models().ModelList),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
 )
 _RETRIEVE_MODEL: Operation[Model] = Operation(
     "retrieve_model",
     "GET",
     "/models/{model_id}",
     response=Decoder(lazy=lambda: _models().Model),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
 )
 
 LLM = LLMRole(

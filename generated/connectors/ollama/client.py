@@ -86,9 +86,7 @@ _CREATE_CHAT: Operation[ChatResponse] = Operation(
     "POST",
     "/api/chat",
     response=Decoder(lazy=lambda: _models().ChatResponse),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -101,9 +99,7 @@ _STREAM_CHAT: Operation[ChatResponse] = Operation(
     "stream_chat",
     "POST",
     "/api/chat",
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -122,9 +118,7 @@ _CREATE_EMBEDDINGS: Operation[EmbedResponse] = Operation(
     "POST",
     "/api/embed",
     response=Decoder(lazy=lambda: _models().EmbedResponse),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(request_model="model", tokens_input="prompt_eval_count"),
 )
 _LIST_MODELS: Operation[ModelList] = Operation(
@@ -132,9 +126,7 @@ _LIST_MODELS: Operation[ModelList] = Operation(
     "GET",
     "/api/tags",
     response=Decoder(lazy=lambda: _models().ModelList),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
 )
 _GET_VERSION: Operation[Version] = Operation(
     "get_version",

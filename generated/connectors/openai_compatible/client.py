@@ -89,9 +89,7 @@ _CREATE_CHAT_COMPLETION: Operation[ChatCompletion] = Operation(
     "POST",
     "/chat/completions",
     response=Decoder(lazy=lambda: _models().ChatCompletion),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -104,9 +102,7 @@ _STREAM_CHAT_COMPLETION: Operation[ChatCompletionChunk] = Operation(
     "stream_chat_completion",
     "POST",
     "/chat/completions",
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(
         request_model="model",
         model="model",
@@ -126,9 +122,7 @@ _CREATE_EMBEDDINGS: Operation[EmbeddingList] = Operation(
     "POST",
     "/embeddings",
     response=Decoder(lazy=lambda: _models().EmbeddingList),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
     usage=UsageMap(request_model="model", tokens_input="usage.prompt_tokens"),
 )
 _LIST_MODELS: Operation[ModelList] = Operation(
@@ -136,9 +130,7 @@ _LIST_MODELS: Operation[ModelList] = Operation(
     "GET",
     "/models",
     response=Decoder(lazy=lambda: _models().ModelList),
-    errors={
-        "default": Decoder(lazy=lambda: _models().Error),
-    },
+    errors={"default": Decoder(lazy=lambda: _models().Error)},
 )
 
 LLM = LLMRole(
