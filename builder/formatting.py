@@ -127,7 +127,7 @@ def _parts(tree: ast.Module, lines: list[str]) -> tuple[list[_Part], set[int]]:
 
 
 def _first_line(node: ast.stmt) -> int:
-    decorators = getattr(node, "decorator_list", ())
+    decorators: list[ast.expr] = getattr(node, "decorator_list", [])
     return min([node.lineno, *(d.lineno for d in decorators)]) - 1
 
 
