@@ -146,11 +146,11 @@ def validate(paths: tuple[str, ...]) -> None:
 @guarded
 def generate(paths: tuple[str, ...], out: str, force: bool) -> None:
     """Validate every spec, then generate each connector package (atomically)."""
+    from builder.generate import discover
     from builder.generate import generate as run
-    from builder.generate import load_all
 
     targets = _paths(paths)
-    count = len(load_all(targets))
+    count = len(discover(targets))
     if count > 5 and sys.stderr.isatty():
         with click.progressbar(length=count, label="generating", file=sys.stderr) as bar:
             outcome = run(targets, Path(out), force=force, progress=lambda _: bar.update(1))

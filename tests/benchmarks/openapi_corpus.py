@@ -314,7 +314,9 @@ class Ours:
 def validation(document: Path, xdg: Path, timeout: float) -> tuple[str, int]:
     """From the validation cache our run just filled; else by running the validator."""
     findings: list[Any] | None = None
-    for cached in (xdg / "connector-builder" / "openapi-validation").glob("*.json"):
+    from builder.openapi.validate import CACHE_NAME
+
+    for cached in (xdg / "connector-builder" / CACHE_NAME).glob("*.json"):
         try:
             findings = json.loads(cached.read_text("utf-8"))
         except (OSError, ValueError):
