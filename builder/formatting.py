@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 LINE_LENGTH = 100
-PARALLEL_ABOVE = 64  # parts for black: fewer are formatted in this process
+PARALLEL_ABOVE = 400  # parts for black: fewer are formatted here (a worker costs ~0.3 s to start)
 _BODY = "pass"  # a compound statement's body while its header is formatted on its own
 
 
@@ -59,7 +60,9 @@ def format_python(source: str, name: str) -> str:
         lines[-1] += "\n"
     parts, strings = _parts(tree, lines)
     todo = [part for part in parts if part.fixed is None]
-    formatted = dict(zip(todo, _format_cached([_part_source(p, lines) for p in todo]), strict=True))
+    formatted = dict(
+        zip(todo, _format_cached([_part_source(p, lines) for p in todo], name), strict=True)
+    )
     out: list[str] = []
     line = 0
     for part in parts:
@@ -199,34 +202,64 @@ _OPENERS = {"(": ")", "[": "]", "{": "}"}
 
 def _exploded(lines: list[str], start: int, end: int, indent: int) -> bool:
     """Lines ``start``..``end`` hold one bracketed list written as black keeps it: one
-    element per line, each followed by a comma (black's "magic trailing comma"), every line
-    within the length. Black leaves that as it is, so it is copied."""
-    if end - start < 2:
-        return False
+    element per line, each followed by a comma (black's "magic trailing comma"), an element
+    that spans lines being such a list itself; every line within the length. Black leaves
+    that as it is, so it is copied."""
     head, tail = lines[start].rstrip("\n"), lines[end].rstrip("\n")
+    opened = _magic_opener(head)
+    if opened is None or any(len(line) - 1 > LINE_LENGTH for line in lines[start : end + 1]):
+        return False
+    closer, is_tuple = opened
+    pad = " " * indent
+    if not tail.startswith(pad + closer) or not _balanced(tail[indent + 1 :]):
+        return False
+    return _elements(lines, start + 1, end, indent + 4) >= (2 if is_tuple else 1)
+
+
+def _magic_opener(head: str) -> tuple[str, bool] | None:
+    """The bracket that closes the one ``head`` ends with, and whether it is a tuple's
+    (black's comma after a tuple's only element is not magic); None for a subscript."""
     opener = head[-1:]
     if opener not in _OPENERS or not _balanced(head + _OPENERS[opener]):
-        return False
+        return None
     before = head[-2:-1]
-    if opener == "[" and before not in (" ", "(", "["):
-        return False  # a subscript: its trailing comma is not always magic
-    if opener == "(" and end - start == 2 and not (before.isidentifier() or before in ")]"):
-        return False  # a one-element tuple: its comma is not magic, black may join it
+    if opener == "[" and before not in (" ", "(", "[", "="):
+        return None
+    is_tuple = opener == "(" and not (before.isidentifier() or before in ")]")
+    return _OPENERS[opener], is_tuple
+
+
+def _elements(lines: list[str], start: int, end: int, indent: int) -> int:
+    """How many elements lines ``start``..``end - 1`` hold at ``indent``, each ended by a
+    comma; -1 if they are not laid out so."""
     pad = " " * indent
-    if not tail.startswith(pad + _OPENERS[opener]) or not _balanced(tail[indent + 1 :]):
-        return False
-    inner = pad + "    "
-    for line in lines[start : end + 1]:
-        if len(line) - 1 > LINE_LENGTH:
-            return False
-    for line in lines[start + 1 : end]:
-        text = line.rstrip("\n")
-        element = text[len(inner) :]
-        if not text.startswith(inner) or element[:1] in (" ", "") or not element.endswith(","):
-            return False
-        if not _balanced(element):
-            return False
-    return True
+    count = 0
+    i = start
+    while i < end:
+        text = lines[i].rstrip("\n")
+        element = text[indent:]
+        if not text.startswith(pad) or element[:1] in (" ", ""):
+            return -1
+        count += 1
+        if element.endswith(",") and _balanced(element):
+            i += 1
+            continue
+        j = i + 1
+        while j < end and lines[j].startswith(pad + " "):
+            j += 1
+        opened = _magic_opener(element)
+        if j == end or opened is None:
+            return -1
+        closer, is_tuple = opened
+        closing = lines[j].rstrip("\n")[indent:]
+        if not (closing.startswith(closer) and closing.endswith(",")):
+            return -1
+        if not _balanced(closing[1:-1]):
+            return -1
+        if _elements(lines, i + 1, j, indent + 4) < (2 if is_tuple else 1):
+            return -1
+        i = j + 1
+    return count
 
 
 def _depth(text: str) -> int:
@@ -297,42 +330,43 @@ def _reindent(text: str, part: _Part) -> str:
 # -- black, cached and on every core ---------------------------------------------------------
 
 
-def _cache_dir() -> Path:
+def _cache_file(name: str) -> Path:
+    """One file per generated module: what black made of its parts, by their hash."""
     from importlib.metadata import version
 
     base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
     )
-    return Path(base) / f"black-{version('black')}-parts"
+    key = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return Path(base) / f"black-{version('black')}-parts" / f"{key}.json"
 
 
-def _format_cached(texts: list[str]) -> list[str]:
+def _format_cached(texts: list[str], name: str) -> list[str]:
     """Each ``"<line length>\\0<source>"`` formatted by black, from the cache where it can."""
     if not texts:
         return []
-    cache = _cache_dir()
+    cache = _cache_file(name)
+    try:
+        known = json.loads(cache.read_text("utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
     keys = [hashlib.sha256(text.encode()).hexdigest() for text in texts]
-    results: list[str | None] = []
-    for key in keys:
+    missing = sorted({text for text, key in zip(texts, keys, strict=True) if key not in known})
+    if missing:
+        for text, result in zip(missing, _format_many(missing), strict=True):
+            known[hashlib.sha256(text.encode()).hexdigest()] = result
+        # Only this module's current parts are kept: the file does not grow without end.
+        kept = {key: known[key] for key in keys}
         try:
-            results.append((cache / key[:2] / key).read_text("utf-8"))
-        except OSError:
-            results.append(None)
-    missing = sorted({texts[i] for i, r in enumerate(results) if r is None})
-    done = dict(zip(missing, _format_many(missing), strict=True))
-    for i, result in enumerate(results):
-        if result is not None:
-            continue
-        results[i] = done[texts[i]]
-        try:
-            target = cache / keys[i][:2] / keys[i]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(done[texts[i]], "utf-8")
-            tmp.replace(target)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(kept), "utf-8")
+            tmp.replace(cache)
         except OSError:
             pass  # no writable cache: format again next time
-    return [r for r in results if r is not None]
+    return [known[key] for key in keys]
 
 
 def _format_many(texts: list[str]) -> list[str]:

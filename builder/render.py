@@ -11,10 +11,13 @@ depends on what the machine has on PATH.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
 import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,21 +71,64 @@ def literal(value: Any) -> str:
 
 
 def _quoted(text: str) -> str:
-    """A string literal with black's choice of quotes (double unless that adds escapes)."""
+    """A string literal (a ``repr``) with black's choice of quotes: double unless that
+    adds escapes."""
+    prefix = "b" if text[:1] == "b" else ""
+    body = text[len(prefix) :]
+    if body[:1] == '"':
+        return text  # repr chose double quotes: black keeps them
+    if '"' not in body and "\\'" not in body:
+        return f'{prefix}"{body[1:-1]}"'  # nothing to escape either way
     from black.strings import normalize_string_quotes
 
     return normalize_string_quotes(text)
 
 
-def bracketed(head: str, items: list[str], tail: str, indent: int = 0) -> str:
+@dataclass(frozen=True)
+class Group:
+    """``head``, items, ``tail``: a call, list or dict that :func:`bracketed` lays out."""
+
+    head: str
+    items: tuple[str | Group, ...]
+    tail: str
+
+    def one_line(self) -> str:
+        inner = ", ".join(i if isinstance(i, str) else i.one_line() for i in self.items)
+        return f"{self.head}{inner}{self.tail}"
+
+
+def group(head: str, items: Sequence[str | Group], tail: str) -> Group:
+    return Group(head, tuple(items), tail)
+
+
+def bracketed(head: str, items: Sequence[str | Group], tail: str, indent: int = 0) -> str:
     """``head`` + items + ``tail`` on one line when that fits, else one item per line, each
-    followed by a comma: the layout black keeps as it is, so it has nothing to do here."""
-    one_line = f"{head}{', '.join(items)}{tail}"
-    if indent + len(one_line) <= LINE_LENGTH or not items:
-        return one_line
+    followed by a comma — an item that is itself a :class:`Group` laid out the same way
+    when it does not fit on its line. Black keeps that layout as it is (its "magic trailing
+    comma"), so it has nothing to do here."""
+    whole = Group(head, tuple(items), tail)
+    if indent + len(whole.one_line()) <= LINE_LENGTH or not items:
+        return whole.one_line()
+    inner = indent + 4
+    lines = []
+    for item in items:
+        if isinstance(item, Group):
+            text = bracketed(item.head, list(item.items), item.tail, inner)
+            if "\n" not in text and inner + len(text) + 1 > LINE_LENGTH:
+                text = _exploded(item, inner)
+        else:
+            text = item
+        lines.append(f"{' ' * inner}{text},\n")
+    return f"{head}\n{''.join(lines)}{' ' * indent}{tail}"
+
+
+def _exploded(item: Group, indent: int) -> str:
+    """A group that fits on its line only without the comma that follows it: exploded."""
     pad = " " * (indent + 4)
-    inner = "".join(f"{pad}{item},\n" for item in items)
-    return f"{head}\n{inner}{' ' * indent}{tail}"
+    inner = "".join(
+        f"{pad}{i if isinstance(i, str) else i.one_line()},\n" for i in item.items
+    )
+    return f"{item.head}\n{inner}{' ' * indent}{item.tail}"
 
 
 def import_from(module: str, names: str, indent: int = 0) -> str:
@@ -100,8 +146,11 @@ def kwargs(values: dict[str, Any]) -> str:
 
 def docstring(text: str) -> str:
     """Text safe inside a triple-quoted docstring: escapes, no stray quotes, printable."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.replace("\n", "").replace("\t", "").isprintable():  # the usual case, at C speed
+        return _docstring_tail(text.replace("\\", "\\\\"))
     out = []
-    for ch in text.replace("\r\n", "\n").replace("\r", "\n"):
+    for ch in text:
         if ch == "\\":
             out.append("\\\\")
         elif ch == "\n" or ch == "\t" or ch.isprintable():
@@ -109,7 +158,11 @@ def docstring(text: str) -> str:
         else:
             code = ord(ch)
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    result = "".join(out).replace('"""', '\\"\\"\\"')
+    return _docstring_tail("".join(out))
+
+
+def _docstring_tail(escaped: str) -> str:
+    result = escaped.replace('"""', '\\"\\"\\"')
     lines = [line.rstrip() for line in result.split("\n")]
     result = "\n".join(lines).strip()
     if result.endswith('"'):
@@ -192,6 +245,7 @@ _ANNOTATION_NODES = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def annotation(text: str) -> str:
     """An annotation expression, checked to be names, subscripts, ``|`` and constants only."""
     try:
@@ -257,6 +311,7 @@ def environment() -> Any:
         py=literal,
         kwargs=kwargs,
         bracketed=bracketed,
+        group=group,
         import_from=import_from,
         docstring=docstring,
         docwrap=docwrap,
