@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ OK, DRIFT, BAD_INPUT, INTERNAL = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _warn(diagnostics: list[Diagnostic]) -> None:
+def _warn(diagnostics: Iterable[Diagnostic]) -> None:
     for d in diagnostics:
         click.echo(str(d), err=True)
 

@@ -186,7 +186,7 @@ def generate(
     progress: Callable[[str], None] | None = None,
 ) -> Outcome:
     selected = load_all(paths)
-    outcome = Outcome(warnings=[w for s in selected for w in s.loaded.warnings])
+    outcome = Outcome()
     root = out / "connectors"
     for item in selected:
         package = root / item.name
@@ -205,6 +205,8 @@ def generate(
             outcome.written.append(item.name)
         if progress:
             progress(item.name)
+    # Read last: a document's validation may still be running beside the generation.
+    outcome.warnings = [w for s in selected for w in s.loaded.warnings]
     return outcome
 
 

@@ -10,6 +10,7 @@ names it, so nothing is ever dropped silently.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,11 @@ from builder.spec.yamlio import Document
 _MERGED = ("config", "schemas", "headers")
 
 
-def apply_source(doc: Document, data: dict[str, Any]) -> tuple[dict[str, Any], list[Diagnostic]]:
-    """The spec data with the document's operations and schemas merged in, and warnings."""
+def apply_source(
+    doc: Document, data: dict[str, Any]
+) -> tuple[dict[str, Any], Sequence[Diagnostic]]:
+    """The spec data with the document's operations and schemas merged in, and warnings
+    (the validator's, read when they are needed: it runs beside what follows)."""
     try:
         source = OpenAPISource.model_validate(data["source"])
     except ValidationError as exc:
@@ -97,7 +101,7 @@ def apply_source(doc: Document, data: dict[str, Any]) -> tuple[dict[str, Any], l
     for op_name in skip:
         operations.pop(op_name, None)
     if problems:
-        raise InputError(problems + warnings)
+        raise InputError(problems + list(warnings))
     return merged, warnings
 
 

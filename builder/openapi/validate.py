@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from builder.diagnostics import Diagnostic
 from builder.openapi.document import OpenAPIDocument
@@ -25,28 +26,103 @@ def _cache_dir() -> Path:
     return Path(base) / "connector-builder" / CACHE_NAME
 
 
-def validate(document: OpenAPIDocument) -> list[Diagnostic]:
-    """Warnings for what the validator finds (at most ``MAX_FINDINGS``)."""
-    cache = _cache_dir() / f"{document.digest}.json"
-    try:
-        findings = json.loads(cache.read_text("utf-8"))
-    except (OSError, ValueError):
-        findings = _run(document.data, document.major)
+def validate(document: OpenAPIDocument) -> Findings:
+    """Warnings for what the validator finds (at most ``MAX_FINDINGS``): from the cache, or
+    computed beside the caller's work and waited for when first read."""
+    return Findings(document)
+
+
+class Findings(Sequence[Diagnostic]):
+    """The validator's findings on one document, as located warnings.
+
+    On a cache miss the validator runs in a child process forked at once (it has the parsed
+    document already), so converting, building and rendering go on beside it on another
+    core; the findings are collected when first read and cached by the document's hash.
+    """
+
+    def __init__(self, document: OpenAPIDocument) -> None:
+        self._document = document
+        self._cache = _cache_dir() / f"{document.digest}.json"
+        self._items: list[Diagnostic] | None = None
+        self._child: tuple[int, int] | None = None
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(findings), "utf-8")
+            self._found(json.loads(self._cache.read_text("utf-8")))
+        except (OSError, ValueError):
+            self._child = _fork(document)
+
+    def _found(self, findings: list[tuple[str, str]]) -> list[Diagnostic]:
+        self._items = [
+            self._document.diagnostic(pointer, f"OpenAPI validation: {message}", "warning")
+            for pointer, message in findings
+        ]
+        return self._items
+
+    def _resolved(self) -> list[Diagnostic]:
+        if self._items is not None:
+            return self._items
+        findings = _join(self._child) if self._child else None
+        self._child = None
+        if findings is None:  # no fork here, or the child failed: validate in this process
+            findings = _run(self._document.data, self._document.major)
+        try:
+            self._cache.parent.mkdir(parents=True, exist_ok=True)
+            self._cache.write_text(json.dumps(findings), "utf-8")
         except OSError:
             pass  # a read-only home: validate again next time
-    return [
-        document.diagnostic(pointer, f"OpenAPI validation: {message}", "warning")
-        for pointer, message in findings
-    ]
+        return self._found(findings)
+
+    @overload
+    def __getitem__(self, index: int) -> Diagnostic: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Diagnostic]: ...
+
+    def __getitem__(self, index: int | slice) -> Diagnostic | Sequence[Diagnostic]:
+        return self._resolved()[index]
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+
+def _fork(document: OpenAPIDocument) -> tuple[int, int] | None:
+    """A child process validating ``document``, and the pipe its findings come back on."""
+    if not hasattr(os, "fork") or os.environ.get("CONNECTOR_BUILDER_NO_FORK"):
+        return None
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return None
+    if pid == 0:  # the child: validate, answer, and leave without running anything else
+        try:
+            os.close(read)
+            answer = json.dumps(_run(document.data, document.major)).encode()
+            with os.fdopen(write, "wb") as out:
+                out.write(answer)
+        finally:
+            os._exit(0)
+    os.close(write)
+    return pid, read
+
+
+def _join(child: tuple[int, int]) -> list[tuple[str, str]] | None:
+    pid, read = child
+    with os.fdopen(read, "rb") as answer:
+        data = answer.read()
+    os.waitpid(pid, 0)
+    try:
+        findings = json.loads(data)
+    except ValueError:
+        return None
+    return [tuple(item) for item in findings] if isinstance(findings, list) else None
 
 
 def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
     findings: list[tuple[str, str]] = []
     try:
-        for error in _validator_class(major)(data).iter_errors():
+        for error in _validator_class(major, data)(data).iter_errors():
             pointer = "#/" + "/".join(
                 str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path
             )
@@ -63,7 +139,7 @@ def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
     return findings
 
 
-def _validator_class(major: str) -> Any:
+def _validator_class(major: str, data: dict[str, Any]) -> Any:
     from openapi_spec_validator import (
         OpenAPIV2SpecValidator,
         OpenAPIV30SpecValidator,
@@ -82,7 +158,8 @@ def _validator_class(major: str) -> Any:
         def _get_schema_checker(self, schema: Any, schema_value: Any) -> Any:
             checker = super()._get_schema_checker(schema, schema_value)
             dialect = self._get_schema_dialect_id(schema, schema_value)
-            return functools.partial(_check_schema, checker, dialect, tuple(schema.parts))
+            location = _followed(data, schema.parts)
+            return functools.partial(_check_schema, checker, dialect, location)
 
     class Validator(OpenAPIV31SpecValidator):
         keyword_validators = {
@@ -107,6 +184,34 @@ def _check_schema(checker: Any, dialect: str, location: tuple[str, ...], value: 
     except SchemaError as exc:
         exc.path.extendleft(reversed(location))  # where the schema is in the document
         raise
+
+
+def _followed(data: Any, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """Where the schema reached by ``parts`` is written: local ``$ref``s followed, so a
+    finding points at the schema itself rather than at a place that refers to it."""
+    location: list[str] = []
+    node = data
+    for part in [*parts, None]:
+        seen = 0
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and seen < 32:
+            ref: str = node["$ref"]
+            if not ref.startswith("#/"):
+                break
+            location = [p.replace("~1", "/").replace("~0", "~") for p in ref[2:].split("/")]
+            node = data
+            for step in location:
+                node = node.get(step) if isinstance(node, dict) else None
+            seen += 1
+        if part is None:
+            break
+        location.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and str(part).isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = None
+    return tuple(location)
 
 
 @functools.cache

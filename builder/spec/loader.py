@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -25,10 +26,40 @@ __all__ = ["LoadedSpec", "load_spec", "load_spec_text"]
 MAX_SPEC_BYTES = 20 * 1024 * 1024
 
 
+class Warnings(Sequence[Diagnostic]):
+    """A spec's warnings: those found while loading, then ``later`` ones — read only when
+    the warnings are, so work that produces them can go on beside generation."""
+
+    def __init__(self, found: list[Diagnostic], later: Sequence[Diagnostic] = ()) -> None:
+        self._found = found
+        self._later = later
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Diagnostic: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> Sequence[Diagnostic]: ...
+
+    def __getitem__(self, index: int | slice) -> Diagnostic | Sequence[Diagnostic]:
+        return [*self._found, *self._later][index]
+
+    def __len__(self) -> int:
+        return len(self._found) + len(self._later)
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        yield from self._found
+        yield from self._later
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so not hashable either
+
+
 class LoadedSpec(typing.NamedTuple):
     spec: Spec
     document: Document
-    warnings: list[Diagnostic]
+    warnings: Sequence[Diagnostic]
 
 
 def load_spec(path: str | FilePath) -> LoadedSpec:
@@ -68,14 +99,14 @@ def _load_spec_text(text: str, file: str) -> LoadedSpec:
             [doc.diagnostic((), f"a spec is a mapping of keys to values, not a {_kind(doc.data)}")]
         )
     problems: list[Diagnostic] = []
+    later: Sequence[Diagnostic] = ()  # warnings still being found (an OpenAPI validation)
     # Unknown keys are looked for in what the user wrote (where positions are known); an
     # OpenAPI source's converted part is made of known keys only.
     data = _strip_unknown(Spec, doc.data, (), doc, problems)
     if isinstance(data.get("source"), dict) and "openapi" in data["source"]:
         from builder.openapi.overlay import apply_source
 
-        data, found = apply_source(doc, data)
-        problems.extend(found)
+        data, later = apply_source(doc, data)
     spec: Spec | None = None
     try:
         spec = Spec.model_validate(data)
@@ -85,9 +116,9 @@ def _load_spec_text(text: str, file: str) -> LoadedSpec:
         problems.extend(check_spec(spec, doc))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        raise InputError(problems)
+        raise InputError(problems + list(later))
     assert spec is not None
-    return LoadedSpec(spec, doc, [p for p in problems if p.severity == "warning"])
+    return LoadedSpec(spec, doc, Warnings([p for p in problems if p.severity == "warning"], later))
 
 
 def _kind(value: Any) -> str:
