@@ -101,13 +101,16 @@ def group(head: str, items: Sequence[str | Group], tail: str) -> Group:
     return Group(head, tuple(items), tail)
 
 
-def bracketed(head: str, items: Sequence[str | Group], tail: str, indent: int = 0) -> str:
+def bracketed(
+    head: str, items: Sequence[str | Group], tail: str, indent: int = 0, after: int = 0
+) -> str:
     """``head`` + items + ``tail`` on one line when that fits, else one item per line, each
     followed by a comma — an item that is itself a :class:`Group` laid out the same way
     when it does not fit on its line. Black keeps that layout as it is (its "magic trailing
-    comma"), so it has nothing to do here."""
+    comma"), so it has nothing to do here. ``after``: characters the template writes after
+    ``tail`` on the same line."""
     whole = Group(head, tuple(items), tail)
-    if indent + len(whole.one_line()) <= LINE_LENGTH or not items:
+    if indent + len(whole.one_line()) + after <= LINE_LENGTH or not items:
         return whole.one_line()
     inner = indent + 4
     lines = []
