@@ -101,3 +101,11 @@ def test_generation_reports_the_findings_after_writing_the_package(
     assert result.exit_code == 0, result.output
     assert (out / "connectors" / "findings" / "client.py").is_file()
     assert "#/components/schemas/Thing/required: warning: OpenAPI validation" in result.output
+
+
+def test_references_to_other_files_are_followed_by_the_validator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    main = Path(__file__).parent / "fixtures" / "openapi" / "refs" / "main.yaml"
+    assert [d.message for d in validation.validate(load_document(main))] == []

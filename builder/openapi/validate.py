@@ -63,7 +63,7 @@ class Findings(Sequence[Diagnostic]):
         findings = _join(self._child) if self._child else None
         self._child = None
         if findings is None:  # no fork here, or the child failed: validate in this process
-            findings = _run(self._document.data, self._document.major)
+            findings = _run(self._document.data, self._document.major, _uri(self._document))
         try:
             self._cache.parent.mkdir(parents=True, exist_ok=True)
             self._cache.write_text(json.dumps(findings), "utf-8")
@@ -84,6 +84,10 @@ class Findings(Sequence[Diagnostic]):
         return len(self._resolved())
 
 
+def _uri(document: OpenAPIDocument) -> str:
+    return document.path.resolve().as_uri()
+
+
 def _fork(document: OpenAPIDocument) -> tuple[int, int] | None:
     """A child process validating ``document``, and the pipe its findings come back on."""
     if not hasattr(os, "fork") or os.environ.get("CONNECTOR_BUILDER_NO_FORK"):
@@ -98,7 +102,7 @@ def _fork(document: OpenAPIDocument) -> tuple[int, int] | None:
     if pid == 0:  # the child: validate, answer, and leave without running anything else
         try:
             os.close(read)
-            answer = json.dumps(_run(document.data, document.major)).encode()
+            answer = json.dumps(_run(document.data, document.major, _uri(document))).encode()
             with os.fdopen(write, "wb") as out:
                 out.write(answer)
         finally:
@@ -119,10 +123,12 @@ def _join(child: tuple[int, int]) -> list[tuple[str, str]] | None:
     return [tuple(item) for item in findings] if isinstance(findings, list) else None
 
 
-def _run(data: dict[str, Any], major: str) -> list[tuple[str, str]]:
+def _run(data: dict[str, Any], major: str, base_uri: str = "") -> list[tuple[str, str]]:
+    """The findings (pointer, message); ``base_uri``: where the document is, so that
+    references to other files resolve."""
     findings: list[tuple[str, str]] = []
     try:
-        for error in _validator_class(major, data)(data).iter_errors():
+        for error in _validator_class(major, data)(data, base_uri=base_uri).iter_errors():
             pointer = "#/" + "/".join(
                 str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path
             )
