@@ -1025,3 +1025,26 @@ def test_import_openapi_bad_input_is_located(tmp_path: Path) -> None:
         exit_code=2,
     )
     assert located_errors(result.stderr)
+
+
+def test_without_a_top_level_requirement_the_scheme_most_operations_name_is_used(
+    tmp_path: Path,
+) -> None:
+    gen = import_and_generate(
+        tmp_path, FIXTURES / "security" / "per_operation.yaml", "per_operation"
+    )
+    init = inspect.signature(gen.cls.__init__).parameters
+    assert "api_key" in init and "token" not in init
+    assert _me(gen, "https://ops.example.com/me", api_key="k-9").headers["X-Key"] == "k-9"
+
+
+def test_oauth2_asks_only_for_the_scopes_the_document_requires(tmp_path: Path) -> None:
+    import_and_generate(tmp_path, FIXTURES / "security" / "oauth2.yaml", "oauth_scopes")
+    spec = yaml.safe_load((tmp_path / "specs" / "oauth_scopes.yaml").read_text())
+    document = tmp_path / "specs" / "oauth_scopes.openapi.yaml"
+    from builder.openapi.convert import convert
+    from builder.openapi.document import load_document
+
+    assert spec["source"]["openapi"] == document.name
+    auth = convert(load_document(document), "oauth_scopes").spec["auth"]
+    assert auth["scopes"] == ["read"]  # the flow offers read and write; getMe needs read

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,7 @@ class Converted:
     unconvertible: dict[str, tuple[str, str]]  # name -> (reason, JSON pointer)
     pointers: dict[str, str]  # operation name -> its JSON pointer in the document
     total: int  # operations in the document before selection
+    auth_settings: tuple[str, ...] = ()  # the settings only the converted `auth` uses
 
 
 def convert(document: OpenAPIDocument, name: str, selection: Selection | None = None) -> Converted:
@@ -86,6 +88,7 @@ class _Converter:
         data = self.doc.data
         info: dict[str, Any] = data["info"] if isinstance(data.get("info"), dict) else {}
         auth = self.security()
+        auth_settings = tuple(self.config)
         operations: dict[str, Any] = {}
         unconvertible: dict[str, tuple[str, str]] = {}
         pointers: dict[str, str] = {}
@@ -148,7 +151,7 @@ class _Converter:
         )
         if isinstance(docs, str) and docs.startswith("http"):
             spec["docs_url"] = docs
-        return Converted(spec, unconvertible, pointers, total)
+        return Converted(spec, unconvertible, pointers, total, auth_settings)
 
     def operation_name(self, op_id: str, method: str, path: str, taken: set[str]) -> str:
         renamed = self.selection.rename.get(op_id) or self.selection.rename.get(
@@ -199,13 +202,12 @@ class _Converter:
             else (data.get("components") or {}).get("securitySchemes")
         )
         schemes = schemes if isinstance(schemes, dict) else {}
-        requirements = data.get("security")
+        requirements = self._requirements()
         chosen: str | None = None
-        if isinstance(requirements, list):
-            for requirement in requirements:
-                if isinstance(requirement, dict) and requirement:
-                    chosen = next(iter(requirement))
-                    break
+        if requirements:
+            # The document's own requirement; without one, the one most operations name.
+            counts = Counter(next(iter(r)) for r in requirements)
+            chosen = max(counts, key=lambda name: counts[name])
         if chosen is None and len(schemes) == 1:
             chosen = next(iter(schemes))
         scheme = schemes.get(chosen) if chosen else None
@@ -248,9 +250,12 @@ class _Converter:
                     "secret": True,
                     "env": f"{env}_CLIENT_SECRET",
                 }
-                scopes: dict[str, Any] = (
-                    credentials["scopes"] if isinstance(credentials.get("scopes"), dict) else {}
-                )
+                # The scopes the document's requirements name for it, not every scope of
+                # the flow: a token should carry no more than the operations need.
+                scopes: dict[str, None] = {}
+                for requirement in requirements:
+                    named = requirement.get(str(chosen))
+                    scopes.update(dict.fromkeys(str(s) for s in named or ()))
                 return {
                     "type": "oauth2_client_credentials",
                     "token_url": str(credentials["tokenUrl"]),
@@ -266,6 +271,25 @@ class _Converter:
             "description": "An access token.",
         }
         return {"type": "bearer", "token": "{config.token}"}
+
+    def _requirements(self) -> list[dict[str, Any]]:
+        """The document's security requirements (each non-empty): its top-level ones if it
+        has any, else every operation's, in order."""
+        data = self.doc.data
+        top = data.get("security")
+        found = [r for r in top if isinstance(r, dict) and r] if isinstance(top, list) else []
+        if found:
+            return found
+        paths: dict[str, Any] = data["paths"] if isinstance(data.get("paths"), dict) else {}
+        for item in paths.values():
+            if not isinstance(item, dict):
+                continue
+            for method, op in item.items():
+                if method in HTTP_METHODS and isinstance(op, dict):
+                    listed = op.get("security")
+                    if isinstance(listed, list):
+                        found += [r for r in listed if isinstance(r, dict) and r]
+        return found
 
     # -- operations -----------------------------------------------------------------------
 

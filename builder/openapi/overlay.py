@@ -59,6 +59,12 @@ def apply_source(
             merged[key] = _deep_merge(merged.get(key) or {}, value)
         else:
             merged[key] = value
+    if "auth" in data and isinstance(merged.get("config"), dict):
+        # The spec chose its own auth: the settings of the document's go with it.
+        own: dict[str, Any] = data["config"] if isinstance(data.get("config"), dict) else {}
+        for setting in converted.auth_settings:
+            if setting not in own:
+                merged["config"].pop(setting, None)
     operations: dict[str, Any] = merged["operations"]
     known = set(operations) | set(converted.unconvertible)
     patches = data.get("operations") or {}
