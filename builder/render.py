@@ -144,7 +144,11 @@ def import_from(module: str, names: str, indent: int = 0) -> str:
 
 
 def kwargs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{ident(k)}={literal(v)}" for k, v in values.items())
+    return ", ".join(kwarg_items(values))
+
+
+def kwarg_items(values: dict[str, Any]) -> list[str]:
+    return [f"{ident(k)}={literal(v)}" for k, v in values.items()]
 
 
 def docstring(text: str) -> str:
@@ -313,6 +317,7 @@ def environment() -> Any:
     env.filters.update(
         py=literal,
         kwargs=kwargs,
+        kwarg_items=kwarg_items,
         bracketed=bracketed,
         group=group,
         import_from=import_from,

@@ -79,7 +79,9 @@ class InputContentBlock(BaseModel):
 
     type_: Literal[
         "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"
-    ] = Field(alias="type")
+    ] = Field(
+        alias="type",
+    )
     text: str | None = None
     source: ImageSource | None = None
     id: str | None = None
