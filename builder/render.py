@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from builder.forked import Pending
 from builder.formatting import LINE_LENGTH, format_python
 from builder.imports import sorted_names
 from builder.ir import Connector
@@ -45,6 +46,7 @@ DATA_PACKAGE_FILES = {
     "data_README.md.j2": "README.md",
     "data_test_client.py.j2": "tests/test_client.py",
 }
+
 
 class RenderError(Exception):
     """A template produced something unsafe or unparsable: a bug in the builder, not the spec."""
@@ -128,9 +130,7 @@ def bracketed(
 def _exploded(item: Group, indent: int) -> str:
     """A group that fits on its line only without the comma that follows it: exploded."""
     pad = " " * (indent + 4)
-    inner = "".join(
-        f"{pad}{i if isinstance(i, str) else i.one_line()},\n" for i in item.items
-    )
+    inner = "".join(f"{pad}{i if isinstance(i, str) else i.one_line()},\n" for i in item.items)
     return f"{item.head}\n{inner}{' ' * indent}{item.tail}"
 
 
@@ -368,23 +368,33 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
+# Models of a connector this large are rendered in a child process beside the rest.
+MODELS_IN_PARALLEL_ABOVE = 200
+
+
 def render_package(connector: Connector) -> dict[str, str]:
     """Every file of the package, keyed by its path inside the package."""
-    env = environment()
-    files: dict[str, str] = {}
-    templates = PACKAGE_FILES if connector.data is None else DATA_PACKAGE_FILES
-    for template, target in templates.items():
-        text = env.get_template(template).render(c=connector)
-        if target.endswith(".py"):
-            text = format_python(text, f"connectors/{connector.name}/{target}")
-        files[target] = text
+    templates = dict(PACKAGE_FILES if connector.data is None else DATA_PACKAGE_FILES)
+    models: Pending[str] | None = None
+    if len(connector.models) > MODELS_IN_PARALLEL_ABOVE:
+        del templates["models.py.j2"]
+        models = Pending(_render_file, connector, "models.py.j2", "models.py")
+    files = {
+        target: _render_file(connector, template, target) for template, target in templates.items()
+    }
+    if models is not None:
+        files["models.py"] = models.result()
     if connector.data is None:
         files["tests/cases.json"] = connector.test_cases()
     if connector.llm_cases is not None:
-        text = env.get_template("test_llm.py.j2").render(c=connector)
-        files["tests/test_llm.py"] = format_python(
-            text, f"connectors/{connector.name}/tests/test_llm.py"
-        )
+        files["tests/test_llm.py"] = _render_file(connector, "test_llm.py.j2", "tests/test_llm.py")
         files["tests/llm_cases.json"] = json.dumps(connector.llm_cases, indent=1) + "\n"
     files["py.typed"] = ""
-    return files
+    return dict(sorted(files.items()))
+
+
+def _render_file(connector: Connector, template: str, target: str) -> str:
+    text: str = environment().get_template(template).render(c=connector)
+    if target.endswith(".py"):
+        text = format_python(text, f"connectors/{connector.name}/{target}")
+    return text

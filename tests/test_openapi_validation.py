@@ -70,18 +70,11 @@ def test_a_second_validation_reads_the_cache(
 ) -> None:
     first = _found(document)
 
-    def no_fork(_: object) -> None:
+    def refuse(*_: object) -> None:
         raise AssertionError("validated again")
 
-    monkeypatch.setattr(validation, "_fork", no_fork)
+    monkeypatch.setattr(validation, "Pending", refuse)
     assert _found(document) == first
-
-
-def test_a_child_that_answers_nothing_is_replaced_by_validating_here(
-    document: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(validation, "_join", lambda child: None)
-    assert len(_found(document)) == 2
 
 
 def test_generation_reports_the_findings_after_writing_the_package(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from builder.diagnostics import Diagnostic
+from builder.forked import Pending
 from builder.openapi.document import OpenAPIDocument
 
 MAX_FINDINGS = 50
@@ -44,11 +45,11 @@ class Findings(Sequence[Diagnostic]):
         self._document = document
         self._cache = _cache_dir() / f"{document.digest}.json"
         self._items: list[Diagnostic] | None = None
-        self._child: tuple[int, int] | None = None
+        self._pending: Pending[list[tuple[str, str]]] | None = None
         try:
             self._found(json.loads(self._cache.read_text("utf-8")))
         except (OSError, ValueError):
-            self._child = _fork(document)
+            self._pending = Pending(_run, document.data, document.major, _uri(document))
 
     def _found(self, findings: list[tuple[str, str]]) -> list[Diagnostic]:
         self._items = [
@@ -60,10 +61,8 @@ class Findings(Sequence[Diagnostic]):
     def _resolved(self) -> list[Diagnostic]:
         if self._items is not None:
             return self._items
-        findings = _join(self._child) if self._child else None
-        self._child = None
-        if findings is None:  # no fork here, or the child failed: validate in this process
-            findings = _run(self._document.data, self._document.major, _uri(self._document))
+        assert self._pending is not None
+        findings, self._pending = self._pending.result(), None
         try:
             self._cache.parent.mkdir(parents=True, exist_ok=True)
             self._cache.write_text(json.dumps(findings), "utf-8")
@@ -86,41 +85,6 @@ class Findings(Sequence[Diagnostic]):
 
 def _uri(document: OpenAPIDocument) -> str:
     return document.path.resolve().as_uri()
-
-
-def _fork(document: OpenAPIDocument) -> tuple[int, int] | None:
-    """A child process validating ``document``, and the pipe its findings come back on."""
-    if not hasattr(os, "fork") or os.environ.get("CONNECTOR_BUILDER_NO_FORK"):
-        return None
-    read, write = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read)
-        os.close(write)
-        return None
-    if pid == 0:  # the child: validate, answer, and leave without running anything else
-        try:
-            os.close(read)
-            answer = json.dumps(_run(document.data, document.major, _uri(document))).encode()
-            with os.fdopen(write, "wb") as out:
-                out.write(answer)
-        finally:
-            os._exit(0)
-    os.close(write)
-    return pid, read
-
-
-def _join(child: tuple[int, int]) -> list[tuple[str, str]] | None:
-    pid, read = child
-    with os.fdopen(read, "rb") as answer:
-        data = answer.read()
-    os.waitpid(pid, 0)
-    try:
-        findings = json.loads(data)
-    except ValueError:
-        return None
-    return [tuple(item) for item in findings] if isinstance(findings, list) else None
 
 
 def _run(data: dict[str, Any], major: str, base_uri: str = "") -> list[tuple[str, str]]:
