@@ -140,3 +140,38 @@ def test_parts_are_formatted_in_parallel_and_then_read_from_the_cache(
 def test_generated_code_that_does_not_parse_is_a_builder_bug() -> None:
     with pytest.raises(FormatError, match="does not parse"):
         format_python("def f(:\n", "broken.py")
+
+
+CORPUS = ROOT.parent / "shared" / "corpus" / "openapi"
+# Documents with what the templates must lay out themselves: long signatures, request
+# bodies, error maps, unions, enums, form and multipart bodies, Swagger 2.0.
+CORPUS_DOCUMENTS = [
+    "swagger-api__openapi.yaml",
+    "nytimes__books-api-books-api.json",
+    "docusign__maestro-v1-0-0.json",
+    "hubspot__crm-objects-v3-objects.json",
+    "twilio__twilio-voice-v1.yaml",
+    "typesense__openapi.yml",
+    "adyen__recurringservice-v68.yaml",
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", CORPUS_DOCUMENTS)
+def test_corpus_documents_come_out_as_black_makes_them(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not (CORPUS / name).is_file():
+        pytest.skip(f"the OpenAPI corpus is not at {CORPUS} (it comes with shared/)")
+    from click.testing import CliRunner
+
+    from builder.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    result = CliRunner().invoke(
+        main, ["import-openapi", str(CORPUS / name), "--name", "doc", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    raw = _raw_modules(tmp_path / "doc.yaml", monkeypatch)
+    for module, source in raw.items():
+        assert format_python(source, module) == black(source), module
