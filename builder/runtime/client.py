@@ -383,7 +383,7 @@ class SyncClient(_Core):
         body: Any,
         cookies: Mapping[str, Any] | None,
     ) -> T:
-        trace = CallTrace(tracer, self._trace_context(), op, path, query, body)
+        trace = CallTrace(tracer, self._tracing or self._trace_context(), op, path, query, body)
         try:
             request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
             trace.request = request
@@ -431,7 +431,7 @@ class SyncClient(_Core):
         body: Any,
         cookies: Mapping[str, Any] | None,
     ) -> Stream[T]:
-        trace = StreamTrace(tracer, self._trace_context(), op, path, query, body)
+        trace = StreamTrace(tracer, self._tracing or self._trace_context(), op, path, query, body)
         try:
             request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
             trace.request = request
@@ -538,7 +538,7 @@ class AsyncClient(_Core):
         body: Any,
         cookies: Mapping[str, Any] | None,
     ) -> T:
-        trace = CallTrace(tracer, self._trace_context(), op, path, query, body)
+        trace = CallTrace(tracer, self._tracing or self._trace_context(), op, path, query, body)
         try:
             request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
             trace.request = request
@@ -586,7 +586,7 @@ class AsyncClient(_Core):
         body: Any,
         cookies: Mapping[str, Any] | None,
     ) -> AsyncStream[T]:
-        trace = StreamTrace(tracer, self._trace_context(), op, path, query, body)
+        trace = StreamTrace(tracer, self._tracing or self._trace_context(), op, path, query, body)
         try:
             request = self._build(self._http, op, path, query, headers, body, cookies=cookies)
             trace.request = request
@@ -736,6 +736,8 @@ class _StreamDecoding:
         self._sse = SSEDecoder() if op.stream.framing == "sse" else None
         self.finished = False
         self.trace = trace
+        # Reads each chunk into the trace (None: untraced, or nothing to read).
+        self._on_chunk = trace.event if trace is not None else None
         self.event: str | None = None  # the SSE event name of the last chunk
 
     def line(self, line: str) -> tuple[bool, Any]:
@@ -768,8 +770,8 @@ class _StreamDecoding:
             raise self._client._pipeline.validation_error(
                 self._op, self._response, exc, data
             ) from None
-        if self.trace is not None:
-            self.trace.event(name, chunk)
+        if self._on_chunk is not None:
+            self._on_chunk(name, chunk)
         self.event = name
         return False, chunk
 

@@ -62,22 +62,35 @@ one place to change them.
 A sink that raises never breaks the call, and neither does a bug while building a trace.
 After :data:`SWITCH_OFF_AFTER` consecutive failures a sink is switched off, and one warning
 (``logging`` and ``warnings``) says so, once.
+
+What a trace costs the call. The tracing code runs once per call, after the HTTP stack,
+the JSON decoding and the kernel have had the CPU for a few hundred microseconds and
+evicted its code and data from the caches: in situ each function it calls and each object
+it touches costs a cache miss or several, three to five times what the same instructions
+cost replayed in a loop. So the call path does little and touches little: one trace object
+with plain slots, the model, tokens and finish reason read by one compiled function per
+usage map (:func:`_compile_reader`), references to the request and response bytes; the
+cost, and the input and output (parsed and scrubbed), are worked out when a sink or a
+reader first asks for them. A :class:`MemorySink` is fed by its deque's ``append``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import keyword
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.runtime.config import MASK
 from builder.runtime.errors import ConfigError
 from builder.runtime.operation import wire_value
-from builder.runtime.paths import Path
+from builder.runtime.paths import _MISSING, _MODEL_CLASSES, Path, _is_model, _step
 
 if TYPE_CHECKING:
     import httpx
@@ -117,7 +130,7 @@ def _loads(data: bytes | str) -> Any:
 
 def _dumps(value: Any) -> bytes:
     """JSON values to UTF-8 JSON text, anything else written as its ``str()``."""
-    return _codec()[1](value, fallback=str)
+    return (_json_codec or _codec())[1](value, fallback=str)
 
 
 def _codec() -> tuple[Callable[[Any], Any], Callable[..., bytes]]:
@@ -220,7 +233,7 @@ class TracedCall:
             "connector": self.connector,
             "operation": self.operation,
             "provider": self.provider,
-            "model": self.model,
+            "model": self.response_model or self.request_model,  # self.model, inline
             "request_model": self.request_model,
             "response_model": self.response_model,
             "tokens_input": self.tokens_input,
@@ -236,77 +249,119 @@ class TracedCall:
         }
 
 
-_INPUT_SLOT: Any = TracedCall.__dict__["input"]
-_OUTPUT_SLOT: Any = TracedCall.__dict__["output"]
+_FIELDS = tuple(field.name for field in dataclasses.fields(TracedCall))
+_PENDING: Any = object()  # a cost not worked out yet
 
 
 class _LazyCall(TracedCall):
-    """A traced HTTP call whose JSON request body and response are parsed (and scrubbed)
-    when first read, not on the call's path; :meth:`to_json` writes them as received when
-    they hold no secret and no line break, without parsing them at all.
+    """A call traced by the HTTP runtime: what costs time to work out is worked out when
+    first read, not on the call's path: the cost, and the input and output, kept as the
+    request body and the response were on the wire (the JSON text, a stream's joined text)
+    and parsed and scrubbed on first read. :meth:`to_json` writes that JSON as received
+    when it holds no secret and no line break, without parsing it at all.
 
-    The public type stays :class:`TracedCall`: ``input`` and ``output`` read like fields.
+    The public type stays :class:`TracedCall` (``cost``, ``input`` and ``output`` read and
+    write like fields); a copy or a pickle is a plain :class:`TracedCall`.
     """
 
-    __slots__ = ("_raw_body", "_raw_output", "_scrubber")
-    _raw_body: bytes | None
-    _raw_output: bytes | None
-    _scrubber: Scrubber
+    __slots__ = ("_context", "_raw_body", "_raw_output", "_cost", "_input", "_output")
+    _context: ClientTracing | None
+    _raw_body: bytes | None  # the JSON request body, until input is read
+    _raw_output: bytes | str | None  # a JSON response, or a stream's text, until read
+    _cost: float | None
+    _input: Any
+    _output: Any
+
+    # A value is set before the raw text it comes from is dropped, so that a thread
+    # reading at the same time finds one or the other.
+
+    @property
+    def cost(self) -> float | None:
+        cost = self._cost
+        if cost is _PENDING:
+            context = self._context
+            pricing = None if context is None else context.pricing
+            if pricing is not None:
+                model = self.response_model or self.request_model
+                cost = pricing.cost(model, self.tokens_input, self.tokens_output)
+            else:
+                cost = None
+            self._cost = cost
+        return cost
+
+    @cost.setter
+    def cost(self, value: float | None) -> None:
+        self._cost = value
 
     @property
     def input(self) -> Any:
         raw = self._raw_body
-        if raw is not None:  # set the value before dropping the text: safe across threads
-            _INPUT_SLOT.__set__(self, {"body": self._scrubber.decoded(raw, _loads(raw))})
+        if raw is not None:
+            assert self._context is not None
+            self._input = {"body": self._context.scrubber.decoded(raw, _parse(raw))}
             self._raw_body = None
-        return _INPUT_SLOT.__get__(self)
+        return self._input
 
     @input.setter
     def input(self, value: Any) -> None:
         self._raw_body = None
-        _INPUT_SLOT.__set__(self, value)
+        self._input = value
 
     @property
     def output(self) -> Any:
         raw = self._raw_output
         if raw is not None:
-            _OUTPUT_SLOT.__set__(self, self._scrubber.decoded(raw, _loads(raw)))
+            assert self._context is not None
+            scrubber = self._context.scrubber
+            if isinstance(raw, str):
+                self._output = scrubber.text(raw)
+            else:
+                self._output = scrubber.decoded(raw, _parse(raw))
             self._raw_output = None
-        return _OUTPUT_SLOT.__get__(self)
+        return self._output
 
     @output.setter
     def output(self, value: Any) -> None:
         self._raw_output = None
-        _OUTPUT_SLOT.__set__(self, value)
+        self._output = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy or a pickle is a plain TracedCall: every field worked out, nothing private.
+        return (TracedCall, tuple(getattr(self, name) for name in _FIELDS))
 
     def to_json(self) -> bytes:
         body, output = self._raw_body, self._raw_output
-        if body is not None:
-            body = self._spliceable(body)
-        if output is not None:
-            output = self._spliceable(output)
         if body is None and output is None:
             return super().to_json()
+        context = self._context
+        assert context is not None  # set whenever there is raw text
+        spliceable = context.scrubber.spliceable
+        if body is not None:
+            body = spliceable(body)
+        if output is not None:
+            output = spliceable(output) if type(output) is bytes else None
         head = _dumps(self._metadata())
         return b"".join(
             (
                 head[:-1],
-                b',"input":',
-                b'{"body":' + body + b"}" if body is not None else _dumps(self.input),
-                b',"output":',
+                b',"input":{"body":' if body is not None else b',"input":',
+                body if body is not None else _dumps(self.input),
+                b'},"output":' if body is not None else b',"output":',
                 output if output is not None else _dumps(self.output),
                 b"}",
             )
         )
 
-    def _spliceable(self, raw: bytes) -> bytes | None:
-        """``raw`` as it may go into a JSON line (without a secret or a line break), else
-        None (it is then parsed and scrubbed)."""
-        if b"\n" in raw or b"\r" in raw:
-            raw = raw.strip()  # many servers end a JSON body with a newline
-            if b"\n" in raw or b"\r" in raw:
-                return None
-        return raw if self._scrubber.clean(raw) else None
+
+def _parse(raw: bytes) -> Any:
+    """A response's JSON: pydantic-core's parser, else (what it refuses, such as UTF-16)
+    the json module's, which is what decoded it for the call."""
+    try:
+        return _loads(raw)
+    except ValueError:
+        import json
+
+        return json.loads(raw)
 
 
 # --------------------------------------------------------------------------------------- #
@@ -314,6 +369,10 @@ class _LazyCall(TracedCall):
 # --------------------------------------------------------------------------------------- #
 
 _TEXT, _MODEL, _TOKENS_IN, _TOKENS_OUT, _FINISH = range(5)
+
+# A response's reader: fill(value, call). A chunk's reader: read(usage, event, value).
+FillCall = Callable[[Any, "TracedCall"], None]
+ReadChunk = Callable[["_Usage", "str | None", Any], None]
 
 
 class UsageMap:
@@ -328,6 +387,11 @@ class UsageMap:
     only, even events the stream does not yield.
     ``request_model`` is a path into the request body (``model``). For a stream the model is
     the first one seen; token counts and finish reason are the last ones seen.
+
+    The paths are compiled once into one function per event (:func:`_compile_reader`): a
+    response or a chunk is walked once, each step shared by several paths (``choices.0``)
+    taken once, with no call per path or per step: a trace reads them on every call and
+    every chunk.
     """
 
     __slots__ = (
@@ -338,8 +402,10 @@ class UsageMap:
         "finish_reason",
         "request_model",
         "_request_model",
-        "_plain",
-        "_by_event",
+        "_request_key",
+        "_fill_call",
+        "_read_plain",
+        "_read_event",
     )
 
     def __init__(
@@ -357,9 +423,16 @@ class UsageMap:
         self.text = text
         self.finish_reason = finish_reason
         self.request_model = request_model
-        self._request_model = Path(request_model).get if request_model else None
-        plain: list[tuple[int, Callable[[Any], Any]]] = []
-        by_event: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+        request_path = Path(request_model) if request_model else None
+        self._request_model = request_path.get if request_path is not None else None
+        # The usual request path is one key of a dict body ("model"): read inline.
+        self._request_key: str | None = None
+        if request_path is not None and not request_path._star:
+            head = request_path._head
+            if len(head) == 1 and isinstance(head[0], str):
+                self._request_key = head[0]
+        plain: list[tuple[int, Path]] = []
+        by_event: dict[str, list[tuple[int, Path]]] = {}
         for code, where in (
             (_TEXT, text),
             (_MODEL, model),
@@ -370,47 +443,39 @@ class UsageMap:
             if where is None:
                 continue
             if isinstance(where, str):
-                plain.append((code, Path(where).get))
+                plain.append((code, Path(where)))
             else:
                 for event, path in where.items():
-                    by_event.setdefault(event, []).append((code, Path(path).get))
-        self._plain = tuple(plain)
+                    by_event.setdefault(event, []).append((code, Path(path)))
+        self._fill_call: FillCall = _compile_reader(plain, stream=False)
+        self._read_plain: ReadChunk = _compile_reader(plain, stream=True)
         # Each event's own paths and the ones for every event, joined once here.
-        self._by_event = {event: self._plain + tuple(p) for event, p in by_event.items()}
+        self._read_event: dict[str, ReadChunk] = {
+            event: _compile_reader(plain + paths, stream=True) for event, paths in by_event.items()
+        }
 
     def wants_event(self, event: str) -> bool:
         """True when a path is declared for this SSE event by name."""
-        return event in self._by_event
+        return event in self._read_event
+
+    def reader(self, event: str | None = None) -> ReadChunk:
+        """The function that reads a chunk of this event (None: a chunk of NDJSON, or a
+        path for every event) into a :class:`_Usage`: ``read(usage, event, chunk)``. It
+        never raises: an error is reported (once per process) and the chunk skipped."""
+        if event:
+            return self._read_event.get(event, self._read_plain)
+        return self._read_plain
+
+    def bind(self, usage: _Usage) -> Callable[[str | None, Any], None]:
+        """``on_chunk(event, chunk)``: reads each chunk of a stream into ``usage``."""
+        if self._read_event:
+            return partial(_read_by_event, self._read_plain, self._read_event, usage)
+        return partial(self._read_plain, usage)
 
     def read(self, value: Any, usage: _Usage, event: str | None = None) -> None:
-        """Read what ``value`` (a response, or one event's chunk) carries into ``usage``."""
-        paths = self._by_event.get(event, self._plain) if event else self._plain
-        for code, get in paths:
-            if code == _TEXT:
-                if usage.pieces is not None:
-                    piece = get(value)
-                    if isinstance(piece, str) and piece:
-                        usage.pieces.append(piece)
-            elif code == _MODEL:
-                if usage.model is None:
-                    model = get(value)
-                    if isinstance(model, str) and model:
-                        usage.model = model
-            elif code == _FINISH:
-                reason = get(value)
-                if isinstance(reason, list):  # a `*` path: the first choice's reason
-                    reason = next((r for r in reason if r is not None), None)
-                if isinstance(reason, str):
-                    usage.finish_reason = reason
-                elif reason is not None:  # an enum member (a typed model)
-                    usage.finish_reason = str(getattr(reason, "value", reason))
-            else:
-                count = _count(get(value))
-                if count is not None:
-                    if code == _TOKENS_IN:
-                        usage.tokens_input = count
-                    else:
-                        usage.tokens_output = count
+        """Read what ``value`` (a response, or one event's chunk) carries into ``usage``
+        (as :meth:`reader` does: an error is reported, not raised)."""
+        self.reader(event)(usage, event, value)
 
     def requested_model(self, body: Any) -> str | None:
         if self._request_model is None or body is None:
@@ -426,6 +491,16 @@ class UsageMap:
         return f"UsageMap({', '.join(shown)})"
 
 
+def _read_by_event(
+    plain: ReadChunk,
+    by_event: dict[str, ReadChunk],
+    usage: _Usage,
+    event: str | None,
+    value: Any,
+) -> None:
+    (by_event.get(event, plain) if event else plain)(usage, event, value)
+
+
 class _Usage:
     """What was read so far from a response or a stream's events."""
 
@@ -439,14 +514,179 @@ class _Usage:
         self.pieces: list[str] | None = [] if text else None
 
 
-def _count(value: Any) -> int | None:
-    """A token count: an int (a float is truncated); a bool or anything else is none."""
-    cls = type(value)
-    if cls is int:
-        return value  # type: ignore[no-any-return]
-    if cls is float:
-        return int(value)
-    return None
+def _step_or_none(value: Any, key: str | int) -> Any:
+    """:func:`paths._step`, None for nothing there."""
+    found = _step(value, key)
+    return None if found is _MISSING else found
+
+
+def _first_reason(value: list[Any]) -> Any:
+    """A ``*`` path's finish reasons: the first one set."""
+    return next((r for r in value if r is not None), None)
+
+
+class _Node:
+    """A step of the paths' tree: the steps after it, and what a path ending here reads."""
+
+    __slots__ = ("children", "codes")
+
+    def __init__(self) -> None:
+        self.children: dict[str | int, _Node] = {}
+        self.codes: list[int] = []
+
+    def all_codes(self) -> set[int]:
+        found = set(self.codes)
+        for child in self.children.values():
+            found |= child.all_codes()
+        return found
+
+
+def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
+    """One function that does what reading each path with :meth:`Path.get` and keeping
+    what :class:`UsageMap` keeps would do, in one walk.
+
+    The paths are merged into a tree of steps. Each step is the one :meth:`Path.get` takes
+    (a dict's key, a list's index, a model's attribute, else :func:`paths._step`), written
+    inline; a step that finds nothing or None ends its subtree (no path below it can find a
+    value there). A path with ``*`` is read by :meth:`Path.get` itself. A subtree that only
+    finds the model is skipped once the model is known, one that only finds text when no
+    text is kept.
+
+    ``stream=False``: ``fill(value, call)`` sets a :class:`TracedCall`'s
+    ``response_model``, tokens and finish reason; text paths are left out.
+    ``stream=True``: ``read(usage, event, value)`` updates a :class:`_Usage`, and never
+    raises (an error is reported once per process and the chunk skipped).
+    """
+    model_attr, pieces_attr = ("model", "pieces") if stream else ("response_model", None)
+    root = _Node()
+    starred: list[tuple[int, Path]] = []
+    for code, path in paths:
+        if code == _TEXT and pieces_attr is None:
+            continue
+        if path._star:
+            starred.append((code, path))
+            continue
+        node = root
+        for key in path._head:
+            node = node.children.setdefault(key, _Node())
+        node.codes.append(code)
+    namespace: dict[str, Any] = {
+        "_step": _step_or_none,
+        "_is_model": _is_model,
+        "_MC": _MODEL_CLASSES,
+        "_first_reason": _first_reason,
+        "_internal_error": _internal_error,
+    }
+    lines: list[str] = []
+    counter = [0]
+
+    def guard(codes: set[int]) -> str | None:
+        if codes == {_MODEL}:
+            return f"u.{model_attr} is None"
+        if codes == {_TEXT}:
+            return f"u.{pieces_attr} is not None"
+        return None
+
+    def leaf(code: int, x: str, pad: str) -> None:
+        # ``x`` is the value at the path, as Path.get gives it (None when there is none).
+        if code == _TEXT:
+            lines.append(f"{pad}if u.{pieces_attr} is not None and isinstance({x}, str) and {x}:")
+            lines.append(f"{pad}    u.{pieces_attr}.append({x})")
+        elif code == _MODEL:
+            lines.append(f"{pad}if u.{model_attr} is None and isinstance({x}, str) and {x}:")
+            lines.append(f"{pad}    u.{model_attr} = {x}")
+        elif code == _FINISH:
+            lines.append(f"{pad}if isinstance({x}, list):")
+            lines.append(f"{pad}    {x} = _first_reason({x})")
+            lines.append(f"{pad}if isinstance({x}, str):")
+            lines.append(f"{pad}    u.finish_reason = {x}")
+            lines.append(f"{pad}elif {x} is not None:")
+            lines.append(f"{pad}    u.finish_reason = str(getattr({x}, 'value', {x}))")
+        else:  # a token count: an int (a float is truncated); a bool or anything else: none
+            name = "tokens_input" if code == _TOKENS_IN else "tokens_output"
+            lines.append(f"{pad}if type({x}) is int:")
+            lines.append(f"{pad}    u.{name} = {x}")
+            lines.append(f"{pad}elif type({x}) is float:")
+            lines.append(f"{pad}    u.{name} = int({x})")
+
+    def walk(node: _Node, var: str, depth: int) -> None:
+        # ``var`` holds a value that is not None (missing is None here: no path can read
+        # a value below either).
+        pad = "    " * depth
+        n = var[1:]
+        lines.append(f"{pad}c{n} = type({var})")
+        if any(isinstance(key, str) for key in node.children):
+            # Is it a model (its fields are attributes)? Worked out once for its steps.
+            lines.append(f"{pad}k{n} = c{n} is not dict and _MC.get(c{n})")
+            lines.append(f"{pad}if k{n} is None:")
+            lines.append(f"{pad}    k{n} = _is_model(c{n})")
+        for key, child in node.children.items():
+            counter[0] += 1
+            out = f"v{counter[0]}"
+            cond = guard(child.all_codes())
+            inner = pad
+            if cond is not None:
+                lines.append(f"{inner}if {cond}:")
+                inner += "    "
+            if isinstance(key, str):
+                # Path.get: a dict's key; a model's attribute, else what _step finds
+                # (a field under its alias, an extra); anything else: _step.
+                if key.isascii() and key.isidentifier() and not keyword.iskeyword(key):
+                    attribute = f"{var}.{key}"
+                else:
+                    attribute = f"getattr({var}, {key!r})"
+                lines.append(f"{inner}if c{n} is dict:")
+                lines.append(f"{inner}    {out} = {var}.get({key!r})")
+                lines.append(f"{inner}elif k{n}:")
+                lines.append(f"{inner}    try:")
+                lines.append(f"{inner}        {out} = {attribute}")
+                lines.append(f"{inner}    except AttributeError:")
+                lines.append(f"{inner}        {out} = _step({var}, {key!r})")
+                lines.append(f"{inner}else:")
+                lines.append(f"{inner}    {out} = _step({var}, {key!r})")
+            else:
+                if key == 0 or key == -1:
+                    bound = var
+                elif key > 0:
+                    bound = f"len({var}) > {key}"
+                else:
+                    bound = f"len({var}) >= {-key}"
+                lines.append(f"{inner}if c{n} is list:")
+                lines.append(f"{inner}    {out} = {var}[{key}] if {bound} else None")
+                lines.append(f"{inner}elif c{n} is dict:")
+                lines.append(f"{inner}    {out} = None")
+                lines.append(f"{inner}else:")
+                lines.append(f"{inner}    {out} = _step({var}, {key})")
+            lines.append(f"{inner}if {out} is not None:")
+            for code in child.codes:
+                leaf(code, out, inner + "    ")
+            if child.children:
+                walk(child, out, len(inner) // 4 + 1)
+
+    base = 2 if stream else 1  # a stream's reader runs inside a try
+    if root.children:
+        walk(root, "v0", base)
+    for i, (code, path) in enumerate(starred):
+        namespace[f"_star{i}"] = path.get
+        pad = "    " * base
+        cond = guard({code})
+        if cond is not None:
+            lines.append(f"{pad}if {cond}:")
+            pad += "    "
+        lines.append(f"{pad}s{i} = _star{i}(v0)")
+        leaf(code, f"s{i}", pad)
+    if not lines:
+        lines.append("    " * base + "pass")
+    if stream:
+        head = ["def read(u, event, v0):", "    try:"]
+        tail = ["    except Exception as exc:", "        _internal_error(exc)"]
+    else:
+        head, tail = ["def fill(v0, u):"], []
+    source = "\n".join([*head, *lines, *tail]) + "\n"
+    exec(compile(source, "<usage map reader>", "exec"), namespace)
+    function = namespace["read" if stream else "fill"]
+    function.__doc__ = source  # what it does, for a reader of a traceback
+    return function
 
 
 # --------------------------------------------------------------------------------------- #
@@ -463,7 +703,7 @@ class Scrubber:
     """Replaces secret values (as written, or percent-encoded) by the mask, in text and in
     JSON values; the forms to look for are worked out once per client."""
 
-    __slots__ = ("_forms", "_raw_forms", "_plain")
+    __slots__ = ("_forms", "_raw_forms", "_plain", "_needles", "_raw_needles")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         from urllib.parse import quote, quote_plus
@@ -478,12 +718,22 @@ class Scrubber:
         self._forms = tuple(ordered)
         self._raw_forms = tuple(form.encode() for form in ordered)
         self._plain = all(_plain_in_json(form) for form in ordered)
+        # To tell whether any form is there, the forms that hold no other one suffice
+        # ("Bearer sk-1" holds "sk-1"): one search per secret, not three or four.
+        needles = [f for f in ordered if not any(g != f and g in f for g in ordered)]
+        self._needles = tuple(needles)
+        self._raw_needles = tuple(form.encode() for form in needles)
 
     @property
     def active(self) -> bool:
         return bool(self._forms)
 
     def text(self, text: str) -> str:
+        for needle in self._needles:
+            if needle in text:
+                break
+        else:
+            return text  # no secret: the usual case, one search per secret
         for form in self._forms:
             if form in text:
                 text = text.replace(form, MASK)
@@ -510,6 +760,22 @@ class Scrubber:
         """``value``, decoded from the JSON text ``raw``, scrubbed."""
         return value if self.clean(raw) else self._walk(value)
 
+    def spliceable(self, raw: bytes) -> bytes | None:
+        """The JSON text ``raw`` as it may go into a JSON line as it is: without a secret
+        (:meth:`clean`) or a line break (around it, it is stripped), else None."""
+        if b"\n" in raw or b"\r" in raw:
+            raw = raw.strip()  # many servers end a JSON body with a newline
+            if b"\n" in raw or b"\r" in raw:
+                return None
+        if not self._forms:
+            return raw
+        if not self._plain or (b"\\" in raw and (b"\\u" in raw or b"\\/" in raw)):
+            return None
+        for form in self._raw_needles:
+            if form in raw:
+                return None
+        return raw
+
     def clean(self, raw: bytes) -> bool:
         """True when the JSON text ``raw`` cannot hold a secret: every secret is written as
         it is in JSON, and none is in ``raw``, nor a ``\\u`` or ``\\/`` escape that could
@@ -521,7 +787,7 @@ class Scrubber:
         # A one-byte search first: it is memchr, many times faster than a two-byte one.
         if b"\\" in raw and (b"\\u" in raw or b"\\/" in raw):
             return False
-        for form in self._raw_forms:
+        for form in self._raw_needles:
             if form in raw:
                 return False
         return True
@@ -735,6 +1001,9 @@ class _Slot:
             if not callable(sink):
                 raise TypeError(f"a sink needs an emit(call) method: {sink!r}")
             emit = sink
+        if getattr(emit, "__func__", None) is MemorySink.emit:
+            # A MemorySink's own emit (not overridden): the deque's append, called directly.
+            emit = sink._calls.append
         self.sink = sink
         self.emit: Callable[[TracedCall], None] = emit
         self.failures = 0
@@ -1069,8 +1338,19 @@ class ClientTracing:
         self.scrubber = Scrubber(secrets)
 
 
+_new = object.__new__
+_perf_counter = time.perf_counter
+_time = time.time
+
+
 class CallTrace:
-    """One traced request, from before it is built until it is answered or fails."""
+    """One traced request, from before it is built until it is answered or fails.
+
+    The call path does only what cannot wait: the clock, the status, the counts and model
+    read from the response (one compiled walk, see :class:`UsageMap`), and references to
+    the request and response bytes; cost, input and output are worked out when a sink or a
+    reader first asks for them (:class:`_LazyCall`).
+    """
 
     __slots__ = (
         "tracer",
@@ -1105,43 +1385,108 @@ class CallTrace:
         self.url = url
         self.tally = [0]  # requests sent, counted by the pipeline
         self.request: httpx.Request | None = None
-        self.timestamp = time.time()
-        self.started = time.perf_counter()
+        self.timestamp = _time()
+        self.started = _perf_counter()
 
-    def _call(self, lazy: bool = False) -> TracedCall:
+    def _call(self) -> _LazyCall:
+        """The trace, with what every outcome has (the cost is worked out when read)."""
         context = self.context
-        return (_LazyCall if lazy else TracedCall)(
-            self.timestamp,
-            context.connector,
-            self.op.name,
-            provider=context.provider,
-            latency=time.perf_counter() - self.started,
-            attempts=self.tally[0],
-        )
+        call: _LazyCall = _new(_LazyCall)
+        call.latency = _perf_counter() - self.started
+        call.timestamp = self.timestamp
+        call.connector = context.connector
+        call.operation = self.op.name
+        call.provider = context.provider
+        call.request_model = None
+        call.response_model = None
+        call.tokens_input = None
+        call.tokens_output = None
+        call.error = None
+        call.status_code = None
+        call.attempts = self.tally[0]
+        call.finish_reason = None
+        call.streamed = False
+        call.abandoned = False
+        call._context = context
+        call._raw_body = None
+        call._raw_output = None
+        call._cost = _PENDING
+        call._input = None
+        call._output = None
+        return call
 
     def succeeded(self, response: httpx.Response, result: Any, body: Any = _NOTHING) -> None:
         """The call answered: ``result`` is what it returns; ``body``, when given, is the
         response already parsed as JSON (a page)."""
+        # Runs once per call with cold caches (the call's I/O ran in between): one frame,
+        # straight-line, what _call() and _input() do written out.
         try:
             op = self.op
-            content = self.tracer.capture_content
-            call = self._call(lazy=content)
+            context = self.context
+            call: _LazyCall = _new(_LazyCall)
+            call.latency = _perf_counter() - self.started
+            call.timestamp = self.timestamp
+            call.connector = context.connector
+            call.operation = op.name
+            call.provider = context.provider
+            call.request_model = None
+            call.response_model = None
+            call.tokens_input = None
+            call.tokens_output = None
+            call.error = None
             call.status_code = response.status_code
+            call.attempts = self.tally[0]
+            call.finish_reason = None
+            call.streamed = False
+            call.abandoned = False
+            call._context = context
+            call._raw_body = None
+            call._raw_output = None
+            call._cost = _PENDING
+            call._input = None
+            call._output = None
             usage = op.usage
             if usage is not None:
-                self._usage(call, usage, result if body is _NOTHING else body)
-            if content:
-                assert isinstance(call, _LazyCall)
-                scrubber = self.context.scrubber
-                call._scrubber = scrubber
-                if op.response_kind != "json":
-                    call.output = self._output(response, result)
-                elif body is not _NOTHING:
-                    call.output = scrubber.decoded(response.content, body)
-                elif response.content:
-                    call._raw_output = response.content  # parsed when read
-                self._input(call)
-            self.tracer.emit(call)
+                request = self.body
+                key = usage._request_key
+                if key is not None and type(request) is dict:
+                    model = request.get(key)
+                    if isinstance(model, str) and model:
+                        call.request_model = model
+                elif usage._request_model is not None:
+                    call.request_model = usage.requested_model(request)
+                usage._fill_call(result if body is _NOTHING else body, call)
+            tracer = self.tracer
+            if tracer.capture_content:
+                if op.response_kind == "json":
+                    content = response.content
+                    if content:
+                        call._raw_output = content  # parsed and scrubbed when read
+                else:
+                    call._output = self._output(response, result)
+                request = self.request
+                raw = (
+                    request.content
+                    if request is not None
+                    and self.body is not None
+                    and op.body_kind == "json"
+                    and not self.path
+                    and not self.query
+                    and self.url is None
+                    else None
+                )
+                if raw:
+                    call._raw_body = raw  # body only (the LLM case): parsed when read
+                else:
+                    call._input = self._input_parts()
+            for slot in tracer._slots:  # Tracer.emit, written out
+                try:
+                    slot.emit(call)
+                except Exception as exc:
+                    tracer._failed(slot, exc)
+                else:
+                    if slot.failures:
+                        slot.failures = 0
         except Exception as exc:
             _internal_error(exc)
 
@@ -1160,29 +1505,12 @@ class CallTrace:
         except Exception as error:
             _internal_error(error)
 
-    def _usage(self, call: TracedCall, usage: UsageMap, response: Any) -> None:
-        found = _Usage()
-        usage.read(response, found)
-        self._found(call, usage, found)
-
-    def _found(self, call: TracedCall, usage: UsageMap, found: _Usage) -> None:
-        call.request_model = usage.requested_model(self.body)
-        call.response_model = found.model
-        call.tokens_input = found.tokens_input
-        call.tokens_output = found.tokens_output
-        call.finish_reason = found.finish_reason
-        pricing = self.context.pricing
-        if pricing is not None:
-            call.cost = pricing.cost(call.model, found.tokens_input, found.tokens_output)
-
-    def _input(self, call: TracedCall) -> None:
+    def _input(self, call: _LazyCall) -> None:
         """Set the call's input: the request's path, query, next link and body, as sent."""
-        body = self.body
         request = self.request
         if (
-            isinstance(call, _LazyCall)
-            and body is not None
-            and request is not None
+            request is not None
+            and self.body is not None
             and self.op.body_kind == "json"
             and not self.path
             and not self.query
@@ -1192,7 +1520,7 @@ class CallTrace:
             if raw:
                 call._raw_body = raw  # body only (the LLM case): parsed when read
                 return
-        call.input = self._input_parts()
+        call._input = self._input_parts()
 
     def _input_parts(self) -> dict[str, Any]:
         scrubber = self.context.scrubber
@@ -1232,9 +1560,14 @@ _ABANDONED = GeneratorExit()  # what an abandoned stream is stopped with
 
 class StreamTrace(CallTrace):
     """A traced stream: read each event as it passes, send the trace once when the stream
-    ends, fails or is abandoned (closed early, or garbage-collected unfinished)."""
+    ends, fails or is abandoned (closed early, or garbage-collected unfinished).
 
-    __slots__ = ("found", "status_code", "finished")
+    ``event(name, chunk)`` (None when the operation has no usage map) is the usage map's
+    compiled reader bound to this stream: one call per chunk, which appends the chunk's
+    text to a list (joined once at the end, scrubbed when the output is first read) and
+    keeps its model, tokens and finish reason."""
+
+    __slots__ = ("found", "status_code", "finished", "event")
 
     def __init__(
         self,
@@ -1245,42 +1578,56 @@ class StreamTrace(CallTrace):
         query: Mapping[str, Any] | None,
         body: Any,
     ) -> None:
-        super().__init__(tracer, context, op, path, query, body)
+        # CallTrace.__init__ and _Usage() written out: once per stream, caches cold.
+        self.tracer = tracer
+        self.context = context
+        self.op = op
+        self.path = path
+        self.query = query
+        self.body = body
+        self.url = None
+        self.tally = [0]
+        self.request = None
+        self.timestamp = _time()
+        self.started = _perf_counter()
         usage = op.usage
-        text = tracer.capture_content and usage is not None and usage.text is not None
-        self.found = _Usage(text)
+        found = self.found = _new(_Usage)
+        found.model = found.tokens_input = found.tokens_output = found.finish_reason = None
+        found.pieces = (
+            [] if tracer.capture_content and usage is not None and usage.text is not None else None
+        )
         self.status_code: int | None = None
         self.finished = False
+        self.event: Callable[[str | None, Any], None] | None
+        if usage is None:
+            self.event = None
+        elif usage._read_event:
+            self.event = partial(_read_by_event, usage._read_plain, usage._read_event, found)
+        else:
+            self.event = partial(usage._read_plain, found)
 
     def opened(self, response: httpx.Response) -> None:
         self.status_code = response.status_code
 
-    def event(self, event: str | None, chunk: Any) -> None:
-        """A decoded chunk (``event``: its SSE event name; None for NDJSON)."""
-        usage = self.op.usage
-        if usage is not None:
-            try:
-                usage.read(chunk, self.found, event)
-            except Exception as exc:
-                _internal_error(exc)
-
     def skipped_event(self, event: str, data: str) -> None:
         """An SSE event the stream does not yield; read only if a path names it."""
         usage = self.op.usage
-        if usage is not None and usage.wants_event(event):
-            try:
-                usage.read(_loads(data), self.found, event)
-            except Exception as exc:
-                _internal_error(exc)
-
-    def _call(self, lazy: bool = False) -> TracedCall:
-        call = super()._call(lazy)
-        call.streamed = True
-        return call
+        if usage is not None:
+            read = usage._read_event.get(event)
+            if read is not None:
+                try:
+                    read(self.found, event, _loads(data))
+                except Exception as exc:
+                    _internal_error(exc)
 
     def failed(self, exc: BaseException) -> None:
         self.finished = True
         super().failed(exc)
+
+    def _call(self) -> _LazyCall:
+        call = super()._call()
+        call.streamed = True
+        return call
 
     def stop(self, exc: BaseException | None = None) -> None:
         """The stream is over: ended (``exc`` None), abandoned (GeneratorExit) or failed."""
@@ -1288,25 +1635,74 @@ class StreamTrace(CallTrace):
             return
         self.finished = True
         try:
-            content = self.tracer.capture_content
-            call = self._call(lazy=content)
+            # CallTrace._call() written out: once per stream, caches cold.
+            context = self.context
+            op = self.op
+            call: _LazyCall = _new(_LazyCall)
+            call.latency = _perf_counter() - self.started
+            call.timestamp = self.timestamp
+            call.connector = context.connector
+            call.operation = op.name
+            call.provider = context.provider
+            call.request_model = None
+            call.error = None
             call.status_code = self.status_code
-            usage = self.op.usage
+            call.attempts = self.tally[0]
+            call.streamed = True
+            call.abandoned = False
+            call._context = context
+            call._raw_body = None
+            call._raw_output = None
+            call._cost = _PENDING
+            call._input = None
+            call._output = None
+            usage = op.usage
             found = self.found
+            call.response_model = found.model
+            call.tokens_input = found.tokens_input
+            call.tokens_output = found.tokens_output
+            call.finish_reason = found.finish_reason
             if usage is not None:
-                self._found(call, usage, found)
+                body = self.body
+                key = usage._request_key
+                if key is not None and type(body) is dict:
+                    model = body.get(key)
+                    if isinstance(model, str) and model:
+                        call.request_model = model
+                elif usage._request_model is not None:
+                    call.request_model = usage.requested_model(body)
             if exc is not None:
                 if isinstance(exc, GeneratorExit):
                     call.abandoned = True
                 else:
                     call.error = _error_of(exc, self.context.scrubber)
-            if content:
-                assert isinstance(call, _LazyCall)
-                call._scrubber = self.context.scrubber
-                self._input(call)
-                if found.pieces is not None:
-                    call.output = self.context.scrubber.text("".join(found.pieces))
-            self.tracer.emit(call)
+            tracer = self.tracer
+            if tracer.capture_content:
+                pieces = found.pieces
+                if pieces is not None:
+                    call._raw_output = "".join(pieces)  # scrubbed when read
+                request = self.request
+                raw = (
+                    request.content
+                    if request is not None
+                    and self.body is not None
+                    and op.body_kind == "json"
+                    and not self.path
+                    and not self.query
+                    else None
+                )
+                if raw:
+                    call._raw_body = raw  # parsed when read
+                else:
+                    call._input = self._input_parts()
+            for slot in tracer._slots:  # Tracer.emit, written out
+                try:
+                    slot.emit(call)
+                except Exception as error:
+                    tracer._failed(slot, error)
+                else:
+                    if slot.failures:
+                        slot.failures = 0
         except Exception as error:
             _internal_error(error)
 

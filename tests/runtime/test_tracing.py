@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import json
 import logging
 import sys
@@ -12,12 +13,15 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path as FilePath
+from types import MappingProxyType
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from pydantic import BaseModel, ConfigDict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field
 
 from builder.runtime import errors, tracing
 from builder.runtime.auth import ApiKeyAuth
@@ -674,7 +678,8 @@ def test_a_bug_while_building_a_trace_never_breaks_the_call(
     def broken(*args: Any) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(UsageMap, "read", broken)
+    # The compiled reader of the response (generated code) raises.
+    monkeypatch.setattr(CHAT_USAGE, "_fill_call", broken)
     sink = MemorySink()
     client = Demo(service=LLM_SERVICE, tracer=Tracer(sink))
     with pytest.warns(RuntimeWarning, match="a trace could not be built"):
@@ -889,3 +894,400 @@ def _walk(text: str, value: Any) -> Any:
         if value is paths._MISSING:
             return None
     return value
+
+
+# -- the compiled usage reader reads what reading each path with Path.get reads -----------------
+
+
+class Tagged(BaseModel):
+    """A model with a field under an alias (``type``) and extras kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    type_: Any = Field(default=None, alias="type")
+    a: Any = None
+    b: Any = None
+
+
+class Reason(enum.Enum):
+    STOP = "stop"
+
+
+class StrReason(enum.StrEnum):
+    STOP = "stop"
+
+
+class Plain:
+    """An object that is neither a dict nor a model: read with paths._step."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+_KEYS = ["a", "b", "type", "items", "model"]
+
+
+def _containers(inner: Any) -> Any:
+    return st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(st.sampled_from([*_KEYS, "0", 0, -1]), inner, max_size=3),
+        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=2).map(MappingProxyType),
+        st.dictionaries(st.sampled_from([*_KEYS, "extra"]), inner, max_size=3).map(
+            Tagged.model_validate
+        ),
+        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=2).map(lambda f: Plain(**f)),
+    )
+
+
+_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False, allow_infinity=False, width=16),
+        st.sampled_from(["", "x", "stop", "gpt"]),
+        st.sampled_from([Reason.STOP, StrReason.STOP]),
+    ),
+    _containers,
+    max_leaves=12,
+)
+
+
+_PATHS = st.lists(
+    st.one_of(st.sampled_from([*_KEYS, "extra", "*"]), st.integers(-2, 2).map(str)),
+    min_size=1,
+    max_size=3,
+).map(".".join)
+
+
+def _valid(text: str) -> bool:
+    try:
+        Path(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _reference_read(paths: list[tuple[int, str]], value: Any, usage: Any) -> None:
+    """What UsageMap.read did before it was compiled: each path read by Path.get."""
+    for code, text in paths:
+        get = Path(text).get
+        if code == tracing._TEXT:
+            if usage.pieces is not None:
+                piece = get(value)
+                if isinstance(piece, str) and piece:
+                    usage.pieces.append(piece)
+        elif code == tracing._MODEL:
+            if usage.model is None:
+                model = get(value)
+                if isinstance(model, str) and model:
+                    usage.model = model
+        elif code == tracing._FINISH:
+            reason = get(value)
+            if isinstance(reason, list):
+                reason = next((r for r in reason if r is not None), None)
+            if isinstance(reason, str):
+                usage.finish_reason = reason
+            elif reason is not None:
+                usage.finish_reason = str(getattr(reason, "value", reason))
+        else:
+            found = get(value)  # a token count: an int, a float truncated, nothing else
+            count = found if type(found) is int else int(found) if type(found) is float else None
+            if count is not None:
+                if code == tracing._TOKENS_IN:
+                    usage.tokens_input = count
+                else:
+                    usage.tokens_output = count
+
+
+def _state(usage: Any) -> tuple[Any, ...]:
+    return (usage.model, usage.tokens_input, usage.tokens_output, usage.finish_reason, usage.pieces)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    paths=st.lists(st.tuples(st.integers(0, 4), _PATHS.filter(_valid)), max_size=5),
+    values=st.lists(_VALUES, min_size=1, max_size=3),
+    model_known=st.booleans(),
+)
+def test_the_compiled_reader_reads_what_each_path_reads(
+    paths: list[tuple[int, str]], values: list[Any], model_known: bool
+) -> None:
+    fields: dict[int, str] = dict(paths)  # one path per field, as a UsageMap has
+    names = ["text", "model", "tokens_input", "tokens_output", "finish_reason"]
+    usage_map = UsageMap(**{names[code]: text for code, text in fields.items()})
+    ordered = sorted(fields.items())
+    expected, found = tracing._Usage(text=True), tracing._Usage(text=True)
+    if model_known:
+        expected.model = found.model = "known"
+    read = usage_map.reader(None)
+    for value in values:  # a stream's chunks, one after the other
+        _reference_read(ordered, value, expected)
+        read(found, None, value)
+        assert _state(found) == _state(expected), (value, read.__doc__)
+    # A response's reader fills the TracedCall itself (no text).
+    call = TracedCall(0.0, "c", "op")
+    once = tracing._Usage()
+    _reference_read(ordered, values[0], once)
+    usage_map._fill_call(values[0], call)
+    assert (call.response_model, call.tokens_input, call.tokens_output, call.finish_reason) == (
+        once.model,
+        once.tokens_input,
+        once.tokens_output,
+        once.finish_reason,
+    )
+
+
+def test_the_compiled_reader_reads_named_events_and_paths_with_odd_keys() -> None:
+    usage_map = UsageMap(
+        model={"start": "message.model"},
+        tokens_input={"start": "message.usage.input_tokens"},
+        tokens_output={"delta": "usage.output_tokens"},
+        text="delta.text",
+        finish_reason={"delta": "delta.stop-reason"},  # not a Python name
+    )
+    assert usage_map.wants_event("start") and not usage_map.wants_event("ping")
+    found = tracing._Usage(text=True)
+    on_chunk = usage_map.bind(found)
+    on_chunk("start", {"message": {"model": "m1", "usage": {"input_tokens": 7}}})
+    on_chunk("other", {"delta": {"text": "Hel"}})
+    on_chunk("other", {"delta": {"text": "lo"}, "message": {"model": "ignored"}})
+    on_chunk("delta", {"delta": {"stop-reason": "end"}, "usage": {"output_tokens": 3.9}})
+    assert _state(found) == ("m1", 7, 3, "end", ["Hel", "lo"])
+
+
+def test_a_reader_that_fails_on_a_chunk_skips_it_and_says_so_once() -> None:
+    class Exploding(BaseModel):
+        @property
+        def usage(self) -> Any:
+            raise RuntimeError("boom")
+
+    usage_map = UsageMap(tokens_input="usage.n", model="model")
+    found = tracing._Usage()
+    with pytest.warns(RuntimeWarning, match="RuntimeError: boom"):
+        usage_map.reader()(found, None, Exploding())
+    usage_map.reader()(found, None, {"usage": {"n": 2}, "model": "m"})
+    assert (found.tokens_input, found.model) == (2, "m")
+
+
+_GRID_VALUES: list[Any] = [
+    {"a": {"b": 1, "type": 2.7}, "items": "gpt", "model": ""},
+    {"a": [10, 20.5], "0": "zero", 0: "int key", -1: "minus"},
+    {"a": [{"b": None}, {"b": "stop"}], "items": [None, "stop", Reason.STOP]},
+    [1, 2, [3, StrReason.STOP]],
+    (4, "x", {"a": 5}),
+    None,
+    "text",
+    True,
+    Tagged(type=3, a=[Tagged(type="stop")], extra={"b": 9}),
+    Tagged.model_validate({"type": Reason.STOP, "b": StrReason.STOP, "model": "gpt"}),
+    Plain(a=Plain(b=6), items=[7], model="m"),
+    MappingProxyType({"items": [8], "a": {"b": "mapped"}}),
+    {"items": [{"type": "t"}, Tagged(type=11)], "a": []},
+]
+_GRID_PATHS = [
+    "a",
+    "a.b",
+    "a.type",
+    "a.0",
+    "a.1",
+    "a.-1",
+    "a.-2",
+    "a.5",
+    "0",
+    "-1",
+    "type",
+    "items",
+    "items.0",
+    "items.1",
+    "items.0.type",
+    "items.*",
+    "items.*.type",
+    "a.*.b",
+    "a.0.type",
+    "a.0.b",
+    "extra.b",
+    "model",
+    "b",
+    "2.1",
+]
+
+
+@pytest.mark.parametrize("text", _GRID_PATHS)
+def test_each_compiled_path_reads_what_path_get_reads(text: str) -> None:
+    names = ["text", "model", "tokens_input", "tokens_output", "finish_reason"]
+    for code, name in enumerate(names):
+        read = UsageMap(**{name: text}).reader(None)
+        for value in _GRID_VALUES:
+            expected, found = tracing._Usage(text=True), tracing._Usage(text=True)
+            _reference_read([(code, text)], value, expected)
+            read(found, None, value)
+            assert _state(found) == _state(expected), (name, value, read.__doc__)
+
+
+# -- what the HTTP runtime records: worked out when read, complete, a plain copy ----------------
+
+
+def _traces_of_every_kind(api: respx.MockRouter, sink: MemorySink) -> list[TracedCall]:
+    api.post("/chat/completions", json__model="bad").respond(400, json={"error": "bad model"})
+    api.post("/chat/completions").respond(200, json=COMPLETION)
+    api.get("/things/7").respond(200, json={"id": 7})
+    client = Demo(service=LLM_SERVICE, token=SECRET, tracer=Tracer(sink))
+    quiet = Demo(service=LLM_SERVICE, token=SECRET, tracer=Tracer(sink, capture_content=False))
+    chat(client)
+    chat(quiet)
+    with pytest.raises(errors.BadRequestError):
+        client._call(CHAT, body={"model": "bad", "messages": MESSAGES})
+    client._call(GET_THING, path={"thing_id": 7})
+    return sink.calls
+
+
+def test_every_field_of_every_kind_of_trace_is_set(api: respx.MockRouter) -> None:
+    for call in _traces_of_every_kind(api, MemorySink()):
+        assert type(call) is tracing._LazyCall
+        for name in tracing._LazyCall.__slots__:  # the private state, set on the call path
+            tracing._LazyCall.__dict__[name].__get__(call)
+        for name in tracing._FIELDS:  # slots of TracedCall or worked out when read
+            getattr(call, name)
+        assert json.loads(call.to_json()) == json.loads(json.dumps(call.to_dict()))
+
+
+def test_cost_input_and_output_are_worked_out_when_first_read(api: respx.MockRouter) -> None:
+    sink = MemorySink()
+    ok = _traces_of_every_kind(api, sink)[0]
+    assert isinstance(ok, tracing._LazyCall)
+    # Nothing parsed, scrubbed or priced on the call's path: the wire bytes are kept.
+    assert isinstance(ok._raw_output, bytes) and isinstance(ok._raw_body, bytes)
+    assert ok._cost is tracing._PENDING
+    assert ok.cost == pytest.approx(EXPECTED_COST)
+    assert ok.output == COMPLETION
+    assert ok._raw_output is None  # dropped once parsed
+    assert ok.input == {"body": {"model": "gpt-4o-mini", "messages": MESSAGES}}
+    assert ok._raw_body is None
+    # Fields set by a reader (or a sink) win over what would be worked out.
+    again = _traces_of_every_kind(api, MemorySink())[0]
+    again.cost, again.output, again.input = 1.5, "mine", {"body": None}
+    assert (again.cost, again.output, again.input) == (1.5, "mine", {"body": None})
+    assert json.loads(again.to_json())["output"] == "mine"
+
+
+def test_a_trace_read_from_many_threads_at_once_is_worked_out_the_same(
+    api: respx.MockRouter,
+) -> None:
+    for _ in range(5):
+        call = _traces_of_every_kind(api, MemorySink())[0]
+        barrier = threading.Barrier(8)
+        seen: list[tuple[Any, Any, Any]] = []
+
+        def read(
+            call: TracedCall = call,
+            barrier: threading.Barrier = barrier,
+            seen: list[tuple[Any, Any, Any]] = seen,
+        ) -> None:
+            barrier.wait()
+            seen.append((call.output, call.input, call.cost))
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(seen) == 8 and all(s == seen[0] for s in seen)
+        assert seen[0][0] == COMPLETION
+
+
+def test_a_copy_or_a_pickle_of_a_trace_is_a_plain_traced_call_without_secrets(
+    api: respx.MockRouter,
+) -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    for call in _traces_of_every_kind(api, MemorySink()):
+        data = pickle.dumps(call)
+        # The client's scrubber (which holds the secret) and the raw bytes stay behind.
+        assert SECRET.encode() not in data and b"Scrubber" not in data
+        for twin in (pickle.loads(data), copy.copy(call), copy.deepcopy(call)):
+            assert type(twin) is TracedCall
+            assert twin == TracedCall(*(getattr(call, name) for name in tracing._FIELDS))
+            assert twin.to_dict() == call.to_dict()
+        changed = dataclasses.replace(call, operation="renamed")
+        assert changed.operation == "renamed" and changed.output == call.output
+        assert json.loads(changed.to_json())["cost"] == call.cost
+
+
+def test_a_memory_sink_is_fed_directly_unless_its_emit_is_replaced() -> None:
+    class Counting(MemorySink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emitted = 0
+
+        def emit(self, call: TracedCall) -> None:
+            self.emitted += 1
+            super().emit(call)
+
+    plain, counting, patched = MemorySink(), Counting(), MemorySink()
+    seen: list[TracedCall] = []
+    patched.emit = seen.append  # type: ignore[method-assign, assignment]
+    tracer = Tracer(plain, counting, patched)
+    tracer.emit(_call(1))
+    assert len(plain) == 1 and counting.emitted == 1 and len(seen) == 1 and len(patched) == 0
+
+
+def test_the_scrubber_finds_every_form_of_a_secret_with_one_search_per_secret() -> None:
+    scrubber = tracing.Scrubber(["Bearer sk-1/2", "sk-1/2", "other"])
+    # "Bearer sk-1/2" holds "sk-1/2": only the shorter one (and its encodings) is searched.
+    assert set(scrubber._needles) == {"sk-1/2", "sk-1%2F2", "other"}
+    text = "no secret here"
+    assert scrubber.text(text) is text
+    assert scrubber.text("auth: Bearer sk-1/2") == "auth: **********"
+    assert scrubber.text("key sk-1%2F2 and other") == "key ********** and **********"
+    plain = tracing.Scrubber(["Bearer sk-12", "sk-12"])
+    assert plain._raw_needles == (b"sk-12",)
+    assert not plain.clean(b'{"a": "Bearer sk-12"}') and plain.clean(b'{"a": "sk-1"}')
+
+
+def test_a_plain_secret_in_the_wire_json_is_scrubbed_from_the_jsonl_line(
+    api: respx.MockRouter, tmp_path: FilePath
+) -> None:
+    secret = "sk-plain-4f1c9a"  # JSON writes it as it is: the raw text is searched for it
+    api.post("/chat/completions").respond(200, json={**COMPLETION, "id": f"echo {secret}"})
+    target = tmp_path / "t.jsonl"
+    memory = MemorySink()
+    client = Demo(service=LLM_SERVICE, token=secret, tracer=Tracer(JsonlSink(target), memory))
+    chat(client, messages=[{"role": "user", "content": f"key {secret}"}])
+    api.post("/chat/completions").respond(200, json=COMPLETION)
+    chat(client)  # no secret: both spliced as received
+    lines = target.read_bytes().splitlines()
+    assert len(lines) == 2 and all(secret.encode() not in line for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert first["output"]["id"] == "echo **********"
+    assert first["input"]["body"]["messages"][0]["content"] == "key **********"
+    assert second["output"] == COMPLETION
+    assert [json.loads(c.to_json()) for c in memory.calls] == [first, second]
+
+
+_HOSTILE_KEYS = [
+    "x'); getattr(__import__('os'), 'system')('touch {marker}'); ('",
+    'x"]) or getattr(__import__("os"), "system")("touch {marker}") or (["',
+    "line\nbreak; getattr(__import__('os'), 'system')('touch {marker}')",
+    "class",
+    "__class__",
+    "é",
+]
+
+
+@pytest.mark.parametrize("key", _HOSTILE_KEYS)
+def test_a_path_from_a_spec_never_becomes_code_in_the_compiled_reader(
+    key: str, tmp_path: FilePath
+) -> None:
+    # The reader is compiled from the paths; a key can only ever be a string literal or a
+    # plain identifier in it. A key that tried to escape its literal is read as a key.
+    marker = tmp_path / "ran"
+    key = key.format(marker=marker)
+    assert "." not in key
+    read = UsageMap(model=f"{key}.name").reader(None)
+    found = tracing._Usage()
+    read(found, None, {key: {"name": "m-1"}})
+    assert not marker.exists()
+    assert found.model == "m-1"

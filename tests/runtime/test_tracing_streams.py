@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from builder.runtime import errors
+from builder.runtime import errors, tracing
 from builder.runtime.operation import Decoder, Operation, StreamFormat
 from builder.runtime.pricing import Pricing
 from builder.runtime.tracing import MemorySink, TracedCall, Tracer, UsageMap, set_tracer
@@ -505,3 +505,37 @@ def test_ndjson_lines_give_text_and_usage_sync_and_async() -> None:
         None,
         True,
     )
+
+
+def test_a_stream_without_a_usage_map_is_traced_with_nothing_read() -> None:
+    plain: Operation[Chunk] = Operation(
+        "stream_chat_completion",
+        "POST",
+        "/chat/completions",
+        stream=StreamFormat("sse", Decoder(Chunk), done="[DONE]"),
+    )
+    sink = MemorySink()
+    with openai_client(Body(openai_events("a", "b")), sink) as client:
+        stream = client._stream(plain, body=OPENAI_BODY)
+        assert stream._decoding.trace is not None and stream._decoding.trace.event is None
+        assert len(list(stream)) == 4
+    [call] = sink.calls
+    assert (call.output, call.tokens_input, call.model, call.error) == (None, None, None, None)
+    assert call.input == {"body": OPENAI_BODY} and call.streamed
+
+
+def test_a_stream_trace_keeps_its_text_raw_until_read() -> None:
+    sink = MemorySink()
+    events = openai_events("my key: ", SECRET)
+    client = Demo(
+        service=service(provider="openai", pricing=PRICING),
+        token=SECRET,
+        transport=serve(Body(events)),
+        tracer=Tracer(sink),
+    )
+    list(client._stream(OPENAI_STREAM, body=OPENAI_BODY))
+    call = sink.calls[0]
+    assert isinstance(call, tracing._LazyCall)
+    assert call._raw_output == "my key: " + SECRET  # joined once, not scrubbed yet
+    assert json.loads(call.to_json())["output"] == "my key: **********"
+    assert call.output == "my key: **********" and call._raw_output is None
