@@ -82,13 +82,14 @@ def _is_openapi_document(path: Path) -> bool:
     )
 
 
-def load_all(paths: Iterable[str | Path]) -> list[Selected]:
-    """Load and validate every spec; raise one InputError with every problem of every file."""
+def load_all(paths: Iterable[str | Path], *, background: bool = False) -> list[Selected]:
+    """Load and validate every spec; raise one InputError with every problem of every file.
+    ``background``: OpenAPI validation starts at once beside the caller's work."""
     problems: list[Diagnostic] = []
     selected: list[Selected] = []
     for path in discover(paths):
         try:
-            selected.append(Selected(path, load_spec(path)))
+            selected.append(Selected(path, load_spec(path, background=background)))
         except InputError as exc:
             problems.extend(exc.diagnostics)
     names: dict[str, Selected] = {}
@@ -185,7 +186,7 @@ def generate(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Outcome:
-    selected = load_all(paths)
+    selected = load_all(paths, background=True)
     outcome = Outcome()
     root = out / "connectors"
     for item in selected:

@@ -48,6 +48,11 @@ _TYPE_NAMES = frozenset(
         "type",
     }
 )
+# Pure functions of a name, called for every property and parameter of every schema: the
+# same wire names (`id`, `object`, `created`...) come back thousands of times in a large
+# document, so each is worked out once.
+_pascal_case = functools.lru_cache(maxsize=1 << 16)(pascal_case)
+_field_name = functools.lru_cache(maxsize=1 << 16)(field_name)
 _FORMAT_IMPORTS = {
     "datetime": ("datetime", "datetime"),
     "date": ("datetime", "date"),
@@ -505,14 +510,20 @@ def spec_hash(spec: Spec) -> str:
     return hashlib.sha256(f"{__version__}\n{canonical}".encode()).hexdigest()
 
 
-def build(spec: Spec, spec_file: str) -> Connector:
-    return _Builder(spec, spec_file).connector()
+def build(spec: Spec, spec_file: str, *, rendering: bool = True) -> Connector:
+    """The IR of ``spec``. With ``rendering`` False, what only templates and test scaffolds
+    use is not worked out (samples and examples, example paths, the lazy Decoder
+    arguments, the LLM test fixtures: their fields are left empty or hold placeholders);
+    everything else (names, annotations, requiredness, defaults, models) is the same as in
+    the full IR. ``connector-builder diff`` reads only that, and does not pay for the rest."""
+    return _Builder(spec, spec_file, rendering).connector()
 
 
 class _Builder:
-    def __init__(self, spec: Spec, spec_file: str) -> None:
+    def __init__(self, spec: Spec, spec_file: str, rendering: bool = True) -> None:
         self.spec = spec
         self.spec_file = spec_file
+        self.rendering = rendering
         self.models: dict[str, Model] = {}
         self.model_names: set[str] = set(spec.schemas)
         self.imports: set[tuple[str, str]] = set()
@@ -564,7 +575,7 @@ class _Builder:
             return f"list[{item}]"
         if kind == "object":
             if isinstance(schema, Schema) and schema.properties:
-                name = unique(pascal_case(owner) or "Model", self.model_names, sep="")
+                name = unique(_pascal_case(owner) or "Model", self.model_names, sep="")
                 self.add_model(name, schema)
                 if request:
                     imports.add(("typing", "Any"))
@@ -603,11 +614,11 @@ class _Builder:
         fields = []
         taken: set[str] = set()
         for wire, prop in (schema.properties or {}).items():
-            python = field_name(wire)
+            python = _field_name(wire)
             if python in _TYPE_NAMES:  # in the class body it would shadow the type it names
                 python += "_"
             python = unique(python, taken)
-            annotation = self.annotation(prop, f"{name}{pascal_case(wire)}", self.imports)
+            annotation = self.annotation(prop, f"{name}{_pascal_case(wire)}", self.imports)
             # A write-only field (a password) is sent, never returned: it is not required.
             required = wire in schema.required and not prop.write_only
             has_default = prop.default is not None
@@ -647,7 +658,7 @@ class _Builder:
         if not required and param.default is None and not annotation.endswith("| None"):
             annotation += " | None"
         example = op.example.get(name, param.example)
-        if example is None and required:
+        if example is None and required and self.rendering:
             example = sample_value(param, self.spec.schemas)
         return Argument(
             name=name,
@@ -664,9 +675,9 @@ class _Builder:
         import re
 
         in_path = set(re.findall(r"\{([^{}]*)\}", op.path))
-        owner = pascal_case(name)
+        owner = _pascal_case(name)
         arguments = [
-            self.argument(k, p, op, in_path, f"{owner}{pascal_case(k)}")
+            self.argument(k, p, op, in_path, f"{owner}{_pascal_case(k)}")
             for k, p in op.params.items()
         ]
         body_mode = "none"
@@ -682,15 +693,15 @@ class _Builder:
                 for wire, prop in props.items():
                     if wire in op.body.fixed or prop.read_only:
                         continue  # fixed by the spec, or set by the service only
-                    python = field_name(wire)
+                    python = _field_name(wire)
                     required = wire in schema.required and prop.default is None
                     annotation = self.annotation(
-                        prop, f"{owner}{pascal_case(wire)}", self.client_imports_set, request=True
+                        prop, f"{owner}{_pascal_case(wire)}", self.client_imports_set, request=True
                     )
                     if not required and not annotation.endswith("| None") and annotation != "Any":
                         annotation += " | None"
                     example = op.example.get(python, prop.example)
-                    if example is None and required:
+                    if example is None and required and self.rendering:
                         example = sample_value(prop, self.spec.schemas)
                     arguments.append(
                         Argument(
@@ -710,7 +721,7 @@ class _Builder:
                     op.body.schema_, f"{owner}Body", self.client_imports_set, request=True
                 )
                 example = op.example.get("body")
-                if example is None:
+                if example is None and self.rendering:
                     example = sample_value(op.body.schema_, self.spec.schemas)
                 if annotation == "bytes" and isinstance(example, str):
                     example = example.encode()
@@ -744,7 +755,7 @@ class _Builder:
                 "events": tuple(op.streaming.events),
                 "error_events": tuple(op.streaming.error_events),
             }
-            sample = sample_value(op.streaming.item, self.spec.schemas)
+            sample = sample_value(op.streaming.item, self.spec.schemas) if self.rendering else None
         elif op.response is not None:
             kind = op.response.content
             if kind == "json":
@@ -762,7 +773,7 @@ class _Builder:
                     decoder = None
                 sample = (
                     sample_value(response_schema, self.spec.schemas)
-                    if response_schema
+                    if response_schema and self.rendering
                     else {"ok": True}
                 )
                 if op.response.many:
@@ -840,7 +851,9 @@ class _Builder:
             },
             example_path=_fill_path(
                 op.path, {a.wire_name: a.example for a in arguments if a.location == "path"}
-            ),
+            )
+            if self.rendering
+            else op.path,
             empty_page=empty_page,
         )
 
@@ -894,7 +907,7 @@ class _Builder:
                 if name in model_names
             }
         )
-        for op in operations:
+        for op in operations if self.rendering else ():
             if op.decoder is not None:
                 object.__setattr__(op, "decoder_runtime", _decoder_runtime(op.decoder, model_names))
             for key, annotation in op.error_types.items():
@@ -943,7 +956,7 @@ class _Builder:
                 if v is not None
             },
             llm_maps=llm_maps,
-            llm_cases=llm_cases(spec, spec.base_url or ""),
+            llm_cases=llm_cases(spec, spec.base_url or "") if self.rendering else None,
             max_response_bytes=d.max_response_bytes
             if "max_response_bytes" in d.model_fields_set
             else None,
@@ -1047,7 +1060,7 @@ class _Builder:
     ) -> dict[str, Any]:
         """The fields of a Connector that every kind fills the same way."""
         spec = self.spec
-        class_name = spec.class_name or pascal_case(spec.name)
+        class_name = spec.class_name or _pascal_case(spec.name)
         grouped: dict[str, set[str]] = {}
         for module, imported in imports:
             grouped.setdefault(module, set()).add(imported)
@@ -1070,11 +1083,11 @@ class _Builder:
         }
 
     def query(self, name: str, query: Query, model_names: set[str]) -> QueryIR:
-        owner = pascal_case(name)
+        owner = _pascal_case(name)
         arguments = []
         for param_name, param in query.params.items():
             annotation = self.annotation(
-                param, f"{owner}{pascal_case(param_name)}", self.data_imports, request=True
+                param, f"{owner}{_pascal_case(param_name)}", self.data_imports, request=True
             )
             required = param.required if param.required is not None else param.default is None
             if not required and param.default is None and not annotation.endswith("| None"):
@@ -1230,6 +1243,11 @@ def _op_annotations(op: OperationIR) -> str:
 
 def _union(parts: list[str]) -> str:
     """``A | B`` from annotations that may be unions already, each member once."""
+    return _union_of(tuple(parts))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _union_of(parts: tuple[str, ...]) -> str:
     members: list[str] = []
 
     def flatten(node: ast.expr) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
-from builder.diagnostics import dotted
 from builder.diff.model import Change
 from builder.diff.rules import Direction, Ruleset
 
@@ -47,14 +47,15 @@ class ChangeLog:
             return
         path = new if new is not None else old
         assert path is not None, "a change is somewhere"
+        new_line = self._line(self.new, new)
         change = Change(
             rule=rule,
-            path=dotted(path) or "(top level)",
+            path=_dotted(path) or "(top level)",
             message=message,
             direction=direction,
             old_line=self._line(self.old, old),
-            new_line=self._line(self.new, new),
-            anchor_line=self._line(self.new, new if new is not None else old),
+            new_line=new_line,
+            anchor_line=new_line if new is not None else self._line(self.new, old),
         )
         key = (rule.name, change.path, message)
         if key in self.seen:
@@ -70,6 +71,25 @@ class ChangeLog:
 
     def sorted(self) -> list[Change]:
         return sorted(self.changes, key=lambda c: c.sort_key)
+
+
+def _dotted(path: SpecPath) -> str:
+    """:func:`builder.diagnostics.dotted`, each part's spelling worked out once (the same
+    names come back in thousands of paths)."""
+    if not path:
+        return ""
+    first, *rest = path
+    return _part(first, True) + "".join([_part(part, False) for part in rest])
+
+
+@lru_cache(maxsize=1 << 16, typed=True)
+def _part(part: str | int, first: bool) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    text = str(part)
+    if not text.replace("_", "a").replace("-", "a").isalnum():
+        text = repr(text)
+    return text if first else f".{text}"
 
 
 __all__ = ["ChangeLog", "Locator", "SpecPath"]

@@ -8,8 +8,6 @@ position in the file, so reordering or reformatting a spec changes nothing.
 
 from __future__ import annotations
 
-from pathlib import PurePath
-
 from builder.diff import python_api
 from builder.diff.client import ClientComparer
 from builder.diff.collector import ChangeLog, SpecPath
@@ -18,16 +16,16 @@ from builder.diff.llm import LlmComparer, compare_pricing
 from builder.diff.model import ConnectorDiff
 from builder.diff.operations import OperationComparer
 from builder.diff.rules import Ruleset
-from builder.diff.usage import object_bodies, schema_directions
+from builder.diff.side import Side
 from builder.diff.values import ValueComparer
-from builder.ir import build
 from builder.spec.loader import LoadedSpec
 
 
 def compare_connectors(
     old: LoadedSpec | None, new: LoadedSpec | None, ruleset: Ruleset
 ) -> ConnectorDiff:
-    """The changes from ``old`` to ``new``; either may be None (a connector added or removed)."""
+    """The changes from ``old`` to ``new``; either may be None (a connector added or removed).
+    A :class:`~builder.diff.side.Side` brings what it has computed already (its IR...)."""
     if old is not None and new is not None:
         # `==` (field by field, stopping at the first difference) settles the usual case,
         # two different specs, at once; equal ones must also have the same key order,
@@ -42,7 +40,7 @@ def compare_connectors(
                 old.spec.version,
                 new.spec.version,
             )
-        return _Comparison(old, new, ruleset).run()
+        return _Comparison(Side.of(old), Side.of(new), ruleset).run()
     if new is not None:
         log = ChangeLog(ruleset, None, new.document)
         log.add("connector-added", f"connector `{new.spec.name}` added", new=("name",))
@@ -59,11 +57,10 @@ def compare_connectors(
 
 
 class _Comparison:
-    def __init__(self, old: LoadedSpec, new: LoadedSpec, ruleset: Ruleset) -> None:
+    def __init__(self, old: Side, new: Side, ruleset: Ruleset) -> None:
         self.old_loaded, self.new_loaded = old, new
         self.old, self.new = old.spec, new.spec
-        self.old_ir = build(old.spec, PurePath(old.document.file).name)
-        self.new_ir = build(new.spec, PurePath(new.document.file).name)
+        self.old_ir, self.new_ir = old.ir, new.ir
         self.log = ChangeLog(ruleset, old.document, new.document)
         self.values = ValueComparer(self.log, old.spec.schemas, new.spec.schemas)
 
@@ -71,11 +68,22 @@ class _Comparison:
         log, old, new, old_ir, new_ir = self.log, self.old, self.new, self.old_ir, self.new_ir
         ClientComparer(log, old, new, old_ir, new_ir).compare()
         python_api.compare_settings(log, old_ir, new_ir, old, new)
-        renamed = OperationComparer(log, self.values, old, new, old_ir, new_ir).compare()
+        renamed = OperationComparer(
+            log, self.values, old, new, old_ir, new_ir, self.old_loaded, self.new_loaded
+        ).compare()
         KindComparer(log, self.values, old, new, old_ir, new_ir).compare()
         self.schemas()
-        requests = object_bodies(old) | object_bodies(new)
-        python_api.compare_models(log, old_ir, new_ir, old, new, request_models=requests)
+        a, b = self.old_loaded, self.new_loaded
+        python_api.compare_models(
+            log,
+            old_ir,
+            new_ir,
+            old,
+            new,
+            request_models=a.object_bodies | b.object_bodies,
+            places=(a.model_places, b.model_places),
+            uses=(a.model_directions, b.model_directions),
+        )
         python_api.compare_roles(log, old_ir, new_ir, renamed)
         LlmComparer(log, old.roles.llm, new.roles.llm, renamed).compare()
         compare_pricing(log, old.pricing, new.pricing)
@@ -90,7 +98,7 @@ class _Comparison:
 
     def schemas(self) -> None:
         """Each named schema once, judged by how operations use it (on either side)."""
-        old_uses, new_uses = schema_directions(self.old), schema_directions(self.new)
+        old_uses, new_uses = self.old_loaded.schema_directions, self.new_loaded.schema_directions
         for name, old in self.old.schemas.items():
             new = self.new.schemas.get(name)
             if new is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from builder.diff.rules import Bump, Direction, Level, Rule, Severity
 
@@ -26,7 +27,10 @@ class Change:
     def severity(self, level: Level) -> Severity | None:
         return self.rule.severity(level, self.direction)
 
-    @property
+    # A change is immutable: what follows is worked out once (reports ask for it per line
+    # and per count, thousands of times for a large document).
+
+    @cached_property
     def levels(self) -> list[tuple[Level, Severity]]:
         out = []
         for level in Level:
@@ -35,17 +39,17 @@ class Change:
                 out.append((level, severity))
         return out
 
-    @property
+    @cached_property
     def worst(self) -> Severity:
         return max((s for _, s in self.levels), key=lambda s: s.rank)
 
-    @property
+    @cached_property
     def bump(self) -> Bump:
         if self.severity(Level.PYTHON) is Severity.BREAKING:
             return Bump.MAJOR
         return self.rule.bump
 
-    @property
+    @cached_property
     def sort_key(self) -> tuple[int, int, str, str, str]:
         line = self.new_line or self.anchor_line or self.old_line or 0
         return (-self.worst.rank, line, self.rule.code, self.path, self.message)

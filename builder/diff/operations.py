@@ -11,6 +11,7 @@ from builder.diff import python_api
 from builder.diff.client import compare_retry
 from builder.diff.collector import ChangeLog, SpecPath
 from builder.diff.rules import Direction
+from builder.diff.side import Side
 from builder.diff.usage import skip_reason
 from builder.diff.values import ValueComparer
 from builder.ir import Argument, Connector, OperationIR
@@ -46,11 +47,16 @@ class OperationComparer:
         new: Spec,
         old_ir: Connector,
         new_ir: Connector,
+        old_side: Side | None = None,
+        new_side: Side | None = None,
     ) -> None:
         self.log = log
         self.values = values
         self.old, self.new = old, new
         self.old_ir, self.new_ir = old_ir, new_ir
+        # The IR of each operation by name (a side may have it ready).
+        self.old_ops = old_side.operations_ir if old_side else _by_name(old_ir)
+        self.new_ops = new_side.operations_ir if new_side else _by_name(new_ir)
 
     def compare(self) -> dict[str, str]:
         """Compare every operation; return the renames found (old name -> new name)."""
@@ -166,8 +172,7 @@ class OperationComparer:
                 old=op + ("deprecated",),
                 new=np + ("deprecated",),
             )
-        old_ir = next(o for o in self.old_ir.operations if o.name == old_name)
-        new_ir = next(o for o in self.new_ir.operations if o.name == new_name)
+        old_ir, new_ir = self.old_ops[old_name], self.new_ops[new_name]
         self.inputs(old_name, new_name, old_ir, new_ir)
         self.body(old, new, op, np, new_name)
         self.response(old, new, old_ir, new_ir, op, np)
@@ -627,6 +632,10 @@ def _style(value: TypeFields) -> str:
 
 def _skip_path(spec: Spec, name: str) -> SpecPath:
     return ("operations", name, "skip") if spec.operations[name].skip else ("skip", name)
+
+
+def _by_name(connector: Connector) -> dict[str, OperationIR]:
+    return {op.name: op for op in connector.operations}
 
 
 def _op(name: str) -> SpecPath:

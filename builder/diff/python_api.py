@@ -147,13 +147,19 @@ def compare_models(
     old_spec: Spec,
     new_spec: Spec,
     request_models: set[str],
+    *,
+    places: tuple[dict[str, SpecPath], dict[str, SpecPath]] | None = None,
+    uses: tuple[dict[str, Direction], dict[str, Direction]] | None = None,
 ) -> None:
     """``request_models``: schemas sent as object bodies, whose properties are arguments.
-    Their models appear in no annotation, but they describe what callers send."""
+    Their models appear in no annotation, but they describe what callers send.
+    ``places`` and ``uses``: :func:`model_places` and :func:`model_directions` of each
+    side, when they are known already."""
     old_models = {m.name: m for m in old.models}
     new_models = {m.name: m for m in new.models}
-    old_places, new_places = model_places(old_spec, old), model_places(new_spec, new)
-    old_uses, new_uses = model_directions(old), model_directions(new)
+    old_places, new_places = places or (model_places(old_spec, old), model_places(new_spec, new))
+    old_uses, new_uses = uses or (model_directions(old), model_directions(new))
+    old_uses = dict(old_uses)  # added to below
     for name in request_models:
         old_uses[name] = (
             old_uses[name] | Direction.REQUEST if name in old_uses else Direction.REQUEST
@@ -311,7 +317,7 @@ def model_directions(connector: Connector) -> dict[str, Direction]:
     return found
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _names(annotation: str) -> frozenset[str]:
     """The names an annotation mentions, leaving out the contents of ``Literal[...]``."""
     if not any(c.isupper() for c in annotation):

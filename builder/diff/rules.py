@@ -61,7 +61,10 @@ class Bump(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Bump).index(self)
+        return _BUMP_RANK[self]
+
+
+_BUMP_RANK = {bump: i for i, bump in enumerate(Bump)}
 
 
 @dataclass(frozen=True)

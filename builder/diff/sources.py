@@ -8,17 +8,26 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from builder.diagnostics import Diagnostic, InputError
+from builder.diff import parallel
+from builder.diff.side import Side
 from builder.gc_pause import collection_paused
-from builder.generate import SPEC_SUFFIXES, discover
 from builder.spec.loader import LoadedSpec, load_spec
+
+# Below this many bytes of input (spec files and the OpenAPI documents they name) the
+# specs are loaded one after the other: a second process would cost more than it saves.
+PARALLEL_MIN_BYTES = 256 * 1024
+_OPENAPI_SOURCE = re.compile(
+    r"^[ \t]+openapi:[ \t]*[\"']?([^\"'#\r\n]+?)[\"']?[ \t]*(?:#.*)?$", re.M
+)
 
 
 @dataclass(frozen=True)
@@ -27,40 +36,78 @@ class Pair:
     new: LoadedSpec | None
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One spec file to load; with ``root``, the file and the files its errors are in are
+    named ``prefix`` + their path under ``root`` (the old side of ``--base``)."""
+
+    path: Path
+    root: Path | None = None
+    prefix: str = ""
+
+    def label(self, file: str) -> str:
+        where = f"{self.root}{os.sep}"
+        if self.root is None or not file.startswith(where):
+            return file
+        return self.prefix + Path(file[len(where) :]).as_posix()
+
+    def run(self, prepare: bool) -> tuple[Side | None, list[Diagnostic]]:
+        """The loaded spec (with, if ``prepare``, everything the comparison reads computed),
+        or the problems that stop it from loading."""
+        with collection_paused():
+            try:
+                loaded = load_spec(self.path)
+            except InputError as exc:
+                return None, [
+                    dataclasses.replace(d, file=self.label(d.file)) for d in exc.diagnostics
+                ]
+            loaded.document.file = self.label(loaded.document.file)
+            side = Side.of(loaded)
+            return (side.prepare() if prepare else side), []
+
+    def weight(self) -> int:
+        """About how much there is to load: the file, and an OpenAPI document it names."""
+        size = 0
+        try:
+            size = self.path.stat().st_size
+            if size > 64 * 1024:
+                return size  # a spec of its own, not an overlay on a document
+            match = _OPENAPI_SOURCE.search(self.path.read_text("utf-8", errors="replace"))
+            if match is not None:
+                size += (self.path.parent / match.group(1)).stat().st_size
+        except OSError:
+            pass  # loading it says what is wrong
+        return size
+
+
 class _Loader:
     """Loads specs, keeping every error instead of stopping at the first."""
 
     def __init__(self) -> None:
         self.problems: list[Diagnostic] = []
 
-    def file(self, path: Path) -> LoadedSpec | None:
-        try:
-            with collection_paused():
-                return load_spec(path)
-        except InputError as exc:
-            self.problems.extend(exc.diagnostics)
-            return None
-
-    def relabelled(self, root: Path, name: str, prefix: str) -> LoadedSpec | None:
-        """Load ``root/name`` and name it (and the files its errors are in) ``prefix+name``."""
-        where = f"{root}{os.sep}"
-
-        def label(file: str) -> str:
-            return prefix + Path(file[len(where) :]).as_posix() if file.startswith(where) else file
-
-        try:
-            with collection_paused():
-                loaded = load_spec(root / name)
-        except InputError as exc:
-            self.problems += [dataclasses.replace(d, file=label(d.file)) for d in exc.diagnostics]
-            return None
-        loaded.document.file = label(loaded.document.file)
-        return loaded
+    def load(self, jobs: Sequence[_Job]) -> list[Side | None]:
+        """Each job's spec (None where it has errors, which are kept). Large inputs are
+        loaded in two processes at once, each preparing what the comparison reads."""
+        weights = [job.weight() for job in jobs] if len(jobs) > 1 else []
+        if len(jobs) > 1 and sum(weights) >= PARALLEL_MIN_BYTES and parallel.available():
+            here, there = _halves(weights)
+            mine, theirs = parallel.run_both(
+                lambda: [jobs[i].run(True) for i in here],
+                lambda: [jobs[i].run(True) for i in there],
+            )
+            by_index = dict(zip(here, mine, strict=True)) | dict(zip(there, theirs, strict=True))
+            results = [by_index[i] for i in range(len(jobs))]
+        else:
+            results = [job.run(False) for job in jobs]
+        for _, problems in results:
+            self.problems.extend(problems)
+        return [side for side, _ in results]
 
     def fail(self, file: str, message: str) -> None:
         self.problems.append(Diagnostic(file, 1, 1, "", message))
 
-    def unique_names(self, specs: dict[str, LoadedSpec | None]) -> None:
+    def unique_names(self, specs: Mapping[str, LoadedSpec | None]) -> None:
         """Two files of one side defining the same connector cannot be paired."""
         first: dict[str, LoadedSpec] = {}
         for spec in specs.values():
@@ -83,11 +130,17 @@ def file_pairs(old: str, new: str) -> list[Pair]:
     old_path, new_path = Path(old), Path(new)
     loader = _Loader()
     if old_path.is_dir() and new_path.is_dir():
+        from builder.generate import discover  # (and the renderer): not for two files
+
+        old_files, new_files = discover([old_path]), discover([new_path])
+        loaded = loader.load([_Job(p) for p in old_files + new_files])
         old_specs = {
-            p.relative_to(old_path).as_posix(): loader.file(p) for p in discover([old_path])
+            p.relative_to(old_path).as_posix(): spec
+            for p, spec in zip(old_files, loaded[: len(old_files)], strict=True)
         }
         new_specs = {
-            p.relative_to(new_path).as_posix(): loader.file(p) for p in discover([new_path])
+            p.relative_to(new_path).as_posix(): spec
+            for p, spec in zip(new_files, loaded[len(old_files) :], strict=True)
         }
         loader.unique_names(old_specs)
         loader.unique_names(new_specs)
@@ -97,7 +150,7 @@ def file_pairs(old: str, new: str) -> list[Pair]:
         directory = old if old_path.is_dir() else new
         loader.fail(directory, "is a directory: give two spec files or two directories")
         loader.raise_problems()
-    pair = Pair(loader.file(old_path), loader.file(new_path))
+    pair = Pair(*loader.load([_Job(old_path), _Job(new_path)]))
     loader.raise_problems()
     return [pair]
 
@@ -109,10 +162,12 @@ def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
     so a spec whose operations come from an OpenAPI document next to it loads as it did
     then; every file and error location is named ``REF:path``.
     """
+    from builder.generate import discover
+
     root = _git_root()
     commit = _resolve(ref, root)
     loader = _Loader()
-    new_specs: dict[str, LoadedSpec | None] = {}
+    new_files: list[tuple[str, Path]] = []  # the working tree's spec files (path from the root)
     wanted: list[str] = []  # the paths, relative to the root, as they were at the ref
     candidates: set[str] = set()  # files at the ref that may be specs
     for raw in paths:
@@ -123,7 +178,7 @@ def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
             loader.fail(raw, f"no such file or directory, here or at {ref}")
             continue
         for file in discover([path]) if path.exists() else []:
-            new_specs[_inside(file, root)] = loader.file(file)
+            new_files.append((_inside(file, root), file))
         if at_ref:
             wanted.append(relative)
             candidates.update(at_ref)
@@ -132,7 +187,11 @@ def git_pairs(ref: str, paths: Iterable[str]) -> list[Pair]:
         _export(commit, sorted({str(PurePosixPath(n).parent) for n in candidates}), root, copy)
         # The same rules pick the specs out of the copy as out of the working tree.
         old_names = [p.relative_to(copy).as_posix() for p in discover(copy / w for w in wanted)]
-        old_specs = {name: loader.relabelled(copy, name, f"{ref}:") for name in old_names}
+        jobs = [_Job(file) for _, file in new_files]
+        jobs += [_Job(copy / name, copy, f"{ref}:") for name in old_names]
+        loaded = loader.load(jobs)
+    new_specs = dict(zip([key for key, _ in new_files], loaded[: len(new_files)], strict=True))
+    old_specs = dict(zip(old_names, loaded[len(new_files) :], strict=True))
     loader.unique_names(old_specs)
     loader.unique_names(new_specs)
     loader.raise_problems()
@@ -155,7 +214,19 @@ def pair_up(old: dict[str, LoadedSpec], new: dict[str, LoadedSpec]) -> list[Pair
     return sorted(pairs, key=by_name)
 
 
-def _loaded(specs: dict[str, LoadedSpec | None]) -> dict[str, LoadedSpec]:
+def _halves(weights: list[int]) -> tuple[list[int], list[int]]:
+    """The indexes of ``weights`` in two groups of about the same total weight (the
+    heaviest first, each to the lighter group), each in order."""
+    groups: tuple[list[int], list[int]] = ([], [])
+    totals = [0, 0]
+    for i in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        lighter = 0 if totals[0] <= totals[1] else 1
+        groups[lighter].append(i)
+        totals[lighter] += weights[i]
+    return sorted(groups[0]), sorted(groups[1])
+
+
+def _loaded(specs: Mapping[str, LoadedSpec | None]) -> dict[str, LoadedSpec]:
     return {key: spec for key, spec in specs.items() if spec is not None}
 
 
@@ -211,6 +282,8 @@ def _files_at(commit: str, relative: str, root: Path) -> list[str]:
     if run.returncode != 0:
         return []
     names = [n for n in run.stdout.decode().split("\0") if n]
+    from builder.generate import SPEC_SUFFIXES
+
     return [n for n in names if n.endswith(SPEC_SUFFIXES)]
 
 

@@ -11,7 +11,7 @@ so renaming a schema changes nothing on the wire.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from builder.diff.collector import ChangeLog, SpecPath
@@ -83,6 +83,8 @@ class _Walk:
         docs: bool,
         compare_default: bool = True,
     ) -> None:
+        if same(old, new):
+            return  # two versions of a document are mostly equal: nothing to find here
         if docs:
             self.docs(old, new, op, np)
         if old.ref is not None and old.ref == new.ref:
@@ -141,11 +143,12 @@ class _Walk:
         return target.model_copy(update={"nullable": nullable})
 
     def docs(self, old: TypeFields, new: TypeFields, op: SpecPath, np: SpecPath) -> None:
-        changed = [
-            key
-            for key, attribute in _DOC_KEYS
-            if getattr(old, attribute, None) != getattr(new, attribute, None)
-        ]
+        # Fields are read from the models' __dict__: a field a model does not have (a
+        # parameter's `title`) is None there, as getattr(..., None) would say, only faster.
+        a, b = old.__dict__, new.__dict__
+        if _doc_values(a) == _doc_values(b):
+            return
+        changed = [key for key, attribute in _DOC_KEYS if a.get(attribute) != b.get(attribute)]
         if not changed:
             return
         where: tuple[str, ...] = (changed[0],) if len(changed) == 1 else ()
@@ -184,8 +187,10 @@ class _Walk:
     ) -> None:
         old_variants = _variants(old)
         new_variants = _variants(new)
-        old_sigs = {_signature(v): v for v in old_variants}
-        new_sigs = {_signature(v): v for v in new_variants}
+        old_list = [_signature(v) for v in old_variants]
+        new_list = [_signature(v) for v in new_variants]
+        old_sigs = dict(zip(old_list, old_variants, strict=True))
+        new_sigs = dict(zip(new_list, new_variants, strict=True))
         added = [v for s, v in new_sigs.items() if s not in old_sigs]
         removed = [v for s, v in old_sigs.items() if s not in new_sigs]
         if not added and not removed:
@@ -193,8 +198,9 @@ class _Walk:
         if len(old_variants) > 1 and len(new_variants) > 1 and len(added) == len(removed):
             # The same number of members, some edited: compare them place by place.
             old_key, new_key = _variant_key(old), _variant_key(new)
-            for i, (a, b) in enumerate(zip(old_variants, new_variants, strict=True)):
-                if _signature(a) != _signature(b):
+            pairs = zip(old_variants, new_variants, old_list, new_list, strict=True)
+            for i, (a, b, old_signature, new_signature) in enumerate(pairs):
+                if old_signature != new_signature:
                     self.value(a, b, op + (old_key, i), np + (new_key, i), docs=docs)
             return
         shown = f"{describe(old)} is now {describe(new)}"
@@ -217,6 +223,8 @@ class _Walk:
         if new.enum is None:
             self.add("type-widened", "no longer limited to its enum values", op + ("enum",), np)
             return
+        if old.enum == new.enum and _key(old.enum) == _key(new.enum):
+            return  # the same values (of the same JSON types: 1 is not true)
         old_values = {_key(v): v for v in old.enum}
         new_values = {_key(v): v for v in new.enum}
         added = [v for k, v in new_values.items() if k not in old_values]
@@ -242,6 +250,8 @@ class _Walk:
             self.add("type-changed", message, op + ("format",), np + ("format",))
 
     def bounds(self, old: TypeFields, new: TypeFields, op: SpecPath, np: SpecPath) -> None:
+        if _bound_values(old.__dict__) == _bound_values(new.__dict__):
+            return
         for bounds, lower in ((_LOWER_BOUNDS, True), (_UPPER_BOUNDS, False)):
             for key, attribute in bounds:
                 a, b = getattr(old, attribute), getattr(new, attribute)
@@ -324,6 +334,71 @@ class _Walk:
 
 
 _ANY = TypeFields(type="any")
+
+
+def _doc_values(fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The documentation fields of a model's __dict__ (None for one it does not have)."""
+    get = fields.get
+    return (
+        get("description"),
+        get("title"),
+        get("example"),
+        get("deprecated"),
+        get("read_only"),
+        get("write_only"),
+    )
+
+
+def _bound_values(fields: dict[str, Any]) -> tuple[Any, ...]:
+    get = fields.get
+    return (
+        get("minimum"),
+        get("min_length"),
+        get("min_items"),
+        get("maximum"),
+        get("max_length"),
+        get("max_items"),
+        get("pattern"),
+    )
+
+
+def same(old: TypeFields, new: TypeFields) -> bool:
+    """Whether two values are the same in every respect the walk looks at, so that it
+    would find nothing: the same kind of model with equal fields (``==``, as the walk
+    compares them), down to the JSON types of what they hold, which ``==`` does not see
+    (``1`` and ``true``, ``1`` and ``1.0``, the order of a mapping's keys) and the walk
+    does (enum values and union members are told apart by their JSON). Values that differ
+    mostly do so in their first fields (a description): found at once."""
+    return type(old) is type(new) and old.__dict__ == new.__dict__ and _identical(old, new)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """For two equal values (``a == b``): whether they are also of the same types all the
+    way down, so that they have the same JSON."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is str or kind is bool or kind is int or a is None:
+        return True
+    if kind is float:
+        return repr(a) == repr(b)  # 0.0 == -0.0
+    if isinstance(a, TypeFields):  # the same model class: the same fields, in order
+        return _all_identical(a.__dict__.values(), b.__dict__.values())
+    if kind is list or kind is tuple:
+        return _all_identical(a, b)
+    if kind is dict:
+        return (
+            list(a) == list(b) and _all_identical(a, b) and _all_identical(a.values(), b.values())
+        )
+    return repr(a) == repr(b)  # anything else a YAML document may hold (a date)
+
+
+def _all_identical(a: Iterable[Any], b: Iterable[Any]) -> bool:
+    for x, y in zip(a, b, strict=True):
+        # The same object (None, False, a name) is identical to itself: no call needed.
+        if x is not y and not _identical(x, y):
+            return False
+    return True
 
 
 def _kind(value: TypeFields) -> str:

@@ -27,7 +27,7 @@ _MERGED = ("config", "schemas", "headers")
 
 
 def apply_source(
-    doc: Document, data: dict[str, Any]
+    doc: Document, data: dict[str, Any], *, background: bool = False
 ) -> tuple[dict[str, Any], Sequence[Diagnostic]]:
     """The spec data with the document's operations and schemas merged in, and warnings
     (the validator's, read when they are needed: it runs beside what follows)."""
@@ -36,7 +36,7 @@ def apply_source(
     except ValidationError as exc:
         raise InputError([doc.diagnostic(("source",), _first(exc))]) from None
     document = load_document(Path(doc.file).parent / source.openapi)
-    warnings = validate(document)
+    warnings = validate(document, background=background)
     selection = Selection(
         include_tags=source.include_tags,
         exclude_tags=source.exclude_tags,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -27,29 +27,31 @@ def _cache_dir() -> Path:
     return Path(base) / "connector-builder" / CACHE_NAME
 
 
-def validate(document: OpenAPIDocument) -> Findings:
+def validate(document: OpenAPIDocument, *, background: bool = False) -> Findings:
     """Warnings for what the validator finds (at most ``MAX_FINDINGS``): from the cache, or
-    computed beside the caller's work and waited for when first read."""
-    return Findings(document)
+    computed when first read — with ``background``, in a child process from now on."""
+    return Findings(document, background=background)
 
 
 class Findings(Sequence[Diagnostic]):
     """The validator's findings on one document, as located warnings.
 
-    On a cache miss the validator runs in a child process forked at once (it has the parsed
-    document already), so converting, building and rendering go on beside it on another
-    core; the findings are collected when first read and cached by the document's hash.
+    On a cache miss the validator runs when the findings are first read; with
+    ``background``, in a child process forked at once (it has the parsed document already),
+    so that converting, building and rendering go on beside it on another core. Either way
+    the findings are cached by the document's hash once read.
     """
 
-    def __init__(self, document: OpenAPIDocument) -> None:
+    def __init__(self, document: OpenAPIDocument, *, background: bool = False) -> None:
         self._document = document
         self._cache = _cache_dir() / f"{document.digest}.json"
         self._items: list[Diagnostic] | None = None
-        self._pending: Pending[list[tuple[str, str]]] | None = None
+        self._pending: Pending[list[tuple[str, str]]] | _Later | None = None
         try:
             self._found(json.loads(self._cache.read_text("utf-8")))
         except (OSError, ValueError):
-            self._pending = Pending(_run, document.data, document.major, _uri(document))
+            args = (document.data, document.major, _uri(document))
+            self._pending = Pending(_run, *args) if background else _Later(_run, *args)
 
     def _found(self, findings: list[tuple[str, str]]) -> list[Diagnostic]:
         self._items = [
@@ -81,6 +83,16 @@ class Findings(Sequence[Diagnostic]):
 
     def __len__(self) -> int:
         return len(self._resolved())
+
+
+class _Later:
+    """The validation, run in this process when its result is asked for."""
+
+    def __init__(self, fn: Callable[..., list[tuple[str, str]]], *args: object) -> None:
+        self._fn, self._args = fn, args
+
+    def result(self) -> list[tuple[str, str]]:
+        return self._fn(*self._args)
 
 
 def _uri(document: OpenAPIDocument) -> str:

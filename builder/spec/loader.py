@@ -50,6 +50,11 @@ class Warnings(Sequence[Diagnostic]):
         yield from self._found
         yield from self._later
 
+    @property
+    def found(self) -> list[Diagnostic]:
+        """The warnings found while loading, without waiting for the later ones."""
+        return list(self._found)
+
     def __eq__(self, other: object) -> bool:
         return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
 
@@ -62,8 +67,10 @@ class LoadedSpec(typing.NamedTuple):
     warnings: Sequence[Diagnostic]
 
 
-def load_spec(path: str | FilePath) -> LoadedSpec:
-    """Read and validate the spec file at ``path``."""
+def load_spec(path: str | FilePath, *, background: bool = False) -> LoadedSpec:
+    """Read and validate the spec file at ``path``. An OpenAPI document's validation by
+    openapi-spec-validator gives warnings only: it runs when they are read, or — with
+    ``background`` — in a child process from now on (see :mod:`builder.forked`)."""
     file = str(path)
     try:
         raw = FilePath(path).read_bytes()
@@ -80,17 +87,17 @@ def load_spec(path: str | FilePath) -> LoadedSpec:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError([Diagnostic(file, line, 1, "", "not valid UTF-8")]) from None
-    return load_spec_text(text, file)
+    return load_spec_text(text, file, background=background)
 
 
-def load_spec_text(text: str, file: str) -> LoadedSpec:
+def load_spec_text(text: str, file: str, *, background: bool = False) -> LoadedSpec:
     # Loading builds many small objects and frees few: a full garbage collection in the
     # middle walks them all for nothing (a quarter of the time on large specs).
     with collection_paused():
-        return _load_spec_text(text, file)
+        return _load_spec_text(text, file, background)
 
 
-def _load_spec_text(text: str, file: str) -> LoadedSpec:
+def _load_spec_text(text: str, file: str, background: bool) -> LoadedSpec:
     doc = load_yaml(text, file)
     if doc.data is None:
         raise InputError([Diagnostic(file, 1, 1, "", "the file is empty: expected a spec mapping")])
@@ -106,7 +113,7 @@ def _load_spec_text(text: str, file: str) -> LoadedSpec:
     if isinstance(data.get("source"), dict) and "openapi" in data["source"]:
         from builder.openapi.overlay import apply_source
 
-        data, later = apply_source(doc, data)
+        data, later = apply_source(doc, data, background=background)
     spec: Spec | None = None
     try:
         spec = Spec.model_validate(data)
