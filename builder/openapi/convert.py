@@ -8,9 +8,15 @@ as a hand-written spec.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import hashlib
+import json
+import marshal
+import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -67,7 +73,57 @@ class Converted:
 
 
 def convert(document: OpenAPIDocument, name: str, selection: Selection | None = None) -> Converted:
-    return _Converter(document, name, selection or Selection()).run()
+    """The document as spec data. ``import-openapi`` and then ``generate`` convert the same
+    large document: the second time the result is read from a cache keyed by the document,
+    the name, the selection and the converter's own code."""
+    selection = selection or Selection()
+    cache = _cache_file(document, name, selection)
+    if cache is not None:
+        try:
+            spec, unconvertible, pointers, total, auth_settings = marshal.loads(cache.read_bytes())
+            return Converted(spec, unconvertible, pointers, total, auth_settings)
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+    converted = _Converter(document, name, selection).run()
+    if cache is not None and not document.referenced_files():  # one file: its hash says all
+        c = converted
+        fields = (c.spec, c.unconvertible, c.pointers, c.total, c.auth_settings)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(marshal.dumps(fields))
+            tmp.replace(cache)
+        except (OSError, ValueError):
+            pass  # not plain data, or no writable cache: convert again next time
+    return converted
+
+
+CACHED_ABOVE = 256 * 1024  # bytes of document: smaller ones convert faster than a lookup
+
+
+def _cache_file(document: OpenAPIDocument, name: str, selection: Selection) -> Path | None:
+    if len(document.text) < CACHED_ABOVE:
+        return None
+    key = hashlib.sha256(
+        "\0".join(
+            [_code_digest(), document.digest, name, json.dumps(asdict(selection), sort_keys=True)]
+        ).encode()
+    ).hexdigest()
+    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
+    )
+    return Path(base) / "converted" / f"{key}.marshal"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """The converter's code, and the spec language it writes: a change to either is a miss."""
+    builder = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*builder.glob("openapi/*.py"), *builder.glob("spec/*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update((builder / "naming.py").read_bytes())
+    return digest.hexdigest()
 
 
 class _Converter:

@@ -1,0 +1,91 @@
+"""Parsing OpenAPI documents: the direct YAML walk gives exactly what PyYAML gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder.openapi.document import _NoDatesLoader, parse
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "openapi"
+YAML_DOCUMENTS = sorted(
+    p for p in [*CORPUS.glob("*.yaml"), *CORPUS.glob("*.yml")] if p.stat().st_size < 600 * 1024
+) + sorted((ROOT / "tests" / "fixtures" / "openapi").rglob("*.yaml"))
+
+
+def pyyaml(text: str) -> object:
+    return yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a safe loader
+
+
+@pytest.mark.parametrize("path", YAML_DOCUMENTS, ids=[p.name for p in YAML_DOCUMENTS])
+def test_real_documents_parse_as_pyyaml_parses_them(path: Path) -> None:
+    text = path.read_text("utf-8")
+    assert parse(text, str(path)) == pyyaml(text)
+
+
+UNUSUAL = {
+    "anchors and aliases": "a: &x {k: [1, 2]}\nb: *x\nc: [*x, *x]\n",
+    "merge keys": "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  y: 3\n",
+    "scalar types": "i: 12\nf: 1.5e3\nt: yes\nn: ~\nd: 2024-01-02\nh: 0x1F\ns: '12'\n",
+    "non-string keys": "200: ok\n1.5: x\ntrue: t\n~: none\n",
+    "a recursive alias": "a: &a [1, *a]\n",
+    "sequence of mappings": "- {a: 1}\n- [b, {c: null}]\n- plain\n",
+    "empty": "a: {}\nb: []\nc:\n",
+}
+
+
+@pytest.mark.parametrize("text", UNUSUAL.values(), ids=UNUSUAL.keys())
+def test_unusual_yaml_is_what_pyyaml_makes_of_it(text: str) -> None:
+    ours, theirs = parse(text, "x.yaml"), pyyaml(text)
+    if "recursive" in text or "&a [1, *a]" in text:
+        assert ours["a"][1] is ours["a"] and theirs["a"][1] is theirs["a"]
+    else:
+        assert ours == theirs
+
+
+def test_an_alias_is_one_object_as_with_pyyaml() -> None:
+    data = parse("a: &x {k: 1}\nb: *x\n", "x.yaml")
+    assert data["a"] is data["b"]
+
+
+def test_an_unhashable_key_is_a_located_error() -> None:
+    from builder.diagnostics import InputError
+
+    with pytest.raises(InputError, match="x.yaml:1:"):
+        parse("? [a, b]\n: value\n", "x.yaml")
+
+
+def test_a_large_document_is_converted_once_then_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.openapi import convert as conversion
+    from builder.openapi.document import load_document
+
+    monkeypatch.setenv("CONNECTOR_BUILDER_CACHE", str(tmp_path))
+    monkeypatch.setattr(conversion, "CACHED_ABOVE", 0)
+    path = ROOT / "tests" / "fixtures" / "openapi" / "bodies.yaml"
+    first = conversion.convert(load_document(path), "bodies")
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(conversion, "_Converter", refuse)
+    again = conversion.convert(load_document(path), "bodies")
+    assert again == first and again.spec is not first.spec
+    with pytest.raises(AssertionError, match="converted again"):  # another name: another key
+        conversion.convert(load_document(path), "other")
+
+
+def test_a_document_with_references_to_other_files_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.openapi import convert as conversion
+    from builder.openapi.document import load_document
+
+    monkeypatch.setenv("CONNECTOR_BUILDER_CACHE", str(tmp_path))
+    monkeypatch.setattr(conversion, "CACHED_ABOVE", 0)
+    conversion.convert(load_document(ROOT / "tests/fixtures/openapi/refs/main.yaml"), "refs")
+    assert not list(tmp_path.rglob("*.marshal"))
