@@ -269,6 +269,18 @@ def diff_speed_rows(r: dict[str, Any]) -> Iterator[Row]:
             "< 2 s",
             _ok(total, 2.0),
         )
+        for run in ("warm", "cold"):  # the command itself, in a fresh process
+            seconds = _get(timing, "cli", run, "median")
+            if seconds is not None:
+                yield Row(
+                    "diff_speed",
+                    f"connector-builder diff {label}, {run} caches",
+                    seconds,
+                    "s",
+                    "fresh process, end to end",
+                    "< 2 s",
+                    _ok(seconds, 2.0),
+                )
 
 
 def openapi_corpus_rows(r: dict[str, Any]) -> Iterator[Row]:
