@@ -3,7 +3,8 @@
 Generating a large document keeps one core busy; validation and the rendering of a big
 module are independent of the rest, so they run in a child forked on the spot (it has the
 parsed document and the IR already: nothing is sent to it). Where fork is not available,
-or ``CONNECTOR_BUILDER_NO_FORK`` is set, or the child fails, the work is done in this
+or ``CONNECTOR_BUILDER_NO_FORK`` is set, or other threads run (a forked child could
+deadlock on a lock one of them holds), or the child fails, the work is done in this
 process when its result is asked for: the result never depends on how it was computed.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -55,6 +57,8 @@ class Pending(Generic[T]):
 def _fork(fn: Callable[..., object], args: tuple[object, ...]) -> tuple[int, int] | None:
     if not hasattr(os, "fork") or os.environ.get("CONNECTOR_BUILDER_NO_FORK"):
         return None
+    if threading.active_count() > 1:  # a child of a threaded process may deadlock on a
+        return None  # lock another thread held (the import lock, a logging handler's)
     read, write = os.pipe()
     try:
         pid = os.fork()
