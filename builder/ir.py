@@ -53,6 +53,7 @@ _TYPE_NAMES = frozenset(
 # document, so each is worked out once.
 _pascal_case = functools.lru_cache(maxsize=1 << 16)(pascal_case)
 _field_name = functools.lru_cache(maxsize=1 << 16)(field_name)
+_PARSED = frozenset({"date-time", "date", "time", "uuid"})  # formats typed other than str
 _FORMAT_IMPORTS = {
     "datetime": ("datetime", "datetime"),
     "date": ("datetime", "date"),
@@ -71,6 +72,9 @@ class ModelField:
     has_default: bool
     description: str
     constraints: dict[str, Any]
+    # A default written as text for a type parsed from text (a date-time, a uuid): pydantic
+    # parses it like a value that came in, so the attribute holds the type it is annotated.
+    parse_default: bool = False
 
     @property
     def field_args(self) -> dict[str, Any]:
@@ -80,11 +84,13 @@ class ModelField:
             args["default"] = self.default
         if self.name != self.wire_name:
             args["alias"] = self.wire_name
+        if self.parse_default:
+            args["validate_default"] = True
         return args | self.constraints
 
     @property
     def needs_field(self) -> bool:
-        return bool(self.constraints or self.name != self.wire_name)
+        return bool(self.constraints or self.name != self.wire_name or self.parse_default)
 
 
 @dataclass(frozen=True)
@@ -639,6 +645,7 @@ class _Builder:
                     has_default=has_default,
                     description=prop.description or "",
                     constraints=_constraints(prop),
+                    parse_default=isinstance(prop.default, str) and prop.format in _PARSED,
                 )
             )
         extra = "allow"

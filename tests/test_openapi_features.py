@@ -462,6 +462,13 @@ def test_formats_are_typed(tmp_path: Path) -> None:
     assert annotations["payload"] in ("str | None", "bytes | None")
     assert annotations["size"] == "int | None"
     assert annotations["ratio"] == "float | None"
+    assert annotations["variation"] == "str"  # uuid, but "all" by default
+    assert annotations["since"] == "datetime"  # a default that fits keeps the format
+    event = gen.models.Event.model_validate(
+        {"id": str(uuid.uuid4()), "at": "2024-01-02", "day": "2024-01-02"}
+    )
+    assert event.since == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)  # parsed, not text
+    assert event.variation == "all"
     sig = signature(gen.cls.list_events)
     assert sig["after"][0] == "datetime | str | None"
     assert sig["day"][0] == "date | str | None"

@@ -10,6 +10,8 @@ shape and types, not re-validated against every constraint a service documents.
 from __future__ import annotations
 
 import builtins
+import datetime
+import uuid
 from typing import Any
 
 from builder.naming import pascal_case, unique
@@ -208,6 +210,13 @@ class SchemaConverter:
             if kept:
                 out["enum"] = kept
         default = node.get("default")
+        # A documented value that the format does not admit ("all" for a uuid) says the
+        # field holds more than the format: it is typed as the plain string it is.
+        fmt = out.get("format")
+        if kind == "string" and fmt in _PARSED_FORMATS:
+            shown = [v for v in [*(out.get("enum") or ()), default] if isinstance(v, str)]
+            if not all(_PARSED_FORMATS[fmt](v) for v in shown):
+                del out["format"]
         if default is not None and kind in _SCALARS and value_fits(kind, default):
             if "enum" not in out or default in out["enum"]:
                 out["default"] = default
@@ -260,6 +269,25 @@ class SchemaConverter:
                 return None, document
             node, seen = target, seen + 1
         return node, document
+
+
+def _parses(parse: Any) -> Any:
+    def check(text: str) -> bool:
+        try:
+            parse(text)
+        except ValueError:
+            return False
+        return True
+
+    return check
+
+
+# String formats the generated models parse into other types, and how to tell a value fits.
+_PARSED_FORMATS = {
+    "uuid": _parses(uuid.UUID),
+    "date-time": _parses(lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))),
+    "date": _parses(datetime.date.fromisoformat),
+}
 
 
 def _annotations(node: dict[str, Any]) -> dict[str, Any]:
