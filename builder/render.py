@@ -24,6 +24,7 @@ from typing import Any
 
 from builder.forked import Pending
 from builder.formatting import LINE_LENGTH, format_python
+from builder.formatting import prepare as prepare_formatting
 from builder.imports import sorted_names
 from builder.ir import Connector
 from builder.naming import is_safe_identifier
@@ -377,6 +378,9 @@ def render_package(connector: Connector) -> dict[str, str]:
     templates = dict(PACKAGE_FILES if connector.data is None else DATA_PACKAGE_FILES)
     models: Pending[str] | None = None
     if len(connector.models) > MODELS_IN_PARALLEL_ABOVE:
+        # What both processes need is loaded once, before the fork shares it.
+        environment().get_template("models.py.j2")
+        prepare_formatting()
         del templates["models.py.j2"]
         models = Pending(_render_file, connector, "models.py.j2", "models.py")
     files = {
