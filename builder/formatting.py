@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.cache import cache_root
+
 LINE_LENGTH = 100
 PARALLEL_ABOVE = 400  # parts for black: fewer are formatted here (a worker costs ~0.3 s to start)
 _BODY = "pass"  # a compound statement's body while its header is formatted on its own
@@ -340,11 +342,8 @@ def _cache_file(name: str) -> Path:
     """One file per generated module: what black made of its parts, by their hash."""
     from importlib.metadata import version
 
-    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
-    )
     key = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return Path(base) / f"black-{version('black')}-parts" / f"{key}.json"
+    return cache_root() / f"black-{version('black')}-parts" / f"{key}.json"
 
 
 def _format_cached(texts: list[str], name: str) -> list[str]:

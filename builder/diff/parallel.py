@@ -15,34 +15,24 @@ therefore surfaces exactly as it would without a child (raised here, by the same
 from __future__ import annotations
 
 import os
-import pickle
-import sys
-import threading
+import threading  # noqa: F401 - (tests stand in for its active_count)
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from builder.gc_pause import collection_paused
+from builder.forked import Pending, can_fork
 
 T = TypeVar("T")
 U = TypeVar("U")
 
-_CHUNK = 1 << 20
 
 
 def available() -> bool:
-    """Whether work can go to a second process that runs at the same time: ``fork``, no
-    other thread (a forked child of a threaded process may deadlock on a lock another
-    thread held), and a CPU with nothing to do. On a machine whose other CPUs are busy
-    the two halves would take turns on one, and the child's pickling is pure cost: the
-    work is then done here, one half after the other."""
-    if not hasattr(os, "fork") or sys.platform in ("win32", "emscripten", "wasi"):
-        return False
-    if os.environ.get("CONNECTOR_BUILDER_NO_FORK"):  # as for builder.forked
-        return False
-    if threading.active_count() > 1:
-        return False
-    return idle_cpus() >= 1
+    """Whether work can go to a second process that runs at the same time: a fork is safe
+    here (:func:`builder.forked.can_fork`), and a CPU has nothing to do. On a machine whose
+    other CPUs are busy the two halves would take turns on one, and the child's pickling is
+    pure cost: the work is then done here, one half after the other."""
+    return can_fork() and idle_cpus() >= 1
 
 
 def idle_cpus() -> int:
@@ -80,78 +70,13 @@ def run_both(here: Callable[[], T], there: Callable[[], U]) -> tuple[T, U]:
     ``here``; both in this process, one after the other, when no child can be had."""
     if not available():
         return here(), there()
-    read_fd, write_fd = os.pipe()
-    _widen(write_fd)
+    pending = Pending(there)
     try:
-        sys.stdout.flush()  # a child must not inherit (and never writes) buffered output
-        sys.stderr.flush()
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        return here(), there()
-    if pid == 0:  # the child: never returns
-        _child(there, read_fd, write_fd)
-    os.close(write_fd)
-    received, finished = False, False
-    try:
-        with os.fdopen(read_fd, "rb", buffering=_CHUNK) as pipe:
-            mine = here()
-            # The child writes its result as it pickles it, and this process unpickles it
-            # as it comes: the two overlap (the pipe holds what is written ahead).
-            with collection_paused():
-                try:
-                    theirs: U = pickle.load(pipe)
-                    received = True
-                except Exception:  # a child that failed sends nothing, or half a pickle
-                    pass
-    finally:
-        # Reaped whatever happens; killed first if this process is giving up on it.
-        finished = _reap(pid, kill=not received)
-    if not (received and finished):
-        return mine, there()  # do the child's part here: a bug raises here, as it would
-    return mine, theirs
-
-
-def _child(there: Callable[[], object], read_fd: int, write_fd: int) -> None:
-    status = 1
-    try:
-        os.close(read_fd)
-        with collection_paused():  # pickling a large result makes many small dicts
-            result = there()
-            with os.fdopen(write_fd, "wb", buffering=_CHUNK) as pipe:
-                pickle.dump(result, pipe, protocol=pickle.HIGHEST_PROTOCOL)
-        status = 0
+        mine = here()
     except BaseException:
-        pass  # the parent does the work again, and so reports what went wrong
-    finally:
-        os._exit(status)  # no atexit handlers, no buffers flushed twice, no pytest teardown
-
-
-def _reap(pid: int, *, kill: bool = False) -> bool:
-    """Wait for the child; True when it exited with status 0."""
-    if kill:
-        import signal
-
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return False
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-def _widen(fd: int) -> None:
-    """Let the pipe hold more than 64 KiB ahead of its reader (Linux; best effort)."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
-    except (ImportError, OSError):
-        pass
+        pending.cancel()  # this process is giving up: the child's half is not wanted
+        raise
+    return mine, pending.result()
 
 
 __all__ = ["available", "idle_cpus", "run_both"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from builder.cache import cache_root
 from builder.naming import is_safe_identifier, pascal_case, snake_case, unique
 from builder.openapi.document import HTTP_METHODS, OpenAPIDocument
 from builder.openapi.schemas import SchemaConverter
@@ -109,10 +110,7 @@ def _cache_file(document: OpenAPIDocument, name: str, selection: Selection) -> P
             [_code_digest(), document.digest, name, json.dumps(asdict(selection), sort_keys=True)]
         ).encode()
     ).hexdigest()
-    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
-    )
-    return Path(base) / "converted" / f"{key}.marshal"
+    return cache_root() / "converted" / f"{key}.marshal"
 
 
 @functools.cache

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import yaml
 
+from builder.cache import cache_root
 from builder.diagnostics import Diagnostic, InputError
 
 try:
@@ -226,10 +227,7 @@ def _parse_cached(text: str, file: str) -> Any:
     import os
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    base = os.environ.get("CONNECTOR_BUILDER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "connector-builder"
-    )
-    cached = Path(base) / "parsed" / f"{digest}.json"
+    cached = cache_root() / "parsed" / f"{digest}.json"
     try:
         return json.loads(cached.read_text("utf-8"))
     except (OSError, ValueError):
