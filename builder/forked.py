@@ -38,12 +38,15 @@ def can_fork() -> bool:
 class Pending(Generic[T]):
     """``fn(*args)``, computed in a child process from now on; :meth:`result` waits.
 
-    Work never asked for is stopped when this object goes (or by :meth:`cancel`)."""
+    ``fork``: whether to fork, when the caller has decided already (default:
+    :func:`can_fork`). Work never asked for is stopped when this object goes (or by
+    :meth:`cancel`)."""
 
-    def __init__(self, fn: Callable[..., T], *args: object) -> None:
+    def __init__(self, fn: Callable[..., T], *args: object, fork: bool | None = None) -> None:
         self._fn = fn
         self._args = args
-        self._child: tuple[int, int] | None = _fork(fn, args) if can_fork() else None
+        forking = can_fork() if fork is None else fork
+        self._child: tuple[int, int] | None = _fork(fn, args) if forking else None
 
     def result(self) -> T:
         child, self._child = self._child, None

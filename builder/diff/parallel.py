@@ -70,7 +70,7 @@ def run_both(here: Callable[[], T], there: Callable[[], U]) -> tuple[T, U]:
     ``here``; both in this process, one after the other, when no child can be had."""
     if not available():
         return here(), there()
-    pending = Pending(there)
+    pending = Pending(there, fork=True)  # available() has decided
     try:
         mine = here()
     except BaseException:
