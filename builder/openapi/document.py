@@ -32,7 +32,11 @@ class _NoDatesLoader(_FastLoader):
 
 
 _NoDatesLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    key: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag != "tag:yaml.org,2002:timestamp"
+    ]
     for key, resolvers in _FastLoader.yaml_implicit_resolvers.items()
 }
 
@@ -50,6 +54,27 @@ class _DocumentLoader(_NoDatesLoader):
     — another scalar type is still built by PyYAML — and any unusual node (a merge key, a
     recursive alias, an unhashable key, a custom tag) makes the whole document go through
     PyYAML's constructor, so the result is always PyYAML's (tested on the corpus)."""
+
+    _typed_starts: frozenset[str | None] = frozenset()
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._tags: dict[str, str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # libyaml calls this for every scalar (a third of the parse of OpenAI's document):
+        # with no path resolvers, a plain scalar's tag depends on its text alone, and text
+        # whose first character starts no implicit type is a string.
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if not implicit[0] or (value and value[0] not in self._typed_starts):
+            return _STR
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = self._tags[value] = super().resolve(  # type: ignore[no-untyped-call]
+                kind, value, implicit
+            )
+        return tag
 
     def construct_document(self, node: yaml.Node) -> Any:
         try:
@@ -72,7 +97,11 @@ class _DocumentLoader(_NoDatesLoader):
             for k, v in node.value:
                 if k.tag == _MERGE:
                     raise _Unusual
-                name = k.value if k.__class__ is yaml.ScalarNode and k.tag == _STR else None
+                name = (
+                    k.value
+                    if k.__class__ is yaml.ScalarNode and k.tag == _STR
+                    else None
+                )
                 if name is None:
                     name = self._build(k, built, open_)
                     if not isinstance(name, str | int | float | bool | type(None)):
@@ -87,6 +116,11 @@ class _DocumentLoader(_NoDatesLoader):
             raise _Unusual
         built[key] = value
         return value
+
+
+# The first characters some implicit (non-string) YAML type starts with; None: any.
+_DocumentLoader._typed_starts = frozenset(_DocumentLoader.yaml_implicit_resolvers)
+assert None not in _DocumentLoader._typed_starts
 
 
 class OpenAPIDocument:
@@ -110,9 +144,7 @@ class OpenAPIDocument:
         return (
             "2.0"
             if v.startswith("2")
-            else "3.1"
-            if v.startswith("3.1") or v.startswith("3.2")
-            else "3.0"
+            else "3.1" if v.startswith("3.1") or v.startswith("3.2") else "3.0"
         )
 
     @cached_property
@@ -129,7 +161,9 @@ class OpenAPIDocument:
             root = yaml.compose(self.text, Loader=_FastLoader)
         except yaml.YAMLError:
             return positions
-        stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
+        stack: list[tuple[yaml.Node, tuple[str, ...]]] = (
+            [(root, ())] if root is not None else []
+        )
         while stack:
             node, path = stack.pop()
             positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -143,13 +177,19 @@ class OpenAPIDocument:
         return positions
 
     def position(self, pointer: str) -> tuple[int, int]:
-        parts = tuple(_unescape(p) for p in pointer.lstrip("#").split("/") if p) if pointer else ()
+        parts = (
+            tuple(_unescape(p) for p in pointer.lstrip("#").split("/") if p)
+            if pointer
+            else ()
+        )
         positions = self._positions
         while parts and parts not in positions:
             parts = parts[:-1]
         return positions.get(parts, (1, 1))
 
-    def diagnostic(self, pointer: str, message: str, severity: str = "error") -> Diagnostic:
+    def diagnostic(
+        self, pointer: str, message: str, severity: str = "error"
+    ) -> Diagnostic:
         # Finding a line means re-reading the text with positions: worth it for an error,
         # not for a warning in a document of megabytes.
         exact = severity == "error" or len(self.text) < LARGE_DOCUMENT
@@ -204,7 +244,9 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
     except FileNotFoundError:
         raise InputError([Diagnostic(str(path), 1, 1, "", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError([Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
+        raise InputError(
+            [Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]
+        ) from None
     data = _parse_cached(text, str(path))
     if fragment and isinstance(data, dict):
         return OpenAPIDocument(path, text, data)
@@ -212,7 +254,11 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
         raise InputError(
             [
                 Diagnostic(
-                    str(path), 1, 1, "", "not an OpenAPI document: no `openapi` or `swagger` key"
+                    str(path),
+                    1,
+                    1,
+                    "",
+                    "not an OpenAPI document: no `openapi` or `swagger` key",
                 )
             ]
         )
@@ -221,7 +267,8 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
 
 def _parse_cached(text: str, file: str) -> Any:
     """Parse, keeping the result as JSON by content hash: building Python objects from a
-    YAML document of megabytes takes seconds even with libyaml; reading JSON does not."""
+    YAML document of megabytes takes seconds even with libyaml; reading JSON does not.
+    """
     if text.lstrip()[:1] in ("{", "["):
         return parse(text, file)
     import os
@@ -251,7 +298,11 @@ def parse(text: str, file: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(
-                [Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
+                [
+                    Diagnostic(
+                        file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}"
+                    )
+                ]
             ) from None
     try:
         return yaml.load(text, Loader=_DocumentLoader)  # noqa: S506 - a safe loader

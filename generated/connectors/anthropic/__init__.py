@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "4251e9f0a03533d72e4eac7271b248cb23d3eaa406280ac3f9e1926940ed1edb"
+SPEC_HASH = "15dc0405635803e2c2a512fa7788baead1f460a551eacd3aca75b68b069664e8"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

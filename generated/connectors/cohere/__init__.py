@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "e15b913def3180b2e672a47fe08dc5cabb79647fbd4704e358f7e404fe141bf2"
+SPEC_HASH = "5c82f8b848a5b6e6c53b2ef8ee75a1cc3ad43172b269b8cc57857c49a8c91412"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import Color, Event, Label, Note, NoteAttachment, NoteDraft, NotePage, Problem
 
 __version__ = "1.2.0"
-SPEC_HASH = "d504f030d68d483fda9a212c7ff633ea96fa2cebc22d6f3dc0192741094c1190"
+SPEC_HASH = "31740b533305dd8541a511a59802d18427261e4a0469c68ab8b0b6c9065d32d7"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, HuggingFaceEmbeddings
 
 __version__ = "0.1.0"
-SPEC_HASH = "804007ce3d8237f5e19f64526d27593a7ae36c976ce3db2714db942218e21e50"
+SPEC_HASH = "0306ab6aa75b954c676618b7b65e5ae4b0c1da7f369a9ca3313276f643ef2f2b"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

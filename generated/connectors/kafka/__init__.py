@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Kafka
 
 __version__ = "0.1.0"
-SPEC_HASH = "524af9ba849b0b133bd1b3734693227d3b0db0f6f4020106a3ea4cd9a78d74df"
+SPEC_HASH = "bd68e90c66e88fd2c3aa58d0d8a714194153812228fb9dcbd37734c42d76ccea"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, LocalFiles
 
 __version__ = "0.1.0"
-SPEC_HASH = "95c05c96e2fd9b6221f11989ac19b2ed2c293b12d8c84706b1ad27fb79a97e4c"
+SPEC_HASH = "9ed8be140daa1bfd939f1e542a58b1d1f3c6de184e6e88109f257b74b465ce03"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Mongodb
 
 __version__ = "0.1.0"
-SPEC_HASH = "03afcf6491d1251071f2fc2180b46a05b89ea2b4d16337c7cc55918c36cf7453"
+SPEC_HASH = "5d7285e6ed229ba544cde14dc6cd3fe290b69ddf1ec82c9ee21db3a442d1e88d"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

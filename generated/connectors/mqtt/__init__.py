@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Mqtt
 
 __version__ = "0.1.0"
-SPEC_HASH = "58783887f1041fd7a049f5b8576d1e6946ba26edefe55787c0d0e6ffcf417992"
+SPEC_HASH = "fc525c8672bcb6582c2154d498c0a5f4f26fe778a566365718e9c137bc18dede"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import TableInfo
 
 __version__ = "0.1.0"
-SPEC_HASH = "f8ea3b9b352d3ddddb0a749930bb4e0e81337ba23d6f0fed51ff8ea1d17f68f8"
+SPEC_HASH = "e886612e1eb6cae9f0fb017ea72ab81705724612fdc4b66815e86c20315c1d01"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Nats
 
 __version__ = "0.1.0"
-SPEC_HASH = "1286e76f89777bac06dc177be06c75122aaff556582c25d41b6cf726e55b59df"
+SPEC_HASH = "291a3cbeb6ca43f750d4646585c454b8063558c901740446667ace5286f47501"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "b27a389f5ca31821eca404830e234e53cf331f942fc60af522ff3269e025ad6d"
+SPEC_HASH = "12389560c83e38cb2d3185a40c5e3df28e37adbba2cd57fd3490fad3ecb9f86a"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-SPEC_HASH = "edcdc65aa3520901aab195cfceeb88e773dd6412bc3c0932c35ba36f00a3f107"
+SPEC_HASH = "b29b7bf40213bc4bf9a477ef86c718e6e4ea1e2ea4fb5b4c95a878b073866f6e"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

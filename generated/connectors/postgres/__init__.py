@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .models import ColumnInfo, TableInfo
 
 __version__ = "0.1.0"
-SPEC_HASH = "923f805608d31d668438345a9703bbbdfd1da79e03d822a45ef537aaa7287415"
+SPEC_HASH = "db372c263b4590cb1ef47500362d438a31935e05205ac24f82357c9176bab5c8"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, Rabbitmq
 
 __version__ = "0.1.0"
-SPEC_HASH = "fd5a3e708430e406b8c99210afcbfa6af4f479b977a8f2b305052428fc37d444"
+SPEC_HASH = "79ac42d633f96288320e973473e1249fab10bb238f38158a01e6b975b4a02048"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

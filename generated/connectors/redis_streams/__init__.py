@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import SETTINGS, RedisStreams
 
 __version__ = "0.1.0"
-SPEC_HASH = "0c84da41467782c0b943ab5e68ced46d7cc880c1a77ba0b9b22051974b8067fe"
+SPEC_HASH = "3de8b1cfc8b429e9bb15a686af745c302316287e229c99ac5364bc662641c2ba"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [

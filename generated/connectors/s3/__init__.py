@@ -8,7 +8,7 @@ See README.md beside this file for settings and usage.
 from .client import S3, SETTINGS
 
 __version__ = "0.1.0"
-SPEC_HASH = "684982e249b92384266c3593e74b75989eb00d52f937b67af1e8cd7dec2a22f1"
+SPEC_HASH = "99d81af5e5ed0968b48ced2c4166767e10e11a9cd23e4e924b145128e61f9cbf"
 BUILDER_VERSION = "0.1.0"
 
 __all__ = [
