@@ -71,11 +71,7 @@ def literal(value: Any) -> str:
         inner = ", ".join(literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if isinstance(value, dict):
-        return (
-            "{"
-            + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items())
-            + "}"
-        )
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     raise RenderError(f"cannot render {type(value).__name__} as a literal")
 
 
@@ -137,9 +133,7 @@ def bracketed(
 def _exploded(item: Group, indent: int) -> str:
     """A group that fits on its line only without the comma that follows it: exploded."""
     pad = " " * (indent + 4)
-    inner = "".join(
-        f"{pad}{i if isinstance(i, str) else i.one_line()},\n" for i in item.items
-    )
+    inner = "".join(f"{pad}{i if isinstance(i, str) else i.one_line()},\n" for i in item.items)
     return f"{item.head}\n{inner}{' ' * indent}{item.tail}"
 
 
@@ -163,9 +157,7 @@ def kwarg_items(values: dict[str, Any]) -> list[str]:
 def docstring(text: str) -> str:
     """Text safe inside a triple-quoted docstring: escapes, no stray quotes, printable."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if (
-        text.replace("\n", "").replace("\t", "").isprintable()
-    ):  # the usual case, at C speed
+    if text.replace("\n", "").replace("\t", "").isprintable():  # the usual case, at C speed
         return _docstring_tail(text.replace("\\", "\\\\"))
     out = []
     for ch in text:
@@ -192,9 +184,7 @@ def docwrap(text: str, indent: int, hanging: int | None = None) -> str:
     """:func:`docstring`, wrapped to the line length: the first line starts at column
     ``indent`` (the template puts it there), the others are indented by ``hanging``."""
     hanging = indent if hanging is None else hanging
-    room = max(
-        30, LINE_LENGTH - max(indent, hanging) - 3
-    )  # 3: closing quotes may follow
+    room = max(30, LINE_LENGTH - max(indent, hanging) - 3)  # 3: closing quotes may follow
     lines: list[str] = []
     for line in docstring(text).split("\n"):
         if len(line) <= room:
@@ -391,12 +381,8 @@ def generator_digest() -> str:
         for p in builder.rglob("*.py")
         if p.relative_to(builder).parts[0] in _SHAPES_OUTPUT
     ]
-    for root, path in sorted(
-        sources, key=lambda item: item[1].relative_to(item[0]).as_posix()
-    ):
-        digest.update(
-            path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes()
-        )
+    for root, path in sorted(sources, key=lambda item: item[1].relative_to(item[0]).as_posix()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -415,17 +401,14 @@ def render_package(connector: Connector) -> dict[str, str]:
         del templates["models.py.j2"]
         models = Pending(_render_file, connector, "models.py.j2", "models.py")
     files = {
-        target: _render_file(connector, template, target)
-        for template, target in templates.items()
+        target: _render_file(connector, template, target) for template, target in templates.items()
     }
     if models is not None:
         files["models.py"] = models.result()
     if connector.data is None:
         files["tests/cases.json"] = connector.test_cases()
     if connector.llm_cases is not None:
-        files["tests/test_llm.py"] = _render_file(
-            connector, "test_llm.py.j2", "tests/test_llm.py"
-        )
+        files["tests/test_llm.py"] = _render_file(connector, "test_llm.py.j2", "tests/test_llm.py")
         files["tests/llm_cases.json"] = json.dumps(connector.llm_cases, indent=1) + "\n"
     files["py.typed"] = ""
     return dict(sorted(files.items()))

@@ -13,9 +13,7 @@ from builder.openapi.document import _NoDatesLoader, parse
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "openapi"
 YAML_DOCUMENTS = sorted(
-    p
-    for p in [*CORPUS.glob("*.yaml"), *CORPUS.glob("*.yml")]
-    if p.stat().st_size < 600 * 1024
+    p for p in [*CORPUS.glob("*.yaml"), *CORPUS.glob("*.yml")] if p.stat().st_size < 600 * 1024
 ) + sorted((ROOT / "tests" / "fixtures" / "openapi").rglob("*.yaml"))
 
 
@@ -88,9 +86,7 @@ def test_a_large_document_is_converted_once_then_read_back(
     monkeypatch.setattr(conversion, "_Converter", refuse)
     again = conversion.convert(load_document(path), "bodies")
     assert again == first and again.spec is not first.spec
-    with pytest.raises(
-        AssertionError, match="converted again"
-    ):  # another name: another key
+    with pytest.raises(AssertionError, match="converted again"):  # another name: another key
         conversion.convert(load_document(path), "other")
 
 
@@ -102,7 +98,5 @@ def test_a_document_with_references_to_other_files_is_not_cached(
 
     monkeypatch.setenv("CONNECTOR_BUILDER_CACHE", str(tmp_path))
     monkeypatch.setattr(conversion, "CACHED_ABOVE", 0)
-    conversion.convert(
-        load_document(ROOT / "tests/fixtures/openapi/refs/main.yaml"), "refs"
-    )
+    conversion.convert(load_document(ROOT / "tests/fixtures/openapi/refs/main.yaml"), "refs")
     assert not list(tmp_path.rglob("*.marshal"))

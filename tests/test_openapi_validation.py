@@ -44,14 +44,10 @@ def document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _found(path: Path) -> list[tuple[int, str, str]]:
-    return [
-        (d.line, d.path, d.message) for d in validation.validate(load_document(path))
-    ]
+    return [(d.line, d.path, d.message) for d in validation.validate(load_document(path))]
 
 
-def test_schema_findings_are_located_in_the_document_not_in_the_schema(
-    document: Path,
-) -> None:
+def test_schema_findings_are_located_in_the_document_not_in_the_schema(document: Path) -> None:
     found = _found(document)
     assert [(line, pointer) for line, pointer, _ in found] == [
         (17, "#/components/schemas/Thing/required"),
@@ -91,19 +87,13 @@ def test_generation_reports_the_findings_after_writing_the_package(
     runner = CliRunner()
     specs, out = tmp_path / "specs", tmp_path / "out"
     imported = runner.invoke(
-        main,
-        ["import-openapi", str(document), "--name", "findings", "--out", str(specs)],
+        main, ["import-openapi", str(document), "--name", "findings", "--out", str(specs)]
     )
     assert imported.exit_code == 0, imported.output
-    result = runner.invoke(
-        main, ["generate", str(specs / "findings.yaml"), "--out", str(out)]
-    )
+    result = runner.invoke(main, ["generate", str(specs / "findings.yaml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "connectors" / "findings" / "client.py").is_file()
-    assert (
-        "#/components/schemas/Thing/required: warning: OpenAPI validation"
-        in result.output
-    )
+    assert "#/components/schemas/Thing/required: warning: OpenAPI validation" in result.output
 
 
 def test_references_to_other_files_are_followed_by_the_validator(
@@ -140,9 +130,7 @@ def test_the_quicker_subscriptable_check_answers_as_the_protocol_does() -> None:
         def __getitem__(self, key: object) -> object: ...
         def __len__(self) -> int: ...
 
-    quick = validation._SubscriptableCheck(
-        "Subscriptable", (), {"_protocol": Subscriptable}
-    )
+    quick = validation._SubscriptableCheck("Subscriptable", (), {"_protocol": Subscriptable})
     own = Partial()
     own.__contains__ = own.__len__ = lambda *args: 0  # type: ignore[method-assign,attr-defined]
     values = (
@@ -238,9 +226,7 @@ def _shared_schemas_document(major: str) -> dict[str, object]:
             response: dict[str, object] = {**ok, "schema": schema}
         else:
             response = {**ok, "content": {"application/json": {"schema": schema}}}
-        paths[f"/n{i}"] = {
-            "get": {"operationId": f"n{i}", "responses": {"200": response}}
-        }
+        paths[f"/n{i}"] = {"get": {"operationId": f"n{i}", "responses": {"200": response}}}
     info = {"title": "t", "version": "1"}
     if major == "2.0":
         return {"swagger": "2.0", "info": info, "paths": paths, "definitions": schemas}

@@ -30,9 +30,7 @@ def test_docstring_cannot_close_the_docstring() -> None:
     assert '"""' not in text and "\u202e" not in text and text.endswith('\\"')
 
 
-@pytest.mark.parametrize(
-    "bad", ["__import__('os')", "x()", "[a for a in b]", "lambda: 1", "a.b()"]
-)
+@pytest.mark.parametrize("bad", ["__import__('os')", "x()", "[a for a in b]", "lambda: 1", "a.b()"])
 def test_annotations_allow_only_type_syntax(bad: str) -> None:
     with pytest.raises(RenderError):
         annotation(bad)
@@ -61,9 +59,7 @@ def test_compiled_templates_are_kept_beside_them_or_in_the_cache(
 
     monkeypatch.setenv("CONNECTOR_BUILDER_CACHE", str(tmp_path / "cache"))
     templates = tmp_path / "templates"
-    shutil.copytree(
-        render.TEMPLATES, templates, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(render.TEMPLATES, templates, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(render, "TEMPLATES", templates)
 
     beside = render._template_bytecode(jinja2)
@@ -75,9 +71,11 @@ def test_compiled_templates_are_kept_beside_them_or_in_the_cache(
         patch.setattr(
             os,
             "access",
-            lambda p, mode: writable(p, mode)
-            and templates not in Path(p).parents
-            and Path(p) != templates / "__pycache__",
+            lambda p, mode: (
+                writable(p, mode)
+                and templates not in Path(p).parents
+                and Path(p) != templates / "__pycache__"
+            ),
         )
         cached = render._template_bytecode(jinja2)
     assert cached.directory == str(tmp_path / "cache" / "templates")

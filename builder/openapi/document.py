@@ -32,11 +32,7 @@ class _NoDatesLoader(_FastLoader):
 
 
 _NoDatesLoader.yaml_implicit_resolvers = {
-    key: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag != "tag:yaml.org,2002:timestamp"
-    ]
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for key, resolvers in _FastLoader.yaml_implicit_resolvers.items()
 }
 
@@ -97,11 +93,7 @@ class _DocumentLoader(_NoDatesLoader):
             for k, v in node.value:
                 if k.tag == _MERGE:
                     raise _Unusual
-                name = (
-                    k.value
-                    if k.__class__ is yaml.ScalarNode and k.tag == _STR
-                    else None
-                )
+                name = k.value if k.__class__ is yaml.ScalarNode and k.tag == _STR else None
                 if name is None:
                     name = self._build(k, built, open_)
                     if not isinstance(name, str | int | float | bool | type(None)):
@@ -144,7 +136,9 @@ class OpenAPIDocument:
         return (
             "2.0"
             if v.startswith("2")
-            else "3.1" if v.startswith("3.1") or v.startswith("3.2") else "3.0"
+            else "3.1"
+            if v.startswith("3.1") or v.startswith("3.2")
+            else "3.0"
         )
 
     @cached_property
@@ -161,9 +155,7 @@ class OpenAPIDocument:
             root = yaml.compose(self.text, Loader=_FastLoader)
         except yaml.YAMLError:
             return positions
-        stack: list[tuple[yaml.Node, tuple[str, ...]]] = (
-            [(root, ())] if root is not None else []
-        )
+        stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
         while stack:
             node, path = stack.pop()
             positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -177,19 +169,13 @@ class OpenAPIDocument:
         return positions
 
     def position(self, pointer: str) -> tuple[int, int]:
-        parts = (
-            tuple(_unescape(p) for p in pointer.lstrip("#").split("/") if p)
-            if pointer
-            else ()
-        )
+        parts = tuple(_unescape(p) for p in pointer.lstrip("#").split("/") if p) if pointer else ()
         positions = self._positions
         while parts and parts not in positions:
             parts = parts[:-1]
         return positions.get(parts, (1, 1))
 
-    def diagnostic(
-        self, pointer: str, message: str, severity: str = "error"
-    ) -> Diagnostic:
+    def diagnostic(self, pointer: str, message: str, severity: str = "error") -> Diagnostic:
         # Finding a line means re-reading the text with positions: worth it for an error,
         # not for a warning in a document of megabytes.
         exact = severity == "error" or len(self.text) < LARGE_DOCUMENT
@@ -244,9 +230,7 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
     except FileNotFoundError:
         raise InputError([Diagnostic(str(path), 1, 1, "", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            [Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]
-        ) from None
+        raise InputError([Diagnostic(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
     data = _parse_cached(text, str(path))
     if fragment and isinstance(data, dict):
         return OpenAPIDocument(path, text, data)
@@ -254,11 +238,7 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
         raise InputError(
             [
                 Diagnostic(
-                    str(path),
-                    1,
-                    1,
-                    "",
-                    "not an OpenAPI document: no `openapi` or `swagger` key",
+                    str(path), 1, 1, "", "not an OpenAPI document: no `openapi` or `swagger` key"
                 )
             ]
         )
@@ -267,8 +247,7 @@ def load_document(path: str | Path, *, fragment: bool = False) -> OpenAPIDocumen
 
 def _parse_cached(text: str, file: str) -> Any:
     """Parse, keeping the result as JSON by content hash: building Python objects from a
-    YAML document of megabytes takes seconds even with libyaml; reading JSON does not.
-    """
+    YAML document of megabytes takes seconds even with libyaml; reading JSON does not."""
     if text.lstrip()[:1] in ("{", "["):
         return parse(text, file)
     import os
@@ -298,11 +277,7 @@ def parse(text: str, file: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(
-                [
-                    Diagnostic(
-                        file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}"
-                    )
-                ]
+                [Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
             ) from None
     try:
         return yaml.load(text, Loader=_DocumentLoader)  # noqa: S506 - a safe loader

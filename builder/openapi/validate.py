@@ -55,9 +55,7 @@ class Findings(Sequence[Diagnostic]):
 
     def _found(self, findings: list[tuple[str, str]]) -> list[Diagnostic]:
         self._items = [
-            self._document.diagnostic(
-                pointer, f"OpenAPI validation: {message}", "warning"
-            )
+            self._document.diagnostic(pointer, f"OpenAPI validation: {message}", "warning")
             for pointer, message in findings
         ]
         return self._items
@@ -106,12 +104,9 @@ def _run(data: dict[str, Any], major: str, base_uri: str = "") -> list[tuple[str
     references to other files resolve."""
     findings: list[tuple[str, str]] = []
     try:
-        for error in _validator_class(major, data)(
-            data, base_uri=base_uri
-        ).iter_errors():
+        for error in _validator_class(major, data)(data, base_uri=base_uri).iter_errors():
             pointer = "#/" + "/".join(
-                str(p).replace("~", "~0").replace("/", "~1")
-                for p in error.absolute_path
+                str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path
             )
             message = str(error.message)
             if len(message) > 300:
@@ -121,10 +116,7 @@ def _run(data: dict[str, Any], major: str, base_uri: str = "") -> list[tuple[str
                 break
     except Exception as exc:  # the validator itself failed on an odd document
         findings.append(
-            (
-                "#",
-                f"the validator could not check this document: {type(exc).__name__}: {exc}",
-            )
+            ("#", f"the validator could not check this document: {type(exc).__name__}: {exc}")
         )
     return findings
 
@@ -186,9 +178,7 @@ class _SubscriptableCheck(type):
         kind = type(instance)
         found = cls._known.get(kind)
         if found is None:
-            found = cls._known[kind] = all(
-                _defined(kind, name) for name in cls._members
-            )
+            found = cls._known[kind] = all(_defined(kind, name) for name in cls._members)
         if not found and cls._protocol is not None and hasattr(instance, "__dict__"):
             return isinstance(instance, cls._protocol)
         return found
@@ -209,9 +199,7 @@ def _quicker_subscriptable_check() -> None:
     except ImportError:
         return
     protocol = getattr(accessors, "Subscriptable", None)
-    members = getattr(protocol, "__protocol_attrs__", None) or _protocol_members(
-        protocol
-    )
+    members = getattr(protocol, "__protocol_attrs__", None) or _protocol_members(protocol)
     if getattr(protocol, "_is_runtime_protocol", False) and set(members) == set(
         _SubscriptableCheck._members
     ):
@@ -259,9 +247,7 @@ def _with_id_sets(schema_validator: type[Any]) -> type[Any]:
     return WithIdSets
 
 
-def _check_schema(
-    checker: Any, dialect: str, location: tuple[str, ...], value: Any
-) -> None:
+def _check_schema(checker: Any, dialect: str, location: tuple[str, ...], value: Any) -> None:
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
     fast = _dialect_validator(dialect)
@@ -284,15 +270,11 @@ def _followed(data: Any, parts: tuple[str, ...]) -> tuple[str, ...]:
     node = data
     for part in [*parts, None]:
         seen = 0
-        while (
-            isinstance(node, dict) and isinstance(node.get("$ref"), str) and seen < 32
-        ):
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and seen < 32:
             ref: str = node["$ref"]
             if not ref.startswith("#/"):
                 break
-            location = [
-                p.replace("~1", "/").replace("~0", "~") for p in ref[2:].split("/")
-            ]
+            location = [p.replace("~1", "/").replace("~0", "~") for p in ref[2:].split("/")]
             node = data
             for step in location:
                 node = node.get(step) if isinstance(node, dict) else None
@@ -312,8 +294,7 @@ def _followed(data: Any, parts: tuple[str, ...]) -> tuple[str, ...]:
 @functools.cache
 def _dialect_validator(dialect: str) -> Any:
     """jsonschema-rs for the OpenAPI 3.1 base dialect, with the dialect's own schemas
-    (shipped with openapi-schema-validator); None: no jsonschema-rs, or another dialect.
-    """
+    (shipped with openapi-schema-validator); None: no jsonschema-rs, or another dialect."""
     from openapi_schema_validator._dialects import OAS31_BASE_DIALECT_ID
 
     if dialect != OAS31_BASE_DIALECT_ID:

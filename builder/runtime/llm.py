@@ -120,9 +120,7 @@ class _RequestMap:
         self.model = model
         self.fixed = dict(fixed or {})
         self.options = dict(options or {})
-        self.defaults = dict(
-            defaults or {}
-        )  # role option -> value when the call gives none
+        self.defaults = dict(defaults or {})  # role option -> value when the call gives none
 
 
 class _ChatRequestMap(_RequestMap):
@@ -146,13 +144,7 @@ class _ChatRequestMap(_RequestMap):
 class ChatMap(_ChatRequestMap):
     """``chat()`` / ``generate()``: one request, one response; paths into the response."""
 
-    __slots__ = (
-        "content",
-        "finish_reason",
-        "response_model",
-        "tokens_input",
-        "tokens_output",
-    )
+    __slots__ = ("content", "finish_reason", "response_model", "tokens_input", "tokens_output")
 
     def __init__(
         self,
@@ -222,14 +214,7 @@ class StreamMap(_ChatRequestMap):
 class EmbedMap(_RequestMap):
     """``embed()``: texts in, one vector per text out."""
 
-    __slots__ = (
-        "input",
-        "input_type",
-        "input_types",
-        "vectors",
-        "tokens_input",
-        "max_batch",
-    )
+    __slots__ = ("input", "input_type", "input_types", "vectors", "tokens_input", "max_batch")
 
     def __init__(
         self,
@@ -294,15 +279,7 @@ class Embeddings(list[list[float]]):
     """One vector per text, in the order of the texts; ``raw`` holds the decoded response
     of each request made (several when the texts were split into batches)."""
 
-    __slots__ = (
-        "model",
-        "tokens_input",
-        "cost",
-        "latency",
-        "raw",
-        "provider",
-        "cached",
-    )
+    __slots__ = ("model", "tokens_input", "cost", "latency", "raw", "provider", "cached")
 
     def __init__(
         self,
@@ -365,11 +342,7 @@ def _merge(body: dict[str, Any], fixed: Mapping[str, Any]) -> None:
 
 
 def _field_of(message: Any, name: str) -> Any:
-    value = (
-        message.get(name)
-        if isinstance(message, Mapping)
-        else getattr(message, name, None)
-    )
+    value = message.get(name) if isinstance(message, Mapping) else getattr(message, name, None)
     return getattr(value, "value", value)  # an enum member (a generated model's Role)
 
 
@@ -380,15 +353,11 @@ def _as_messages(messages: Messages) -> list[Any]:
 
 
 def _body(
-    m: _RequestMap,
-    model: str,
-    options: Mapping[str, Any],
-    role_fields: Mapping[str, Any],
+    m: _RequestMap, model: str, options: Mapping[str, Any], role_fields: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Options (the map's defaults, then the call's; renamed per the map), then ``fixed``
     (which they cannot override), then the
-    role's own fields (model, messages, ...), always written from the call's arguments.
-    """
+    role's own fields (model, messages, ...), always written from the call's arguments."""
     body: dict[str, Any] = {}
     if m.defaults:
         options = {**m.defaults, **{k: v for k, v in options.items() if v is not None}}
@@ -433,11 +402,7 @@ def _chat_body(
 
 
 def _embed_body(
-    m: EmbedMap,
-    model: str,
-    texts: list[str],
-    input_type: str | None,
-    options: Mapping[str, Any],
+    m: EmbedMap, model: str, texts: list[str], input_type: str | None, options: Mapping[str, Any]
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {m.input: texts}
     if input_type is not None and m.input_type is not None:
@@ -473,10 +438,7 @@ def _count(value: Any) -> int | None:
 
 
 def _cost(
-    pricing: Pricing | None,
-    model: str | None,
-    tokens_in: int | None,
-    tokens_out: int | None,
+    pricing: Pricing | None, model: str | None, tokens_in: int | None, tokens_out: int | None
 ) -> float | None:
     return None if pricing is None else pricing.cost(model, tokens_in, tokens_out)
 
@@ -524,8 +486,7 @@ def _chat_result(
 
 class _StreamAccumulator:
     """Reads each event of a stream: the text piece it carries, the model (the first one
-    seen), and the token counts and finish reason (the last ones seen), as tracing does.
-    """
+    seen), and the token counts and finish reason (the last ones seen), as tracing does."""
 
     __slots__ = (
         "_map",
@@ -539,9 +500,7 @@ class _StreamAccumulator:
         "provider",
     )
 
-    def __init__(
-        self, m: StreamMap, requested: str, provider: str, pricing: Pricing | None
-    ):
+    def __init__(self, m: StreamMap, requested: str, provider: str, pricing: Pricing | None):
         self._map = m
         self._requested = requested
         self._pricing = pricing
@@ -643,11 +602,7 @@ class ResponseCache:
         """The stored result, or None (counted as a miss)."""
         with self._lock:
             entry = self._entries.get(key)
-            if (
-                entry is not None
-                and self.ttl is not None
-                and time.monotonic() > entry[0]
-            ):
+            if entry is not None and self.ttl is not None and time.monotonic() > entry[0]:
                 del self._entries[key]
                 entry = None
             if entry is None:
@@ -701,9 +656,7 @@ def _unsupported(provider: str, what: str) -> NotSupportedError:
 
 
 def _model_or_default(role: LLMRole, model: str | None, embedding: bool) -> str:
-    chosen = model or (
-        role.default_embedding_model if embedding else role.default_model
-    )
+    chosen = model or (role.default_embedding_model if embedding else role.default_model)
     if not chosen:
         what = "embedding model" if embedding else "model"
         raise ConfigError(
@@ -735,9 +688,7 @@ def _chat_plan(
         if found is not None:
             return cast(ChatResult, cached_copy(found, started))
     raw = yield m.operation, body
-    result = _chat_result(
-        m, raw, requested, role.provider, pricing, time.perf_counter() - started
-    )
+    result = _chat_result(m, raw, requested, role.provider, pricing, time.perf_counter() - started)
     if cache is not None:
         cache.put(key, result)
     return result
@@ -844,9 +795,7 @@ def _with_vector(record: Any, output_field: str, vector: list[float]) -> Any:
         return {**record, output_field: vector}
     copy = getattr(record, "model_copy", None)
     if copy is None:
-        raise TypeError(
-            f"a record must be a dict or a model, not {type(record).__name__}"
-        )
+        raise TypeError(f"a record must be a dict or a model, not {type(record).__name__}")
     fields = getattr(type(record), "model_fields", {})
     extra = getattr(record, "model_config", {}).get("extra")
     if output_field not in fields and extra != "allow":
@@ -857,13 +806,9 @@ def _with_vector(record: Any, output_field: str, vector: list[float]) -> Any:
     return copy(update={output_field: vector})
 
 
-def add_vectors(
-    records: list[Any], output_field: str, vectors: Sequence[list[float]]
-) -> list[Any]:
+def add_vectors(records: list[Any], output_field: str, vectors: Sequence[list[float]]) -> list[Any]:
     """Each record with its vector under ``output_field`` (used by every ``transform``)."""
-    return [
-        _with_vector(r, output_field, v) for r, v in zip(records, vectors, strict=True)
-    ]
+    return [_with_vector(r, output_field, v) for r, v in zip(records, vectors, strict=True)]
 
 
 # -- the mixins ----------------------------------------------------------------------------------
@@ -928,10 +873,7 @@ class EmbedTransform:
         (a path, e.g. ``body`` or ``meta.title``) under ``output_field``."""
         listed = list(records)
         vectors = self.embed(  # type: ignore[attr-defined]
-            texts_of(listed, text_field),
-            model=model,
-            input_type=input_type,
-            cache=cache,
+            texts_of(listed, text_field), model=model, input_type=input_type, cache=cache
         )
         return add_vectors(listed, output_field, vectors)
 
@@ -984,9 +926,7 @@ class LLMMixin(_LLMBase, EmbedTransform):
         **options: Any,
     ) -> ChatResult:
         """Answer one prompt, optionally with a system prompt."""
-        return self.chat(
-            prompt, model=model, system_prompt=system_prompt, cache=cache, **options
-        )
+        return self.chat(prompt, model=model, system_prompt=system_prompt, cache=cache, **options)
 
     def stream(
         self,
@@ -1100,9 +1040,7 @@ class AsyncLLMMixin(_LLMBase):
             options,
         )
         host = cast(_AsyncHost, self)
-        return AsyncChatStream(
-            lambda: host._stream(m.operation, body=body), acc, m.by_event
-        )
+        return AsyncChatStream(lambda: host._stream(m.operation, body=body), acc, m.by_event)
 
     async def embed(
         self,
@@ -1138,10 +1076,7 @@ class AsyncLLMMixin(_LLMBase):
         """Copies of the records with the embedding of ``text_field`` in ``output_field``."""
         listed = list(records)
         vectors = await self.embed(
-            texts_of(listed, text_field),
-            model=model,
-            input_type=input_type,
-            cache=cache,
+            texts_of(listed, text_field), model=model, input_type=input_type, cache=cache
         )
         return add_vectors(listed, output_field, vectors)
 
@@ -1157,10 +1092,7 @@ class ChatStream(Iterator[str]):
     """
 
     def __init__(
-        self,
-        open_stream: Callable[[], Any],
-        accumulator: _StreamAccumulator,
-        by_event: bool,
+        self, open_stream: Callable[[], Any], accumulator: _StreamAccumulator, by_event: bool
     ) -> None:
         self._open = open_stream
         self._acc = accumulator
@@ -1184,9 +1116,7 @@ class ChatStream(Iterator[str]):
         acc, by_event = self._acc, self._by_event
         try:
             for chunk in events:
-                piece = acc.feed(
-                    chunk, _event_name(stream, chunk) if by_event else None
-                )
+                piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
                 if piece:
                     yield piece
             self.result = acc.result(time.perf_counter() - started)
@@ -1243,9 +1173,7 @@ class AsyncChatStream(AsyncIterator[str]):
         acc, by_event = self._acc, self._by_event
         try:
             async for chunk in events:
-                piece = acc.feed(
-                    chunk, _event_name(stream, chunk) if by_event else None
-                )
+                piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
                 if piece:
                     yield piece
             self.result = acc.result(time.perf_counter() - started)
@@ -1303,9 +1231,7 @@ def _provider_name(client: Any) -> str:
     role = getattr(client, "_llm", None)
     if role is not None:
         return str(role.provider)
-    return str(
-        getattr(client, "provider", None) or getattr(client, "_name", None) or client
-    )
+    return str(getattr(client, "provider", None) or getattr(client, "_name", None) or client)
 
 
 def _circuit_open(client: Any) -> float | None:
@@ -1328,11 +1254,7 @@ class _Attempts:
     def __iter__(self) -> Iterator[tuple[float, Any]]:
         """(seconds to wait first, provider) for each provider that may be called."""
         for round_number in range(self._rounds):
-            wait = (
-                self._retry.backoff(round_number)
-                if round_number and self._retry
-                else 0.0
-            )
+            wait = self._retry.backoff(round_number) if round_number and self._retry else 0.0
             for client in self._providers:
                 name = _provider_name(client)
                 retry_in = _circuit_open(client)
@@ -1478,9 +1400,7 @@ class Fallback(_FallbackBase):
         input_type: str | None = None,
     ) -> list[Any]:
         listed = list(records)
-        vectors = self.embed(
-            texts_of(listed, text_field), model=model, input_type=input_type
-        )
+        vectors = self.embed(texts_of(listed, text_field), model=model, input_type=input_type)
         return add_vectors(listed, output_field, vectors)
 
     def stream(
@@ -1505,9 +1425,7 @@ class Fallback(_FallbackBase):
 class FallbackStream(Iterator[str]):
     """A stream from the first provider that gives its first chunk (or ends cleanly)."""
 
-    def __init__(
-        self, attempts: _Attempts, open_stream: Callable[[Any], ChatStream]
-    ) -> None:
+    def __init__(self, attempts: _Attempts, open_stream: Callable[[Any], ChatStream]) -> None:
         self._attempts = attempts
         self._open = open_stream
         self._chunks: Generator[str, None, None] | None = None
@@ -1607,9 +1525,7 @@ class AsyncFallback(_FallbackBase):
         model: str | Mapping[str, str] | None = None,
         **options: Any,
     ) -> ChatResult:
-        return await self.chat(
-            prompt, model=model, system_prompt=system_prompt, **options
-        )
+        return await self.chat(prompt, model=model, system_prompt=system_prompt, **options)
 
     async def embed(
         self,
@@ -1643,9 +1559,7 @@ class AsyncFallback(_FallbackBase):
         input_type: str | None = None,
     ) -> list[Any]:
         listed = list(records)
-        vectors = await self.embed(
-            texts_of(listed, text_field), model=model, input_type=input_type
-        )
+        vectors = await self.embed(texts_of(listed, text_field), model=model, input_type=input_type)
         return add_vectors(listed, output_field, vectors)
 
     def stream(
@@ -1670,9 +1584,7 @@ class AsyncFallback(_FallbackBase):
 class AsyncFallbackStream(AsyncIterator[str]):
     """The async counterpart of :class:`FallbackStream`."""
 
-    def __init__(
-        self, attempts: _Attempts, open_stream: Callable[[Any], AsyncChatStream]
-    ) -> None:
+    def __init__(self, attempts: _Attempts, open_stream: Callable[[Any], AsyncChatStream]) -> None:
         self._attempts = attempts
         self._open = open_stream
         self._chunks: AsyncGenerator[str, None] | None = None
@@ -1749,9 +1661,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def _connector_module(name: str) -> Any:
     """``connectors.<name>``, or None when no such connector is installed."""
     if not _NAME.fullmatch(name):
-        raise ConfigError(
-            f"{name!r} is not a connector name (like openai or anthropic)"
-        )
+        raise ConfigError(f"{name!r} is not a connector name (like openai or anthropic)")
     module_name = f"connectors.{name}"
     try:
         return importlib.import_module(module_name)
@@ -1763,8 +1673,7 @@ def _connector_module(name: str) -> Any:
 
 def _client_class(module: Any, name: str, asynchronous: bool) -> Any:
     """The module's LLM client class: the one the generator gave an ``_llm`` role, else
-    (an embeddings-only connector such as local sentence-transformers) one with ``embed``.
-    """
+    (an embeddings-only connector such as local sentence-transformers) one with ``embed``."""
     from builder.runtime.client import AsyncClient, SyncClient
 
     base = AsyncClient if asynchronous else SyncClient
@@ -1774,9 +1683,7 @@ def _client_class(module: Any, name: str, asynchronous: bool) -> Any:
             return cls
     if not asynchronous:
         for cls in classes:
-            if callable(getattr(cls, "embed", None)) and cls.__module__.startswith(
-                module.__name__
-            ):
+            if callable(getattr(cls, "embed", None)) and cls.__module__.startswith(module.__name__):
                 return cls
     kind = "async " if asynchronous else ""
     raise ConfigError(f"connectors.{name} has no {kind}LLM client", connector=name)
@@ -1799,9 +1706,7 @@ def _configured(module: Any, settings: Mapping[str, Any]) -> tuple[bool, str]:
     # Nothing is required (a local server): chosen only when one of its settings is set,
     # so "auto" never picks a provider nobody configured.
     envs = [s.env for s in declared if s.env]
-    return any(present(s) for s in declared), "one of " + (
-        ", ".join(envs) or "its settings"
-    )
+    return any(present(s) for s in declared), "one of " + (", ".join(envs) or "its settings")
 
 
 def get_llm(

@@ -21,9 +21,7 @@ class Pricing:
     models: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     default: tuple[float, float] | None = None  # every model not listed
     # The listed name each dated name answered with falls back to (a search of the table).
-    _fallbacks: dict[str, str] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _fallbacks: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def price(self, model: str | None) -> tuple[float, float] | None:
         """The model's prices; a dated name (``gpt-4o-2024-08-06``) falls back to the
@@ -37,15 +35,9 @@ class Pricing:
         if best is None:
             best = ""
             for name in self.models:
-                if (
-                    model.startswith(name)
-                    and len(name) > len(best)
-                    and model[len(name)] in "-:@"
-                ):
+                if model.startswith(name) and len(name) > len(best) and model[len(name)] in "-:@":
                     best = name
-            if (
-                len(self._fallbacks) < 1024
-            ):  # names are few; a flood of odd ones is not kept
+            if len(self._fallbacks) < 1024:  # names are few; a flood of odd ones is not kept
                 self._fallbacks[model] = best
         return self.models[best] if best else self.default
 
@@ -59,6 +51,4 @@ class Pricing:
         if prices is None:
             return None
         per_in, per_out = prices
-        return (
-            (tokens_input or 0) * per_in + (tokens_output or 0) * per_out
-        ) / 1_000_000
+        return ((tokens_input or 0) * per_in + (tokens_output or 0) * per_out) / 1_000_000

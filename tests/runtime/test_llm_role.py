@@ -55,9 +55,7 @@ else:  # tracing (which adds `provider` and `pricing` to Service) is not in yet
     PricedService = _PricedService
 
 
-def _service(
-    name: str, base_url: str, auth: Any, pricing: Pricing | None = None
-) -> Service:
+def _service(name: str, base_url: str, auth: Any, pricing: Pricing | None = None) -> Service:
     return PricedService(  # type: ignore[no-any-return]
         name=name,
         base_url=base_url,
@@ -70,9 +68,7 @@ def _service(
 
 
 def _settings(prefix: str, key_required: bool = True) -> tuple[Setting, ...]:
-    key = Setting(
-        "api_key", str, env=f"{prefix}_API_KEY", required=key_required, secret=True
-    )
+    key = Setting("api_key", str, env=f"{prefix}_API_KEY", required=key_required, secret=True)
     return (key, Setting("base_url", str, env=f"{prefix}_BASE_URL"))
 
 
@@ -82,11 +78,7 @@ class _Sync(SyncClient):
     _settings: ClassVar[tuple[Setting, ...]]
 
     def __init__(
-        self,
-        *,
-        api_key: str | None = "sk-test-key",
-        base_url: str | None = None,
-        **kw: Any,
+        self, *, api_key: str | None = "sk-test-key", base_url: str | None = None, **kw: Any
     ) -> None:
         given = {"api_key": api_key, "base_url": base_url}
         config = resolve_settings(self._settings, given, connector=self._service.name)
@@ -97,11 +89,7 @@ class _Async(AsyncClient):
     _settings: ClassVar[tuple[Setting, ...]]
 
     def __init__(
-        self,
-        *,
-        api_key: str | None = "sk-test-key",
-        base_url: str | None = None,
-        **kw: Any,
+        self, *, api_key: str | None = "sk-test-key", base_url: str | None = None, **kw: Any
     ) -> None:
         given = {"api_key": api_key, "base_url": base_url}
         config = resolve_settings(self._settings, given, connector=self._service.name)
@@ -170,17 +158,10 @@ OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_PRICING = Pricing(
     as_of="2025-08-07",
     source="https://openai.com/api/pricing/",
-    models={
-        "gpt-4o-mini": (0.15, 0.6),
-        "gpt-4o": (2.5, 10.0),
-        "text-embedding-3-small": (0.02, 0),
-    },
+    models={"gpt-4o-mini": (0.15, 0.6), "gpt-4o": (2.5, 10.0), "text-embedding-3-small": (0.02, 0)},
 )
 OPENAI_CHAT: Operation[ChatCompletion] = Operation(
-    "create_chat_completion",
-    "POST",
-    "/chat/completions",
-    response=Decoder(ChatCompletion),
+    "create_chat_completion", "POST", "/chat/completions", response=Decoder(ChatCompletion)
 )
 OPENAI_STREAM: Operation[ChatCompletionChunk] = Operation(
     "stream_chat_completion",
@@ -235,9 +216,7 @@ OPENAI_LLM = LLMRole(
         max_batch=2048,
     ),
 )
-OPENAI_SERVICE = _service(
-    "openai", OPENAI_URL, BearerAuth(token="{api_key}"), OPENAI_PRICING
-)
+OPENAI_SERVICE = _service("openai", OPENAI_URL, BearerAuth(token="{api_key}"), OPENAI_PRICING)
 
 
 class OpenAI(_Sync, LLMMixin):
@@ -252,9 +231,7 @@ class AsyncOpenAI(_Async, AsyncLLMMixin):
     _settings = _settings("OPENAI")
 
 
-def openai_chat_body(
-    content: str = "Hello! How can I help?", model: str = ""
-) -> dict[str, Any]:
+def openai_chat_body(content: str = "Hello! How can I help?", model: str = "") -> dict[str, Any]:
     """A chat.completion object as OpenAI documents it."""
     return {
         "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
@@ -295,9 +272,7 @@ def sse(events: list[tuple[str | None, Any]]) -> bytes:
     return "".join(out).encode()
 
 
-def openai_stream_body(
-    request: httpx.Request, pieces: tuple[str, ...] = ("Hel", "lo")
-) -> bytes:
+def openai_stream_body(request: httpx.Request, pieces: tuple[str, ...] = ("Hel", "lo")) -> bytes:
     """chat.completion.chunk events; usage only when the request asked for it
     (``stream_options.include_usage``), then ``[DONE]``."""
     sent = json.loads(request.content)
@@ -313,17 +288,13 @@ def openai_stream_body(
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         frame = {
             **base,
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            ],
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if with_usage:
             frame["usage"] = None
         return frame
 
-    events: list[tuple[str | None, Any]] = [
-        (None, chunk({"role": "assistant", "content": ""}))
-    ]
+    events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
     events += [(None, chunk({"content": piece})) for piece in pieces]
     events.append((None, chunk({}, "stop")))
     if with_usage:
@@ -393,12 +364,7 @@ ANTHROPIC_PRICING = Pricing(
     models={"claude-sonnet-4-5": (3.0, 15.0)},
 )
 ANTHROPIC_SERVICE = dataclasses.replace(
-    _service(
-        "anthropic",
-        ANTHROPIC_URL,
-        ApiKeyAuth("x-api-key", "{api_key}"),
-        ANTHROPIC_PRICING,
-    ),
+    _service("anthropic", ANTHROPIC_URL, ApiKeyAuth("x-api-key", "{api_key}"), ANTHROPIC_PRICING),
     headers={"anthropic-version": "2023-06-01"},
 )
 
@@ -459,10 +425,7 @@ def anthropic_stream_body(pieces: tuple[str, ...] = ("Hello", "!")) -> bytes:
     for piece in pieces:
         delta = {"type": "text_delta", "text": piece}
         events.append(
-            (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": delta},
-            )
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
         )
     events += [
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
@@ -482,15 +445,11 @@ def anthropic_stream_body(pieces: tuple[str, ...] = ("Hello", "!")) -> bytes:
 # -- Cohere v2: chat, named SSE events, embed with input_type ------------------------------------
 
 COHERE_URL = "https://api.cohere.com"
-COHERE_CHAT: Operation[Any] = Operation(
-    "chat", "POST", "/v2/chat", response=Decoder(None)
-)
+COHERE_CHAT: Operation[Any] = Operation("chat", "POST", "/v2/chat", response=Decoder(None))
 COHERE_STREAM: Operation[Any] = Operation(
     "chat_stream", "POST", "/v2/chat", stream=StreamFormat("sse", Decoder(None))
 )
-COHERE_EMBED: Operation[Any] = Operation(
-    "embed", "POST", "/v2/embed", response=Decoder(None)
-)
+COHERE_EMBED: Operation[Any] = Operation("embed", "POST", "/v2/embed", response=Decoder(None))
 COHERE_LLM = LLMRole(
     provider="cohere",
     default_model="command-r-08-2024",
@@ -527,9 +486,7 @@ COHERE_PRICING = Pricing(
     source="https://cohere.com/pricing",
     models={"command-r-08-2024": (0.15, 0.6), "embed-v4.0": (0.12, 0.0)},
 )
-COHERE_SERVICE = _service(
-    "cohere", COHERE_URL, BearerAuth(token="{api_key}"), COHERE_PRICING
-)
+COHERE_SERVICE = _service("cohere", COHERE_URL, BearerAuth(token="{api_key}"), COHERE_PRICING)
 
 
 class Cohere(_Sync, LLMMixin):
@@ -560,12 +517,7 @@ def cohere_chat_body() -> dict[str, Any]:
 
 
 def cohere_stream_body() -> bytes:
-    start_message = {
-        "role": "assistant",
-        "content": [],
-        "tool_plan": "",
-        "tool_calls": [],
-    }
+    start_message = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": []}
     usage = {
         "billed_units": {"input_tokens": 3, "output_tokens": 2},
         "tokens": {"input_tokens": 69, "output_tokens": 2},
@@ -574,11 +526,7 @@ def cohere_stream_body() -> bytes:
         [
             (
                 "message-start",
-                {
-                    "id": "29f14a5a",
-                    "type": "message-start",
-                    "delta": {"message": start_message},
-                },
+                {"id": "29f14a5a", "type": "message-start", "delta": {"message": start_message}},
             ),
             (
                 "content-start",
@@ -607,10 +555,7 @@ def cohere_stream_body() -> bytes:
             ("content-end", {"type": "content-end", "index": 0}),
             (
                 "message-end",
-                {
-                    "type": "message-end",
-                    "delta": {"finish_reason": "COMPLETE", "usage": usage},
-                },
+                {"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": usage}},
             ),
         ]
     )
@@ -625,10 +570,7 @@ def cohere_embed_response(request: httpx.Request) -> httpx.Response:
             "id": "da6e531f-54c6-4a73-bf92-f60566d8d753",
             "embeddings": {"float": [fake_vector(t) for t in texts]},
             "texts": texts,
-            "meta": {
-                "api_version": {"version": "2"},
-                "billed_units": {"input_tokens": 2},
-            },
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 2}},
             "response_type": "embeddings_by_type",
         },
     )
@@ -694,16 +636,10 @@ class Mistral(_Sync, LLMMixin):
 
 
 def mistral_stream_body() -> bytes:
-    base = {
-        "id": "cmpl-e5cc70bb",
-        "object": "chat.completion.chunk",
-        "created": 1702256327,
-    }
+    base = {"id": "cmpl-e5cc70bb", "object": "chat.completion.chunk", "created": 1702256327}
     model = "mistral-small-latest"
 
-    def chunk(
-        delta: dict[str, Any], finish: str | None = None, **extra: Any
-    ) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return {**base, "model": model, "choices": [choice], **extra}
 
@@ -721,19 +657,12 @@ def mistral_stream_body() -> bytes:
 # -- Ollama: /api/chat (NDJSON stream, usage on the last line), /api/embed -----------------------
 
 OLLAMA_URL = "http://localhost:11434"
-OLLAMA_CHAT: Operation[Any] = Operation(
-    "chat", "POST", "/api/chat", response=Decoder(None)
-)
+OLLAMA_CHAT: Operation[Any] = Operation("chat", "POST", "/api/chat", response=Decoder(None))
 OLLAMA_STREAM: Operation[Any] = Operation(
     "chat_stream", "POST", "/api/chat", stream=StreamFormat("ndjson", Decoder(None))
 )
-OLLAMA_EMBED: Operation[Any] = Operation(
-    "embed", "POST", "/api/embed", response=Decoder(None)
-)
-OLLAMA_OPTIONS = {
-    "max_tokens": "options.num_predict",
-    "temperature": "options.temperature",
-}
+OLLAMA_EMBED: Operation[Any] = Operation("embed", "POST", "/api/embed", response=Decoder(None))
+OLLAMA_OPTIONS = {"max_tokens": "options.num_predict", "temperature": "options.temperature"}
 OLLAMA_LLM = LLMRole(
     provider="ollama",
     default_model="llama3.2",
@@ -794,11 +723,7 @@ def ollama_chat_line(content: str, done: bool = False) -> dict[str, Any]:
 
 
 def ollama_stream_body() -> bytes:
-    lines = [
-        ollama_chat_line("The"),
-        ollama_chat_line(" sky"),
-        ollama_chat_line("", done=True),
-    ]
+    lines = [ollama_chat_line("The"), ollama_chat_line(" sky"), ollama_chat_line("", done=True)]
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
@@ -824,10 +749,7 @@ def test_openai_chat_builds_the_body_and_reads_the_typed_response(
     route = mock.post(f"{OPENAI_URL}/chat/completions").respond(json=openai_chat_body())
     with OpenAI() as client:
         result = client.chat(
-            [{"role": "user", "content": "Hi"}],
-            max_tokens=50,
-            temperature=0.2,
-            seed=None,
+            [{"role": "user", "content": "Hi"}], max_tokens=50, temperature=0.2, seed=None
         )
     assert body_of(route) == {
         "model": "gpt-4o-mini",
@@ -906,9 +828,7 @@ def test_cohere_chat_without_a_model_in_the_response(mock: respx.MockRouter) -> 
     result = Cohere().generate("What is an LLM?", system_prompt="Be precise")
     assert body_of(route)["messages"][0] == {"role": "system", "content": "Be precise"}
     assert result.content == "LLMs are large language models."
-    assert (
-        result.model == "command-r-08-2024"
-    )  # the requested one: Cohere does not echo it
+    assert result.model == "command-r-08-2024"  # the requested one: Cohere does not echo it
     assert result.finish_reason == "COMPLETE"
     assert (result.tokens_input, result.tokens_output) == (5, 418)
     assert result.cost == pytest.approx((5 * 0.15 + 418 * 0.6) / 1_000_000)
@@ -926,9 +846,7 @@ def test_ollama_options_nest_and_fixed_fields_win(mock: respx.MockRouter) -> Non
     route = mock.post(f"{OLLAMA_URL}/api/chat").respond(
         json=ollama_chat_line("Blue, because of Rayleigh scattering.", done=True)
     )
-    result = Ollama().chat(
-        "Why is the sky blue?", max_tokens=64, temperature=0.1, stream=True
-    )
+    result = Ollama().chat("Why is the sky blue?", max_tokens=64, temperature=0.1, stream=True)
     assert body_of(route) == {
         "model": "llama3.2",
         "messages": [{"role": "user", "content": "Why is the sky blue?"}],
@@ -936,11 +854,7 @@ def test_ollama_options_nest_and_fixed_fields_win(mock: respx.MockRouter) -> Non
         "stream": False,  # the map's fixed value: an option cannot turn it into a stream
     }
     assert result.content == "Blue, because of Rayleigh scattering."
-    assert (result.tokens_input, result.tokens_output, result.finish_reason) == (
-        26,
-        282,
-        "stop",
-    )
+    assert (result.tokens_input, result.tokens_output, result.finish_reason) == (26, 282, "stop")
     assert result.cost is None  # no pricing for a local model
 
 
@@ -1008,9 +922,7 @@ def test_openai_stream_with_usage(mock: respx.MockRouter) -> None:
     assert result.raw is None and result.provider == "openai"
 
 
-def test_openai_stream_without_include_usage_has_no_tokens(
-    mock: respx.MockRouter,
-) -> None:
+def test_openai_stream_without_include_usage_has_no_tokens(mock: respx.MockRouter) -> None:
     assert OPENAI_LLM.stream is not None
     plain = StreamMap(
         operation=OPENAI_STREAM,
@@ -1026,9 +938,7 @@ def test_openai_stream_without_include_usage_has_no_tokens(
         _llm = dataclasses.replace(OPENAI_LLM, stream=plain)
 
     mock.post(f"{OPENAI_URL}/chat/completions").mock(
-        side_effect=lambda request: httpx.Response(
-            200, content=openai_stream_body(request)
-        )
+        side_effect=lambda request: httpx.Response(200, content=openai_stream_body(request))
     )
     stream = NoUsage().stream("hi")
     assert "".join(stream) == "Hello"
@@ -1074,9 +984,7 @@ def test_mistral_stream_has_usage_in_its_last_chunk(mock: respx.MockRouter) -> N
     assert stream.result.finish_reason == "stop"
 
 
-def test_ollama_stream_is_ndjson_with_usage_on_the_last_line(
-    mock: respx.MockRouter,
-) -> None:
+def test_ollama_stream_is_ndjson_with_usage_on_the_last_line(mock: respx.MockRouter) -> None:
     route = mock.post(f"{OLLAMA_URL}/api/chat").respond(content=ollama_stream_body())
     stream = Ollama().stream("Why is the sky blue?", temperature=0)
     assert list(stream) == ["The", " sky"]
@@ -1110,9 +1018,7 @@ class TrackedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 
 def test_the_request_is_sent_when_iteration_starts(mock: respx.MockRouter) -> None:
-    route = mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(
-        content=anthropic_stream_body()
-    )
+    route = mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(content=anthropic_stream_body())
     stream = Anthropic().stream("Hi")
     assert route.call_count == 0
     assert next(stream) == "Hello"
@@ -1143,11 +1049,7 @@ def test_an_abandoned_stream_is_closed(mock: respx.MockRouter) -> None:
 
 def test_a_stream_error_status_is_raised_on_first_chunk(mock: respx.MockRouter) -> None:
     mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(
-        401,
-        json={
-            "type": "error",
-            "error": {"type": "authentication_error", "message": "bad"},
-        },
+        401, json={"type": "error", "error": {"type": "authentication_error", "message": "bad"}}
     )
     stream: ChatStream = Anthropic().stream("Hi")
     with pytest.raises(errors.AuthenticationError):
@@ -1171,9 +1073,7 @@ def test_embed_batches_up_to_max_batch_and_keeps_order(mock: respx.MockRouter) -
             ),
         )
 
-    route = mock.post(f"{OPENAI_URL}/embeddings").mock(
-        side_effect=openai_embed_response
-    )
+    route = mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
     texts = ["alpha", "be", "gamma ray", "d", "epsilon"]
     result = SmallBatches().embed(texts)
     assert route.call_count == 3
@@ -1193,14 +1093,10 @@ def test_embed_batches_up_to_max_batch_and_keeps_order(mock: respx.MockRouter) -
 
 
 def test_embed_one_request_within_the_limit(mock: respx.MockRouter) -> None:
-    route = mock.post(f"{OPENAI_URL}/embeddings").mock(
-        side_effect=openai_embed_response
-    )
+    route = mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
     result = OpenAI().embed(["x"] * 300, model="text-embedding-3-large")
     assert route.call_count == 1
-    assert (
-        len(result) == 300 and result.cost is None
-    )  # -large is not in this price table
+    assert len(result) == 300 and result.cost is None  # -large is not in this price table
     assert OpenAI().embed("one text").dimensions == 3
     assert len(OpenAI().embed([])) == 0
     assert route.call_count == 2  # no request for no texts
@@ -1223,12 +1119,8 @@ def test_cohere_embed_sends_its_input_type(mock: respx.MockRouter) -> None:
     assert body_of(route)["input_type"] == "classification"
 
 
-def test_input_type_is_ignored_by_a_provider_without_one(
-    mock: respx.MockRouter,
-) -> None:
-    route = mock.post(f"{OPENAI_URL}/embeddings").mock(
-        side_effect=openai_embed_response
-    )
+def test_input_type_is_ignored_by_a_provider_without_one(mock: respx.MockRouter) -> None:
+    route = mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
     OpenAI().embed(["x"], input_type="query")
     assert "input_type" not in body_of(route)
 
@@ -1258,9 +1150,7 @@ def test_a_short_answer_is_an_error(mock: respx.MockRouter) -> None:
             "usage": {"prompt_tokens": 1, "total_tokens": 1},
         }
     )
-    with pytest.raises(
-        errors.ResponseValidationError, match="asked for 2 embeddings, got 0"
-    ):
+    with pytest.raises(errors.ResponseValidationError, match="asked for 2 embeddings, got 0"):
         OpenAI().embed(["a", "b"])
 
 
@@ -1276,13 +1166,8 @@ class Untyped(BaseModel):
 
 
 def test_transform_adds_vectors_to_dicts_and_models(mock: respx.MockRouter) -> None:
-    route = mock.post(f"{OPENAI_URL}/embeddings").mock(
-        side_effect=openai_embed_response
-    )
-    records = [
-        {"id": 1, "meta": {"title": "first"}},
-        {"id": 2, "meta": {"title": "second"}},
-    ]
+    route = mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
+    records = [{"id": 1, "meta": {"title": "first"}}, {"id": 2, "meta": {"title": "second"}}]
     out = OpenAI().transform(records, "meta.title", "embedding")
     assert out == [
         {"id": 1, "meta": {"title": "first"}, "embedding": fake_vector("first")},
@@ -1312,17 +1197,12 @@ def test_async_chat_stream_embed_transform(mock: respx.MockRouter) -> None:
             ),
         )
     )
-    embed_route = mock.post(f"{OPENAI_URL}/embeddings").mock(
-        side_effect=openai_embed_response
-    )
+    embed_route = mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
 
     async def run() -> None:
         async with AsyncOpenAI() as client:
             result = await client.generate("hi", "be brief", max_tokens=3)
-            assert (
-                result.content == "Hello! How can I help?"
-                and result.tokens_output == 10
-            )
+            assert result.content == "Hello! How can I help?" and result.tokens_output == 10
             stream = client.stream("hi")
             assert [chunk async for chunk in stream] == ["Hel", "lo"]
             assert stream.result is not None and stream.result.tokens_input == 8
@@ -1345,9 +1225,7 @@ def test_async_anthropic_stream_closes_when_left(mock: respx.MockRouter) -> None
             assert await stream.__anext__() == "x"
         assert body.closed
         full = AsyncAnthropic()
-        mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(
-            content=anthropic_stream_body()
-        )
+        mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(content=anthropic_stream_body())
         stream = full.stream("Hi")
         assert "".join([c async for c in stream]) == "Hello!"
         assert stream.result is not None and stream.result.tokens_output == 15
@@ -1431,10 +1309,7 @@ def test_role_calls_are_traced_with_usage_and_cost(mock: respx.MockRouter) -> No
     stream = TracedAnthropic(tracer=tracer).stream("hi")
     assert "".join(stream) == "Hello!"
     chat_call, stream_call = sink.calls
-    assert (chat_call.provider, chat_call.operation) == (
-        "openai",
-        "create_chat_completion",
-    )
+    assert (chat_call.provider, chat_call.operation) == ("openai", "create_chat_completion")
     assert (chat_call.tokens_input, chat_call.tokens_output) == (19, 10)
     assert chat_call.cost == pytest.approx(result.cost)
     assert stream_call.streamed and stream_call.tokens_output == 15
@@ -1455,12 +1330,8 @@ def test_a_dated_model_is_priced_as_the_longest_listed_name_it_starts_with() -> 
         assert pricing.price("gpt-4o-2024-08-06") == (2.5, 10.0)
         assert pricing.price("gpt-4omni") is None  # not a dated form of a listed name
         assert pricing.price("gpt-4o-mini") == (0.15, 0.6)
-    assert pricing.cost(
-        "gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000
-    ) == pytest.approx(0.75)
-    assert pricing == Pricing(
-        "2026-11-01", "test", dict(pricing.models)
-    )  # lookups not compared
+    assert pricing.cost("gpt-4o-mini-2024-07-18", 1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert pricing == Pricing("2026-11-01", "test", dict(pricing.models))  # lookups not compared
     for i in range(5000):  # a flood of unknown names is not all kept
         assert pricing.price(f"other-{i}") is None
     assert len(pricing._fallbacks) <= 1024
