@@ -736,7 +736,9 @@ class _StreamDecoding:
         self._sse = SSEDecoder() if op.stream.framing == "sse" else None
         self.finished = False
         self.trace = trace
-        # Reads each chunk into the trace (None: untraced, or nothing to read).
+        # Decodes a chunk and reads it into the trace, in one call (a usage map without
+        # named events); else reads each decoded chunk into it; None: nothing to read.
+        self._decode = trace.decode if trace is not None else None
         self._on_chunk = trace.event if trace is not None else None
         self.event: str | None = None  # the SSE event name of the last chunk
 
@@ -764,8 +766,9 @@ class _StreamDecoding:
             if not data:
                 return False, None
             name = None
+        decode = self._decode
         try:
-            chunk = fmt.item.from_json(data.encode())
+            chunk = fmt.item.from_json(data.encode()) if decode is None else decode(name, data)
         except ValueError as exc:
             raise self._client._pipeline.validation_error(
                 self._op, self._response, exc, data

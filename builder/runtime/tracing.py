@@ -71,7 +71,10 @@ cost replayed in a loop. So the call path does little and touches little: one tr
 with plain slots, the model, tokens and finish reason read by one compiled function per
 usage map (:func:`_compile_reader`), references to the request and response bytes; the
 cost, and the input and output (parsed and scrubbed), are worked out when a sink or a
-reader first asks for them. A :class:`MemorySink` is fed by its deque's ``append``.
+reader first asks for them. A :class:`MemorySink` is fed by its deque's ``append``; a
+:class:`JsonlSink` queues the call and encodes and writes its lines in batches, warm. A
+stream's chunk is read in the frame that decodes it (:class:`StreamTrace`): a call per
+chunk would cost as much again.
 """
 
 from __future__ import annotations
@@ -80,17 +83,18 @@ import dataclasses
 import keyword
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.runtime.config import MASK
 from builder.runtime.errors import ConfigError
 from builder.runtime.operation import wire_value
-from builder.runtime.paths import _MISSING, _MODEL_CLASSES, Path, _is_model, _step
+from builder.runtime.paths import _MISSING, Path, _is_model, _step
 
 if TYPE_CHECKING:
     import httpx
@@ -373,6 +377,8 @@ _TEXT, _MODEL, _TOKENS_IN, _TOKENS_OUT, _FINISH = range(5)
 # A response's reader: fill(value, call). A chunk's reader: read(usage, event, value).
 FillCall = Callable[[Any, "TracedCall"], None]
 ReadChunk = Callable[["_Usage", "str | None", Any], None]
+# A stream chunk's JSON text decoded (by usage.decode) and read: decode_read(usage, event, data).
+DecodeRead = Callable[["_Usage", "str | None", str], Any]
 
 
 class UsageMap:
@@ -405,6 +411,7 @@ class UsageMap:
         "_request_key",
         "_fill_call",
         "_read_plain",
+        "_decode_read",
         "_read_event",
     )
 
@@ -448,7 +455,9 @@ class UsageMap:
                 for event, path in where.items():
                     by_event.setdefault(event, []).append((code, Path(path)))
         self._fill_call: FillCall = _compile_reader(plain, stream=False)
-        self._read_plain: ReadChunk = _compile_reader(plain, stream=True)
+        reader = _compile_reader(plain, stream=True)
+        self._read_plain: ReadChunk = reader
+        self._decode_read: DecodeRead = reader.decode_read
         # Each event's own paths and the ones for every event, joined once here.
         self._read_event: dict[str, ReadChunk] = {
             event: _compile_reader(plain + paths, stream=True) for event, paths in by_event.items()
@@ -504,7 +513,7 @@ def _read_by_event(
 class _Usage:
     """What was read so far from a response or a stream's events."""
 
-    __slots__ = ("model", "tokens_input", "tokens_output", "finish_reason", "pieces")
+    __slots__ = ("model", "tokens_input", "tokens_output", "finish_reason", "pieces", "decode")
 
     def __init__(self, text: bool = False) -> None:
         self.model: str | None = None
@@ -512,12 +521,26 @@ class _Usage:
         self.tokens_output: int | None = None
         self.finish_reason: str | None = None
         self.pieces: list[str] | None = [] if text else None
+        # A stream's chunk decoder (bytes to chunk), for decode_read (see StreamTrace).
+        self.decode: Callable[[bytes], Any] | None = None
 
 
 def _step_or_none(value: Any, key: str | int) -> Any:
     """:func:`paths._step`, None for nothing there."""
     found = _step(value, key)
     return None if found is _MISSING else found
+
+
+_MODELS: set[type] = set()  # classes whose fields are attributes (pydantic models), once met
+
+
+def _model_step(value: Any, key: str) -> Any:
+    """:func:`_step_or_none` for a string key, noting a model's class for the compiled
+    readers' faster step (a model's attribute, read directly)."""
+    cls = type(value)
+    if cls is not dict and _is_model(cls):
+        _MODELS.add(cls)
+    return _step_or_none(value, key)
 
 
 def _first_reason(value: list[Any]) -> Any:
@@ -572,8 +595,8 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         node.codes.append(code)
     namespace: dict[str, Any] = {
         "_step": _step_or_none,
-        "_is_model": _is_model,
-        "_MC": _MODEL_CLASSES,
+        "_model_step": _model_step,
+        "_MS": _MODELS,
         "_first_reason": _first_reason,
         "_internal_error": _internal_error,
     }
@@ -609,21 +632,18 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             lines.append(f"{pad}elif type({x}) is float:")
             lines.append(f"{pad}    u.{name} = int({x})")
 
-    def walk(node: _Node, var: str, depth: int) -> None:
+    def walk(node: _Node, var: str, depth: int, guarded: set[int] | None = None) -> None:
         # ``var`` holds a value that is not None (missing is None here: no path can read
-        # a value below either).
+        # a value below either). ``guarded``: the fields an enclosing guard checked (not
+        # checked again below it: a leaf checks what it sets anyway).
         pad = "    " * depth
         n = var[1:]
         lines.append(f"{pad}c{n} = type({var})")
-        if any(isinstance(key, str) for key in node.children):
-            # Is it a model (its fields are attributes)? Worked out once for its steps.
-            lines.append(f"{pad}k{n} = c{n} is not dict and _MC.get(c{n})")
-            lines.append(f"{pad}if k{n} is None:")
-            lines.append(f"{pad}    k{n} = _is_model(c{n})")
         for key, child in node.children.items():
             counter[0] += 1
             out = f"v{counter[0]}"
-            cond = guard(child.all_codes())
+            codes = child.all_codes()
+            cond = guard(codes) if codes != guarded else None
             inner = pad
             if cond is not None:
                 lines.append(f"{inner}if {cond}:")
@@ -635,15 +655,17 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
                     attribute = f"{var}.{key}"
                 else:
                     attribute = f"getattr({var}, {key!r})"
+                # A model class is known once _model_step has met it: until then (and for
+                # anything else) _step, which reads a model's attribute just the same.
                 lines.append(f"{inner}if c{n} is dict:")
                 lines.append(f"{inner}    {out} = {var}.get({key!r})")
-                lines.append(f"{inner}elif k{n}:")
+                lines.append(f"{inner}elif c{n} in _MS:")
                 lines.append(f"{inner}    try:")
                 lines.append(f"{inner}        {out} = {attribute}")
                 lines.append(f"{inner}    except AttributeError:")
                 lines.append(f"{inner}        {out} = _step({var}, {key!r})")
                 lines.append(f"{inner}else:")
-                lines.append(f"{inner}    {out} = _step({var}, {key!r})")
+                lines.append(f"{inner}    {out} = _model_step({var}, {key!r})")
             else:
                 if key == 0 or key == -1:
                     bound = var
@@ -661,7 +683,7 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             for code in child.codes:
                 leaf(code, out, inner + "    ")
             if child.children:
-                walk(child, out, len(inner) // 4 + 1)
+                walk(child, out, len(inner) // 4 + 1, codes if cond is not None else guarded)
 
     base = 2 if stream else 1  # a stream's reader runs inside a try
     if root.children:
@@ -678,14 +700,21 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
     if not lines:
         lines.append("    " * base + "pass")
     if stream:
-        head = ["def read(u, event, v0):", "    try:"]
         tail = ["    except Exception as exc:", "        _internal_error(exc)"]
+        source = "\n".join(["def read(u, event, v0):", "    try:", *lines, *tail]) + "\n"
+        # The same walk, after decoding the chunk (u.decode: its operation's decoder, whose
+        # errors are raised): a stream reads each chunk in the frame that decodes it.
+        decoding = ["def decode_read(u, event, data):", "    v0 = u.decode(data.encode())"]
+        source += "\n" + "\n".join([*decoding, "    try:", *lines, *tail, "    return v0"])
+        source += "\n"
     else:
-        head, tail = ["def fill(v0, u):"], []
-    source = "\n".join([*head, *lines, *tail]) + "\n"
+        source = "\n".join(["def fill(v0, u):", *lines]) + "\n"
     exec(compile(source, "<usage map reader>", "exec"), namespace)
     function = namespace["read" if stream else "fill"]
     function.__doc__ = source  # what it does, for a reader of a traceback
+    if stream:
+        function.decode_read = namespace["decode_read"]
+        function.decode_read.__doc__ = source
     return function
 
 
@@ -879,35 +908,242 @@ class MemorySink:
 
 
 class JsonlSink:
-    """Appends one JSON line per call to a file; safe across threads.
+    """Appends one JSON line per call to a file; safe across threads and across ``fork``.
 
-    Each line is flushed at once (a reader sees it, a crash loses nothing). ``flush=False``
-    lets the lines collect in a 64 KiB buffer written when it fills and on :meth:`close`:
-    one system call per ~80 calls instead of one per call, for a high call rate.
+    By default the calls are queued and written together: encoded in one loop and written
+    with one system call, within ``interval`` seconds (1 s) of the first of them, as soon
+    as ``batch_size`` (256) are queued, on :meth:`close`, when the sink is dropped unclosed
+    and when the interpreter exits. That is what log shippers do (a reader sees each line
+    within a second); it costs the traced call a few µs of CPU where writing the line at
+    once costs some 20 µs more (``tests/benchmarks/tracing_cost.py``): the line encoded
+    with cold caches, and a system call. What a process killed outright (``SIGKILL``,
+    ``os._exit``) had queued is lost. A line is written from the call as it is then: a
+    call changed after it was traced (:meth:`Tracer.record` returns it) is written changed.
+
+    ``flush=True`` writes each line on the call, before the call returns: every line is
+    in the file (the operating system's cache) as soon as its call is over, for that CPU.
+    ``interval=None`` sets no time limit: lines are written ``batch_size`` at a time, on
+    :meth:`close` and at exit (the fewest system calls; for a steady, high call rate).
+
+    A write that fails loses its lines. Its error is raised by the next ``emit`` (so the
+    tracer counts it towards switching the sink off, see :data:`SWITCH_OFF_AFTER`); until
+    a write succeeds again, each call is written at once, so that every further failure
+    is counted too. A child process made by ``fork`` starts with an empty queue: what the
+    parent had queued is the parent's to write.
     """
 
-    def __init__(self, path: str | Any, *, flush: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Any,
+        *,
+        flush: bool = False,
+        interval: float | None = 1.0,
+        batch_size: int = 256,
+    ) -> None:
+        if interval is not None and not interval > 0:
+            raise ValueError("interval must be a positive number of seconds, or None")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.path = path
         self.flush = flush
+        self.interval = interval
+        self.batch_size = batch_size
         try:
-            self._file = open(path, "ab", buffering=65536)  # closed by close()
+            # Unbuffered: each write is one system call, and a fork copies no pending bytes.
+            self._file = open(path, "ab", buffering=0)  # closed by close()
         except OSError as exc:
             raise ConfigError(f"cannot open the trace file {path}: {exc.strerror}") from None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while a batch is taken, encoded and written
+        self._queue: deque[TracedCall] = deque()
+        # Write each call at once: flush=True, after a failed write, once closed.
+        self._direct = flush
+        # No write is due (the next queued call starts the clock); never with no interval.
+        self._idle = interval is not None
+        self._unreported: Exception | None = None  # a failed write the writer thread met
+        self._closed = False
+        self._clock: threading.Thread | None = None
+        self._clock_lock = threading.Lock()
+        self._wake = threading.Event()  # a call is queued: write within interval
+        self._stop = threading.Event()  # closed: write now and end
+        if not flush:
+            _queued_sinks.add(self)
+            _watch_exit_and_fork()
 
     def emit(self, call: TracedCall) -> None:
-        line = call.to_json() + b"\n"
+        if self._direct:
+            self._emit_now(call)
+            return
+        queue = self._queue
+        queue.append(call)  # atomic: threads need no lock to queue, and keep their order
+        if self._idle:
+            self._start_clock()
+        if len(queue) >= self.batch_size:
+            self._write_queued()
+
+    def _emit_now(self, call: TracedCall) -> None:
+        if self.flush:
+            line = call.to_json() + b"\n"
+            with self._lock:
+                _write_all(self._file, line)
+            return
+        # After a failed write (or once closed): this call now, and the error not reported.
         with self._lock:
-            self._file.write(line)
-            if self.flush:
-                self._file.flush()
+            error, self._unreported = self._unreported, None
+        self._queue.append(call)
+        self._write_queued()  # raises if it fails again
+        if error is not None:
+            raise error  # the batch the writer thread lost, counted once
+
+    def _start_clock(self) -> None:
+        """The first call queued since a write: have the writer thread write it within
+        ``interval`` (the thread is started on first use, and again in a forked child)."""
+        self._idle = False
+        with self._clock_lock:
+            if self._clock is None:
+                self._clock = threading.Thread(
+                    target=_write_after,
+                    args=(weakref.ref(self), self._wake, self._stop, self.interval),
+                    name=f"JsonlSink writer ({self.path})",
+                    daemon=True,
+                )
+                self._clock.start()
+        self._wake.set()
+
+    def _write_queued(self, *, deferred: bool = False) -> None:
+        """Write the queued calls, in order, with one system call; a failure is raised, or
+        kept for the next ``emit`` to raise (``deferred``: the writer thread)."""
+        with self._lock:
+            # Idle before the queue is taken: a call queued after this starts a new clock;
+            # one queued before is in this batch.
+            if self.interval is not None:
+                self._idle = True
+            queue = self._queue
+            calls = [queue.popleft() for _ in range(len(queue))]
+            if not calls:
+                return
+            error: Exception | None = None
+            if self._closed:
+                error = ValueError(f"the trace file {self.path} is closed")
+            else:
+                lines = []
+                for call in calls:  # one loop: the encoder's code and data stay in cache
+                    try:
+                        lines.append(call.to_json())
+                    except Exception as exc:  # that line is lost, the others are written
+                        error = exc
+                try:
+                    if lines:
+                        lines.append(b"")
+                        _write_all(self._file, b"\n".join(lines))
+                except Exception as exc:
+                    error = exc
+            if error is None:
+                self._direct = self.flush or self._closed or self._unreported is not None
+                return
+            self._direct = True  # until a write succeeds: each call at once, each failure seen
+            if deferred:
+                self._unreported = error
+                return
+        raise error
+
+    def write_queued(self) -> None:
+        """Write what is queued now (an error of that write is raised)."""
+        self._write_queued()
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        """Write what is queued and close the file (an error of that last write is raised)."""
+        self._stop.set()
+        self._wake.set()  # the writer thread ends
+        try:
+            self._write_queued()
+        finally:
+            with self._lock:
+                if not self._closed:
+                    self._closed = True
+                    self._direct = True
+                    self._file.close()
+            _queued_sinks.discard(self)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (the writer thread holds it weakly): write what it queued.
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:  # nothing to report to at this point
+            pass
 
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.path)!r})"
+
+
+def _write_all(file: Any, data: bytes) -> None:
+    """Write ``data`` to an unbuffered file (a regular file takes it all in one call)."""
+    while data:
+        written = file.write(data)
+        if written is None:  # a non-blocking file that cannot take more now
+            raise BlockingIOError(f"the trace file took no bytes of {len(data)}")
+        data = data[written:]
+
+
+def _write_after(
+    sink_ref: weakref.ref[JsonlSink],
+    wake: threading.Event,
+    stop: threading.Event,
+    interval: float,
+) -> None:
+    """A JsonlSink's writer thread: once a call is queued, wait ``interval`` (or until the
+    sink is closed) and write what is queued. It holds the sink weakly, between writes."""
+    while True:
+        wake.wait()
+        wake.clear()  # before the write: a call queued after it sets it again
+        stop.wait(interval)
+        sink = sink_ref()
+        if sink is None:
+            return
+        sink._write_queued(deferred=True)
+        closed = sink._closed or stop.is_set()
+        del sink
+        if closed:
+            return
+
+
+_queued_sinks: weakref.WeakSet[JsonlSink] = weakref.WeakSet()  # what exit and fork visit
+_watching = False
+
+
+def _watch_exit_and_fork() -> None:
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    import atexit
+    import os
+
+    atexit.register(_write_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _write_at_exit() -> None:
+    """At interpreter exit: write what every queued sink holds (they stay open: an exit
+    handler that runs after this one may still trace a call)."""
+    for sink in list(_queued_sinks):
+        try:
+            sink._write_queued()
+        except Exception:  # the process is ending: nothing to report to
+            pass
+
+
+def _forget_after_fork() -> None:
+    """In a child made by fork: a queue and locks of its own, no writer thread yet."""
+    for sink in list(_queued_sinks):
+        sink._lock = threading.Lock()
+        sink._clock_lock = threading.Lock()
+        sink._queue.clear()  # the parent writes what it had queued
+        sink._clock = None
+        sink._wake = threading.Event()
+        sink._stop = threading.Event()
+        sink._idle = sink.interval is not None
 
 
 class LoggingSink:
@@ -1562,12 +1798,16 @@ class StreamTrace(CallTrace):
     """A traced stream: read each event as it passes, send the trace once when the stream
     ends, fails or is abandoned (closed early, or garbage-collected unfinished).
 
-    ``event(name, chunk)`` (None when the operation has no usage map) is the usage map's
-    compiled reader bound to this stream: one call per chunk, which appends the chunk's
-    text to a list (joined once at the end, scrubbed when the output is first read) and
-    keeps its model, tokens and finish reason."""
+    Each chunk is read as it is decoded: its text appended to a list (joined once at the
+    end, scrubbed when the output is first read), its model, tokens and finish reason
+    kept. ``decode(name, data)`` (a usage map without named events) decodes a chunk's JSON
+    text with the operation's decoder and reads it, in one frame: the stream's code
+    calls it instead of the decoder, so a traced chunk costs no call more than an untraced
+    one (a call per chunk, run with cold caches, costs about as much as the reading).
+    Otherwise ``event(name, chunk)`` reads a decoded chunk with its event's reader. Both
+    are None when the operation has no usage map."""
 
-    __slots__ = ("found", "status_code", "finished", "event")
+    __slots__ = ("found", "status_code", "finished", "event", "decode")
 
     def __init__(
         self,
@@ -1598,13 +1838,15 @@ class StreamTrace(CallTrace):
         )
         self.status_code: int | None = None
         self.finished = False
-        self.event: Callable[[str | None, Any], None] | None
+        self.event: Callable[[str | None, Any], None] | None = None
+        self.decode: Callable[[str | None, str], Any] | None = None
         if usage is None:
-            self.event = None
-        elif usage._read_event:
+            pass
+        elif usage._read_event or op.stream is None:
             self.event = partial(_read_by_event, usage._read_plain, usage._read_event, found)
         else:
-            self.event = partial(usage._read_plain, found)
+            found.decode = op.stream.item.from_json
+            self.decode = MethodType(usage._decode_read, found)
 
     def opened(self, response: httpx.Response) -> None:
         self.status_code = response.status_code

@@ -440,12 +440,12 @@ def test_jsonl_sink_writes_one_flushed_line_per_call(
     api.post("/chat/completions", json__model="bad").respond(400, json={"error": "bad model"})
     api.post("/chat/completions").respond(200, json=COMPLETION)
     target = tmp_path / "traces.jsonl"
-    sink = JsonlSink(target)
+    sink = JsonlSink(target, flush=True)
     client = Demo(service=LLM_SERVICE, tracer=Tracer(sink))
     chat(client)
     with pytest.raises(errors.BadRequestError):
         client._call(CHAT, body={"model": "bad", "messages": MESSAGES})
-    # Readable before the sink is closed: each line is flushed.
+    # Readable before the sink is closed: with flush=True each line is written on its call.
     lines = target.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     ok, failed = (json.loads(line) for line in lines)
@@ -474,7 +474,9 @@ def test_jsonl_lines_stay_single_lines_and_equal_the_parsed_call(
     api.post("/chat/completions").respond(200, content=body + b"\n")
     target = tmp_path / "t.jsonl"
     memory = MemorySink()
-    chat(Demo(service=LLM_SERVICE, tracer=Tracer(JsonlSink(target), memory)))
+    sink = JsonlSink(target)
+    chat(Demo(service=LLM_SERVICE, tracer=Tracer(sink, memory)))
+    sink.close()
     [line] = target.read_text(encoding="utf-8").splitlines()
     assert json.loads(line)["output"]["id"] == "ünï\ncode"
     assert json.loads(line) == json.loads(memory.calls[0].to_json())
@@ -503,12 +505,13 @@ def test_jsonl_sink_is_safe_across_threads(tmp_path: FilePath) -> None:
     assert all(json.loads(line)["input"] == payload for line in lines)
 
 
-def test_jsonl_sink_may_buffer_its_lines_until_closed(tmp_path: FilePath) -> None:
+def test_jsonl_sink_without_an_interval_keeps_its_lines_until_closed(tmp_path: FilePath) -> None:
     target = tmp_path / "buffered.jsonl"
-    sink = JsonlSink(target, flush=False)
+    sink = JsonlSink(target, interval=None)
     for n in range(3):
         sink.emit(_call(n))
-    assert target.read_bytes() == b""  # still in the buffer
+    time.sleep(0.05)
+    assert target.read_bytes() == b""  # still queued: no clock, and the batch is not full
     sink.close()
     assert [json.loads(line)["operation"] for line in target.read_text().splitlines()] == [
         "op0",
@@ -718,7 +721,7 @@ def test_secrets_never_appear_in_traces(
     target = tmp_path / "t.jsonl"
     tracer = Tracer(
         memory,
-        JsonlSink(target),
+        JsonlSink(target, flush=True),
         LoggingSink(),
         OpenTelemetrySink(provider, capture_content=True),
     )
@@ -1254,10 +1257,12 @@ def test_a_plain_secret_in_the_wire_json_is_scrubbed_from_the_jsonl_line(
     api.post("/chat/completions").respond(200, json={**COMPLETION, "id": f"echo {secret}"})
     target = tmp_path / "t.jsonl"
     memory = MemorySink()
-    client = Demo(service=LLM_SERVICE, token=secret, tracer=Tracer(JsonlSink(target), memory))
+    sink = JsonlSink(target)
+    client = Demo(service=LLM_SERVICE, token=secret, tracer=Tracer(sink, memory))
     chat(client, messages=[{"role": "user", "content": f"key {secret}"}])
     api.post("/chat/completions").respond(200, json=COMPLETION)
     chat(client)  # no secret: both spliced as received
+    sink.write_queued()
     lines = target.read_bytes().splitlines()
     assert len(lines) == 2 and all(secret.encode() not in line for line in lines)
     first, second = (json.loads(line) for line in lines)
@@ -1291,3 +1296,21 @@ def test_a_path_from_a_spec_never_becomes_code_in_the_compiled_reader(
     read(found, None, {key: {"name": "m-1"}})
     assert not marker.exists()
     assert found.model == "m-1"
+
+
+def test_a_model_is_read_the_same_before_and_after_its_class_is_known() -> None:
+    # The compiled readers read a model's attribute directly once _model_step has met its
+    # class; until then through _step. Both give the same.
+    class Fresh(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        usage: Any = None
+        type_: Any = Field(None, alias="type")
+
+    read = UsageMap(tokens_input="usage.n", model="type", finish_reason="extra").reader()
+    value = Fresh.model_validate({"usage": {"n": 3}, "type": "m", "extra": "stop"})
+    assert Fresh not in tracing._MODELS
+    first, second = tracing._Usage(), tracing._Usage()
+    read(first, None, value)
+    assert Fresh in tracing._MODELS
+    read(second, None, value)
+    assert _state(first) == _state(second) == ("m", 3, None, "stop", None)

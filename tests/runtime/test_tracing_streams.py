@@ -539,3 +539,85 @@ def test_a_stream_trace_keeps_its_text_raw_until_read() -> None:
     assert call._raw_output == "my key: " + SECRET  # joined once, not scrubbed yet
     assert json.loads(call.to_json())["output"] == "my key: **********"
     assert call.output == "my key: **********" and call._raw_output is None
+
+
+# -- how chunks are read: in the frame that decodes them ---------------------------------------
+
+
+def test_a_plain_usage_map_reads_each_chunk_where_it_is_decoded() -> None:
+    sink = MemorySink()
+    with openai_client(Body(openai_events("Hel", "lo")), sink) as client:
+        stream = client._stream(OPENAI_STREAM, body=OPENAI_BODY)
+        decoding = stream._decoding
+        assert decoding._decode is not None and decoding._on_chunk is None
+        chunks = list(stream)
+    # The chunks are what the operation's decoder makes of the same text.
+    last = {**openai_chunk(), "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
+    sent = [openai_chunk("Hel"), openai_chunk("lo"), openai_chunk(finish="stop"), last]
+    assert OPENAI_STREAM.stream is not None
+    assert chunks == [OPENAI_STREAM.stream.item.from_json(json.dumps(e).encode()) for e in sent]
+    # ... and the trace holds what reading each one with the per-chunk reader gives.
+    expected = tracing._Usage(text=True)
+    assert OPENAI_STREAM.usage is not None
+    for chunk in chunks:
+        OPENAI_STREAM.usage.read(chunk, expected)
+    [call] = sink.calls
+    assert (call.response_model, call.tokens_input, call.tokens_output, call.finish_reason) == (
+        expected.model,
+        expected.tokens_input,
+        expected.tokens_output,
+        expected.finish_reason,
+    )
+    assert call.output == "".join(expected.pieces or []) == "Hello"
+
+
+def test_named_events_are_read_after_decoding_each_with_its_reader() -> None:
+    op = anthropic_op(frozenset())
+    with Demo(transport=serve(Body(ANTHROPIC_EVENTS)), tracer=Tracer(MemorySink())) as client:
+        stream = client._stream(op, body={"model": "claude-sonnet-4-5"})
+        assert stream._decoding._decode is None and stream._decoding._on_chunk is not None
+        stream.close()
+
+
+class Exploding(BaseModel):
+    text: str
+
+    @property
+    def usage(self) -> Any:
+        raise RuntimeError("boom")
+
+
+def test_a_chunk_whose_reading_fails_is_still_yielded_and_the_failure_said_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tracing, "_warned_internal", False)
+    op: Operation[Exploding] = Operation(
+        "stream",
+        "POST",
+        "/s",
+        stream=StreamFormat("sse", Decoder(Exploding)),
+        usage=UsageMap(text="text", tokens_input="usage.n"),
+    )
+    sink = MemorySink()
+    events = sse((None, {"text": "a"}), (None, {"text": "b"}))
+    with Demo(transport=serve(Body(events)), tracer=Tracer(sink)) as client:
+        with pytest.warns(RuntimeWarning, match="RuntimeError: boom") as caught:
+            chunks = list(client._stream(op, body={}))
+    assert [c.text for c in chunks] == ["a", "b"]
+    assert len([w for w in caught if "boom" in str(w.message)]) == 1
+    [call] = sink.calls
+    assert (call.output, call.tokens_input, call.error) == ("ab", None, None)
+
+
+def test_a_chunk_that_does_not_validate_fails_the_traced_stream_as_untraced() -> None:
+    bad = [*openai_events("a", usage=False, done=False), b'data: {"model": 1}\n\n']
+    sink = MemorySink()
+    with openai_client(Body(bad), sink) as client:
+        with pytest.raises(errors.ResponseValidationError):
+            list(client._stream(OPENAI_STREAM, body=OPENAI_BODY))
+    with Demo(transport=serve(Body(bad))) as untraced:
+        with pytest.raises(errors.ResponseValidationError):
+            list(untraced._stream(OPENAI_STREAM, body=OPENAI_BODY))
+    [call] = sink.calls
+    assert call.error is not None and call.error.type == "ResponseValidationError"
+    assert call.output == "a"
