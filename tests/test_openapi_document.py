@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder.openapi import document
 from builder.openapi.document import _NoDatesLoader, parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,57 @@ def test_a_document_with_references_to_other_files_is_not_cached(
     monkeypatch.setattr(conversion, "CACHED_ABOVE", 0)
     conversion.convert(load_document(ROOT / "tests/fixtures/openapi/refs/main.yaml"), "refs")
     assert not list(tmp_path.rglob("*.marshal"))
+
+
+# -- a large document read in two halves --------------------------------------------------
+
+HALVES = {
+    "a key written again after the cut": "a: {x: 1}\nb: 2\nc: 3\na: {y: 1}\n",
+    "a nested key written again": "c:\n  s:\n    k1: 1\n    k2: 2\n    k3: 3\n  s:\n    k4: 4\n",
+    "the holding key written twice": "c:\n  s:\n    k1: 1\n    k2: 2\nc:\n  s:\n    k3: 3\n",
+    "an alias to the other half": "a: &x {k: 1}\nb:\n  c: 1\n  d: 2\n  e: *x\n",
+    "keys inside a block scalar": "a:\n  b: |\n    x: 1\n    y: 2\n    z: 3\n  c: 3\n",
+    "keys inside a quoted scalar": 'a:\n  b: "x\n    y: 1\n    z: 2"\n  c: 2\n',
+    "keys inside a flow mapping": "a:\n  b: {x: 1,\n    y: 2,\n    z: 3}\n  c: 3\n",
+    "a top-level merge key": "base: &b {x: 1}\nq: 1\n<<: *b\nc: 2\n",
+    "comments and blank lines": "a:\n  # c\n\n  b:\n    x: 1\n\n    # d\n    y: 2\n    z: 3\n",
+    "a sequence holds the keys": "a:\n  - x: 1\n    y: 2\n    z: 3\n  - w: 4\n",
+    "keys after the nested ones": "c:\n  s:\n    k1: 1\n    k2: 2\n    k3: 3\n  t: 1\nd: 2\n",
+    "typed scalars": "a:\n  s:\n    n: 12\n    t: yes\n    f: 1.5\n    d: 2024-01-02\n    z: ~\n",
+}
+
+
+@pytest.mark.parametrize("text", HALVES.values(), ids=HALVES.keys())
+def test_a_document_read_in_halves_is_what_pyyaml_makes_of_it(text: str) -> None:
+    halves = document._parse_in_halves(text, fork=False)
+    assert halves is None or same(halves, pyyaml(text))
+
+
+def test_documents_are_cut_where_they_can_be() -> None:
+    # Cut: under nested keys, and at the top; the text read as two documents.
+    for text in (HALVES["a nested key written again"], HALVES["keys after the nested ones"]):
+        assert document._cut(text) is not None
+    assert document._cut("a:\n  b: 1\n  c: 2\nd: 3\n") is not None
+    # Not inside a block scalar (its lines look like keys): after it.
+    text = HALVES["keys inside a block scalar"]
+    found = document._cut(text)
+    assert found is not None and text[found[0] :].startswith("  c: 3") and found[1] == ["a"]
+    # Not where a sequence holds the lines after the middle.
+    assert document._cut(HALVES["a sequence holds the keys"]) is None
+
+
+@pytest.mark.parametrize("path", YAML_DOCUMENTS, ids=[p.name for p in YAML_DOCUMENTS])
+def test_real_documents_read_in_halves_are_what_pyyaml_makes_of_them(path: Path) -> None:
+    text = path.read_text("utf-8")
+    halves = document._parse_in_halves(text, fork=False)
+    assert halves is None or same(halves, pyyaml(text))
+
+
+def test_the_half_read_in_a_child_process_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "".join(f"k{i}:\n  a: {i}\n  b: [x, y]\n" for i in range(3000))
+    monkeypatch.setattr(document, "SPLIT_ABOVE", 1)
+    assert same(document._parse_in_halves(text, fork=True), pyyaml(text))
+    # A half that fails (here: in the child) makes the whole text read as one.
+    broken = text + "z: [unclosed\n"
+    with pytest.raises(document.InputError, match="x.yaml:"):
+        parse(broken, "x.yaml")

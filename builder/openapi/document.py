@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _FastLoader  # type: ignore[assignment]
 
 LARGE_DOCUMENT = 512 * 1024
+SPLIT_ABOVE = 512 * 1024  # YAML this large is read in two halves at once (two cores)
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -279,6 +281,10 @@ def parse(text: str, file: str) -> Any:
             raise InputError(
                 [Diagnostic(file, exc.lineno, exc.colno, "", f"invalid JSON: {exc.msg}")]
             ) from None
+    if len(text) >= SPLIT_ABOVE:
+        halves = _parse_in_halves(text)
+        if halves is not None:
+            return halves
     try:
         return yaml.load(text, Loader=_DocumentLoader)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
@@ -289,3 +295,127 @@ def parse(text: str, file: str) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise InputError([Diagnostic(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+
+
+# -- a large YAML document read in two halves at once ----------------------------------------
+#
+# A document is a mapping whose keys (openapi, info, paths, components, ...) start at the
+# first column, each followed by its value's lines, indented; a key alone on its line
+# ("components:", "  schemas:") holds a mapping indented further. Cut before a key of such
+# a mapping (at most two levels down), the text is two documents: the first part, and the
+# keys that lead to the cut ("components:\n  schemas:\n") followed by the rest. The whole
+# is the first, with the second's keys added along that path, each as the whole text gives
+# it (a key met again replaces its value, as with PyYAML). What could make a half mean
+# something else makes it fail instead — an alias to an anchor in the other half, a scalar
+# or bracket cut open — and then the whole text is read as one. Not cut: texts with a
+# directive, another document, a top-level merge key, a top-level sequence or complex key,
+# and cuts under a key written twice at its level.
+
+_KEY_LINE = re.compile(
+    r"^(?P<indent> {0,4})(?P<key>[A-Za-z_/$][^\n:#]*|\"[^\"\n]*\"|'[^'\n]*'):"
+    r"(?P<alone>[ \t]*(?:#[^\n]*)?$)?",
+    re.MULTILINE,
+)
+_NOT_CUT = re.compile(r"^(?:%|\.\.\.|<<|-|\?|---.)", re.MULTILINE)
+
+
+def _parse_in_halves(text: str, *, fork: bool | None = None) -> dict[Any, Any] | None:
+    """The document read in two halves at once, one in a forked child (``fork``: whether
+    to fork; by default when it is safe); None where that cannot be done (see above), or
+    a half fails."""
+    from builder.forked import Pending, can_fork
+
+    if fork is None:
+        fork = can_fork()
+        if not fork:
+            return None  # in one process, halves cost what the whole does
+    if _NOT_CUT.search(text, 1):
+        return None
+    found = _cut(text)
+    if found is None:
+        return None
+    cut, path, lead = found
+    first, second = text[:cut], lead + text[cut:]
+    pending = Pending(_parse_half, second, fork=fork)  # the child reads the rest
+    own = _parse_half(first)
+    if own is None:
+        pending.cancel()
+        return None
+    other = pending.result()
+    if other is None:
+        return None
+    _merge_along(own, other, path)
+    return own
+
+
+def _cut(text: str) -> tuple[int, list[str], str] | None:
+    """Where to cut (about half the lines on each side), the keys leading there, and the
+    lines that write those keys; None: no such place."""
+    keys = list(_KEY_LINE.finditer(text))
+    if len(keys) < 2:
+        return None
+    middle = text.count("\n") // 2
+    target = 0
+    for _ in range(middle):
+        target = text.find("\n", target) + 1
+        if not target:
+            return None
+    later = [i for i, m in enumerate(keys) if m.start() >= target]
+    for index in later[:200]:
+        found = _leading_keys(text, keys, index)
+        if found is not None:
+            return keys[index].start(), *found
+    return None
+
+
+def _leading_keys(text: str, keys: list[re.Match[str]], index: int) -> tuple[list[str], str] | None:
+    """The keys (alone on their lines) that hold the key ``keys[index]``, outermost first,
+    and their lines; None when anything else holds it, or one of them is written twice."""
+    indent = len(keys[index].group("indent"))
+    if index == 0 or not keys[index].group("key")[0].isalpha() and indent == 0:
+        return None
+    path: list[str] = []
+    lines: list[str] = []
+    at = keys[index].start()
+    while indent > 0:
+        # The line before, at a smaller indent (blank lines and comments aside).
+        line_end = at - 1
+        while True:
+            line_start = text.rfind("\n", 0, line_end) + 1
+            line = text[line_start:line_end]
+            stripped = line.lstrip(" ")
+            if stripped and not stripped.startswith("#") and len(line) - len(stripped) < indent:
+                break
+            if line_start == 0:
+                return None
+            line_end = line_start - 1
+        holder = _KEY_LINE.match(text, line_start)
+        if holder is None or holder.group("alone") is None:
+            return None  # a sequence, a scalar, a flow collection: not a mapping's key
+        key = holder.group("key")
+        if not (key[0].isalpha() or key[0] == "_") or text.count(f"\n{line}\n") > 1:
+            return None  # a quoted key, or written twice
+        path.insert(0, key)
+        lines.insert(0, line.rstrip(" \t") + "\n")
+        indent = len(holder.group("indent"))
+        at = line_start
+    return path, "".join(lines)
+
+
+def _merge_along(head: dict[Any, Any], tail: dict[Any, Any], path: list[str]) -> None:
+    """``tail``'s keys into ``head``: along ``path``, into the mapping there."""
+    for key, value in tail.items():
+        if path and key == path[0] and isinstance(head.get(key), dict) and isinstance(value, dict):
+            _merge_along(head[key], value, path[1:])
+            path = []  # what follows the path's key in tail is a key written anew
+        else:
+            head[key] = value
+
+
+def _parse_half(text: str) -> dict[Any, Any] | None:
+    """A half of a document as a mapping; None when it is not one, or does not parse."""
+    try:
+        data = yaml.load(text, Loader=_DocumentLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
