@@ -237,3 +237,44 @@ def _shared_schemas_document(major: str) -> dict[str, object]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+DEFAULTS = """\
+openapi: 3.0.3
+info: {title: Defaults, version: "1"}
+paths:
+  /things:
+    get:
+      operationId: list_things
+      parameters:
+        - name: size
+          in: query
+          schema: {$ref: "#/components/schemas/Size"}
+      responses:
+        "200": {description: ok}
+components:
+  schemas:
+    Size:
+      type: integer
+      default: large
+    Thing:
+      type: object
+      properties:
+        tags:
+          type: array
+          items: {type: string, default: [a, b]}
+"""
+
+
+def test_a_default_that_its_schema_refuses_is_located_at_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "defaults.yaml"
+    path.write_text(DEFAULTS)
+    found = sorted(set(_found(path)))
+    assert [(line, pointer) for line, pointer, _ in found] == [
+        (17, "#/components/schemas/Size/default"),
+        (23, "#/components/schemas/Thing/properties/tags/items/default"),
+    ]
+    assert "'large' is not of type 'integer'" in found[0][2]

@@ -137,6 +137,7 @@ def _validator_class(major: str, data: dict[str, Any]) -> Any:
             keyword_validators = {
                 **base.keyword_validators,
                 "schema": _with_id_sets(base.keyword_validators["schema"]),
+                "default": _located_defaults(base.keyword_validators["default"], data),
             }
 
         return Validator30
@@ -156,6 +157,9 @@ def _validator_class(major: str, data: dict[str, Any]) -> Any:
         keyword_validators = {
             **OpenAPIV31SpecValidator.keyword_validators,
             "schema": SchemaValidator,
+            "default": _located_defaults(
+                OpenAPIV31SpecValidator.keyword_validators["default"], data
+            ),
         }
 
     return Validator
@@ -245,6 +249,21 @@ def _with_id_sets(schema_validator: type[Any]) -> type[Any]:
             self.meta_checked_schema_ids = _IdList()
 
     return WithIdSets
+
+
+def _located_defaults(value_validator: type[Any], data: Any) -> type[Any]:
+    """``value_validator`` (which checks a schema's or a parameter's ``default`` against
+    its schema) with its findings located at that ``default`` in the document: it reports
+    them relative to the value (``#/``, line 1)."""
+
+    class LocatedDefaults(value_validator):  # type: ignore[misc]
+        def __call__(self, schema: Any, value: Any) -> Any:
+            location = (*_followed(data, schema.parts), "default")
+            for error in super().__call__(schema, value):
+                error.path.extendleft(reversed(location))
+                yield error
+
+    return LocatedDefaults
 
 
 def _check_schema(checker: Any, dialect: str, location: tuple[str, ...], value: Any) -> None:
