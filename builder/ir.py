@@ -512,7 +512,7 @@ class Connector:
 def spec_hash(spec: Spec) -> str:
     """A hash of the spec's meaning (not its formatting) and the builder version."""
     # Key order is kept: the order of operations, params and properties shapes the output.
-    canonical = spec.model_dump_json(by_alias=True)  # in Rust: 5x model_dump + json.dumps
+    canonical = spec.model_dump_json(by_alias=True)  # pydantic-core: 1.7x model_dump + json.dumps
     return hashlib.sha256(f"{__version__}\n{canonical}".encode()).hexdigest()
 
 
