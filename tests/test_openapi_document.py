@@ -117,6 +117,17 @@ HALVES = {
     "comments and blank lines": "a:\n  # c\n\n  b:\n    x: 1\n\n    # d\n    y: 2\n    z: 3\n",
     "a sequence holds the keys": "a:\n  - x: 1\n    y: 2\n    z: 3\n  - w: 4\n",
     "keys after the nested ones": "c:\n  s:\n    k1: 1\n    k2: 2\n    k3: 3\n  t: 1\nd: 2\n",
+    "a holding key with spaces before its colon": "c  :\n  s:\n"
+    + "".join(f"    k{i}: {i}\n" for i in range(6)),
+    "a holding key YAML 1.1 reads as true": "on:\n  s:\n"
+    + "".join(f"    k{i}: {i}\n" for i in range(6)),
+    "a holding key written twice, once quoted": (
+        'c:\n  s:\n    k0: 0\n"c":\n  s:\n    k1: 1\n    k2: 2\n    k3: 3\n'
+    ),
+    "sequences at the first column": "servers:\n- url: a\n  x: 1\n- url: b\ntags:\n- name: t\n"
+    + "c:\n  s:\n"
+    + "".join(f"    k{i}:\n    - {i}\n" for i in range(6)),
+    "a sequence, not a mapping": "- a: 1\n  b: 2\n- c: 3\n  d: 4\n  e: 5\n",
     "typed scalars": "a:\n  s:\n    n: 12\n    t: yes\n    f: 1.5\n    d: 2024-01-02\n    z: ~\n",
 }
 
@@ -125,6 +136,16 @@ HALVES = {
 def test_a_document_read_in_halves_is_what_pyyaml_makes_of_it(text: str) -> None:
     halves = document._parse_in_halves(text, fork=False)
     assert halves is None or same(halves, pyyaml(text))
+
+
+def test_keys_that_yaml_reads_otherwise_are_joined_as_yaml_reads_them() -> None:
+    for name in (
+        "a holding key with spaces before its colon",
+        "a holding key YAML 1.1 reads as true",
+    ):
+        text = HALVES[name]
+        halves = document._parse_in_halves(text, fork=False)
+        assert halves is not None and same(halves, pyyaml(text)), name
 
 
 def test_documents_are_cut_where_they_can_be() -> None:

@@ -308,7 +308,7 @@ def parse(text: str, file: str) -> Any:
 # it (a key met again replaces its value, as with PyYAML). What could make a half mean
 # something else makes it fail instead — an alias to an anchor in the other half, a scalar
 # or bracket cut open — and then the whole text is read as one. Not cut: texts with a
-# directive, another document, a top-level merge key, a top-level sequence or complex key,
+# directive, another document, a top-level merge key or a complex key,
 # and cuts under a key written twice at its level.
 
 _KEY_LINE = re.compile(
@@ -316,7 +316,9 @@ _KEY_LINE = re.compile(
     r"(?P<alone>[ \t]*(?:#[^\n]*)?$)?",
     re.MULTILINE,
 )
-_NOT_CUT = re.compile(r"^(?:%|\.\.\.|<<|-|\?|---.)", re.MULTILINE)
+# (A "- " at the first column is a sequence's item under the key before it, or the text is
+# a sequence, which neither half reads as a mapping.)
+_NOT_CUT = re.compile(r"^(?:%|\.\.\.|<<|\?|---.)", re.MULTILINE)
 
 
 def _parse_in_halves(text: str, *, fork: bool | None = None) -> dict[Any, Any] | None:
@@ -344,8 +346,7 @@ def _parse_in_halves(text: str, *, fork: bool | None = None) -> dict[Any, Any] |
     other = pending.result()
     if other is None:
         return None
-    _merge_along(own, other, path)
-    return own
+    return own if _merge_along(own, other, len(path)) else None
 
 
 def _cut(text: str) -> tuple[int, list[str], str] | None:
@@ -402,14 +403,27 @@ def _leading_keys(text: str, keys: list[re.Match[str]], index: int) -> tuple[lis
     return path, "".join(lines)
 
 
-def _merge_along(head: dict[Any, Any], tail: dict[Any, Any], path: list[str]) -> None:
-    """``tail``'s keys into ``head``: along ``path``, into the mapping there."""
-    for key, value in tail.items():
-        if path and key == path[0] and isinstance(head.get(key), dict) and isinstance(value, dict):
-            _merge_along(head[key], value, path[1:])
-            path = []  # what follows the path's key in tail is a key written anew
-        else:
-            head[key] = value
+def _merge_along(head: dict[Any, Any], tail: dict[Any, Any], depth: int) -> bool:
+    """``tail``'s keys into ``head``, ``depth`` mappings down: at each level above, the
+    first key of ``tail`` (a leading key) must be the last of ``head`` (the key the cut
+    was made in, written once before it), with a mapping on both sides; the keys after it
+    in ``tail`` are written anew. False when that is not so (``head`` is then spoilt)."""
+    if depth == 0:
+        head.update(tail)  # a key written again replaces the value, as with PyYAML
+        return True
+    if not head or not tail:
+        return False
+    key, last = next(iter(tail)), next(reversed(head))
+    if key != last or type(key) is not type(last):  # (1 == True)
+        return False
+    inner, rest = head[key], tail[key]
+    if not isinstance(inner, dict) or not isinstance(rest, dict):
+        return False
+    if not _merge_along(inner, rest, depth - 1):
+        return False
+    for later in list(tail)[1:]:
+        head[later] = tail[later]
+    return True
 
 
 def _parse_half(text: str) -> dict[Any, Any] | None:
