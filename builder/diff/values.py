@@ -29,6 +29,8 @@ _DOC_KEYS = (
     ("readOnly", "read_only"),
     ("writeOnly", "write_only"),
 )
+_DOC_ATTRIBUTES = tuple(attribute for _, attribute in _DOC_KEYS)
+_BOUND_ATTRIBUTES = (*(attribute for _, attribute in _LOWER_BOUNDS + _UPPER_BOUNDS), "pattern")
 # Kind changes that only add values (old -> new); the reverse only removes them.
 _WIDENINGS = {("integer", "number")}
 _MAX_REF_CHAIN = 64
@@ -146,7 +148,7 @@ class _Walk:
         # Fields are read from the models' __dict__: a field a model does not have (a
         # parameter's `title`) is None there, as getattr(..., None) would say, only faster.
         a, b = old.__dict__, new.__dict__
-        if _doc_values(a) == _doc_values(b):
+        if _values(a, _DOC_ATTRIBUTES) == _values(b, _DOC_ATTRIBUTES):
             return
         changed = [key for key, attribute in _DOC_KEYS if a.get(attribute) != b.get(attribute)]
         if not changed:
@@ -250,7 +252,7 @@ class _Walk:
             self.add("type-changed", message, op + ("format",), np + ("format",))
 
     def bounds(self, old: TypeFields, new: TypeFields, op: SpecPath, np: SpecPath) -> None:
-        if _bound_values(old.__dict__) == _bound_values(new.__dict__):
+        if _values(old.__dict__, _BOUND_ATTRIBUTES) == _values(new.__dict__, _BOUND_ATTRIBUTES):
             return
         for bounds, lower in ((_LOWER_BOUNDS, True), (_UPPER_BOUNDS, False)):
             for key, attribute in bounds:
@@ -336,30 +338,9 @@ class _Walk:
 _ANY = TypeFields(type="any")
 
 
-def _doc_values(fields: dict[str, Any]) -> tuple[Any, ...]:
-    """The documentation fields of a model's __dict__ (None for one it does not have)."""
-    get = fields.get
-    return (
-        get("description"),
-        get("title"),
-        get("example"),
-        get("deprecated"),
-        get("read_only"),
-        get("write_only"),
-    )
-
-
-def _bound_values(fields: dict[str, Any]) -> tuple[Any, ...]:
-    get = fields.get
-    return (
-        get("minimum"),
-        get("min_length"),
-        get("min_items"),
-        get("maximum"),
-        get("max_length"),
-        get("max_items"),
-        get("pattern"),
-    )
+def _values(fields: dict[str, Any], attributes: tuple[str, ...]) -> tuple[Any, ...]:
+    """These fields of a model's __dict__ (None for one it does not have)."""
+    return tuple(map(fields.get, attributes))
 
 
 def same(old: TypeFields, new: TypeFields) -> bool:

@@ -127,39 +127,32 @@ def _validator_class(major: str, data: dict[str, Any]) -> Any:
         OpenAPIV30SpecValidator,
         OpenAPIV31SpecValidator,
     )
-    from openapi_spec_validator.validation import keywords
 
     _quicker_subscriptable_check()
-    if major != "3.1":
-        base = OpenAPIV2SpecValidator if major == "2.0" else OpenAPIV30SpecValidator
+    base = {"2.0": OpenAPIV2SpecValidator, "3.1": OpenAPIV31SpecValidator}.get(
+        major, OpenAPIV30SpecValidator
+    )
+    schemas = _with_id_sets(base.keyword_validators["schema"])
+    if major == "3.1":
 
-        class Validator30(base):  # type: ignore[misc,valid-type]
-            keyword_validators = {
-                **base.keyword_validators,
-                "schema": _with_id_sets(base.keyword_validators["schema"]),
-                "default": _located_defaults(base.keyword_validators["default"], data),
-            }
+        class Schemas31(schemas):  # type: ignore[misc,valid-type]
+            """Each schema of the document checked against the OpenAPI 3.1 dialect by
+            jsonschema-rs (the Python checker builds a validator per schema: 3 s of the
+            OpenAI document), and its findings located in the document, not in the schema."""
 
-        return Validator30
+            def _get_schema_checker(self, schema: Any, schema_value: Any) -> Any:
+                checker = super()._get_schema_checker(schema, schema_value)
+                dialect = self._get_schema_dialect_id(schema, schema_value)
+                location = _followed(data, schema.parts)
+                return functools.partial(_check_schema, checker, dialect, location)
 
-    class SchemaValidator(_with_id_sets(keywords.OpenAPIV31SchemaValidator)):  # type: ignore[misc]
-        """Each schema of the document checked against the OpenAPI 3.1 dialect by
-        jsonschema-rs (the Python checker builds a validator per schema: 3 s of the OpenAI
-        document), and its findings located in the document, not in the schema."""
+        schemas = Schemas31
 
-        def _get_schema_checker(self, schema: Any, schema_value: Any) -> Any:
-            checker = super()._get_schema_checker(schema, schema_value)
-            dialect = self._get_schema_dialect_id(schema, schema_value)
-            location = _followed(data, schema.parts)
-            return functools.partial(_check_schema, checker, dialect, location)
-
-    class Validator(OpenAPIV31SpecValidator):
+    class Validator(base):  # type: ignore[misc,valid-type]
         keyword_validators = {
-            **OpenAPIV31SpecValidator.keyword_validators,
-            "schema": SchemaValidator,
-            "default": _located_defaults(
-                OpenAPIV31SpecValidator.keyword_validators["default"], data
-            ),
+            **base.keyword_validators,
+            "schema": schemas,
+            "default": _located_defaults(base.keyword_validators["default"], data),
         }
 
     return Validator
