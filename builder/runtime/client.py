@@ -740,6 +740,7 @@ class _StreamDecoding:
         # named events); else reads each decoded chunk into it; None: nothing to read.
         self._decode = trace.decode if trace is not None else None
         self._on_chunk = trace.event if trace is not None else None
+        self._from_json = op.stream.item.json_reader()
         self.event: str | None = None  # the SSE event name of the last chunk
 
     def line(self, line: str) -> tuple[bool, Any]:
@@ -768,7 +769,7 @@ class _StreamDecoding:
             name = None
         decode = self._decode
         try:
-            chunk = fmt.item.from_json(data.encode()) if decode is None else decode(name, data)
+            chunk = self._from_json(data.encode()) if decode is None else decode(name, data)
         except ValueError as exc:
             raise self._client._pipeline.validation_error(
                 self._op, self._response, exc, data

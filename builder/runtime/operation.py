@@ -81,6 +81,20 @@ class Decoder:
         validate_json = getattr(self.type, "model_validate_json", None)
         if validate_json is not None:
             self._json, self._python = validate_json, self.type.model_validate
+            # A complete model's validator itself, which pydantic's model_validate_json
+            # calls (unless a model overrides it): the same, without a frame per item.
+            from pydantic import BaseModel
+
+            stock = getattr(BaseModel.model_validate_json, "__func__", None)
+            validate = getattr(
+                getattr(self.type, "__pydantic_validator__", None), "validate_json", None
+            )
+            if (
+                getattr(validate_json, "__func__", None) is stock
+                and getattr(self.type, "__pydantic_complete__", False)
+                and validate is not None
+            ):
+                self._json = validate
             return
         from pydantic import TypeAdapter
 
@@ -92,6 +106,13 @@ class Decoder:
             self._build()
         assert self._json is not None
         return self._json(content)
+
+    def json_reader(self) -> Callable[[bytes], Any]:
+        """The function :meth:`from_json` calls: bind it once where it runs per item."""
+        if self._json is None:
+            self._build()
+        assert self._json is not None
+        return self._json
 
     def from_python(self, value: Any) -> Any:
         if self._python is None:

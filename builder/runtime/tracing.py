@@ -83,6 +83,8 @@ import dataclasses
 import keyword
 import threading
 import time
+import types
+import typing
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -413,6 +415,9 @@ class UsageMap:
         "_read_plain",
         "_decode_read",
         "_read_event",
+        "_plain",
+        "_fills",
+        "_readers",
     )
 
     def __init__(
@@ -454,14 +459,52 @@ class UsageMap:
             else:
                 for event, path in where.items():
                     by_event.setdefault(event, []).append((code, Path(path)))
+        self._plain = plain
         self._fill_call: FillCall = _compile_reader(plain, stream=False)
         reader = _compile_reader(plain, stream=True)
         self._read_plain: ReadChunk = reader
         self._decode_read: DecodeRead = reader.decode_read
+        # The readers of each model class met (see filler and chunk_reader).
+        self._fills: dict[type, FillCall] = {}
+        self._readers: dict[type, ReadChunk] = {}
         # Each event's own paths and the ones for every event, joined once here.
         self._read_event: dict[str, ReadChunk] = {
             event: _compile_reader(plain + paths, stream=True) for event, paths in by_event.items()
         }
+
+    def filler(self, cls: type) -> FillCall:
+        """``fill(value, call)`` for a response of ``cls``: the typed reader of that model
+        class where one can be written (:func:`_compile_typed_reader`), else the one for
+        any value; remembered per class (``_fills``, read first by the call path)."""
+        fill = self._fills.get(cls)
+        if fill is None:
+            fill = self._typed(cls, stream=False) or self._fill_call
+            if len(self._fills) < _TYPED_CLASSES:
+                self._fills[cls] = fill
+        return fill
+
+    def chunk_reader(self, cls: Any) -> ReadChunk:
+        """``read(usage, event, chunk)`` for the chunks of a stream of ``cls`` (a usage map
+        without named events), chosen as :meth:`filler` chooses."""
+        read = self._readers.get(cls) if isinstance(cls, type) else None
+        if read is None:
+            read = (self._typed(cls, stream=True) if isinstance(cls, type) else None) or (
+                self._read_plain
+            )
+            if isinstance(cls, type) and len(self._readers) < _TYPED_CLASSES:
+                self._readers[cls] = read
+        return read
+
+    def chunk_decoder(self, cls: Any) -> DecodeRead:
+        """:meth:`chunk_reader`, decoding the chunk first: ``decode_read(usage, event,
+        data)`` returns the chunk (``usage.decode``, its stream's decoder, decodes it)."""
+        return self.chunk_reader(cls).decode_read  # type: ignore[attr-defined,no-any-return]
+
+    def _typed(self, cls: type, *, stream: bool) -> Any:
+        if not _is_model(cls):
+            return None
+        generic = self._read_plain if stream else self._fill_call
+        return _compile_typed_reader(self._plain, cls, stream=stream, generic=generic)
 
     def wants_event(self, event: str) -> bool:
         """True when a path is declared for this SSE event by name."""
@@ -498,6 +541,9 @@ class UsageMap:
         if self.request_model:
             shown.append(f"request_model={self.request_model!r}")
         return f"UsageMap({', '.join(shown)})"
+
+
+_TYPED_CLASSES = 64  # typed readers kept per usage map: classes a process meets, bounded
 
 
 def _read_by_event(
@@ -564,28 +610,13 @@ class _Node:
         return found
 
 
-def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
-    """One function that does what reading each path with :meth:`Path.get` and keeping
-    what :class:`UsageMap` keeps would do, in one walk.
-
-    The paths are merged into a tree of steps. Each step is the one :meth:`Path.get` takes
-    (a dict's key, a list's index, a model's attribute, else :func:`paths._step`), written
-    inline; a step that finds nothing or None ends its subtree (no path below it can find a
-    value there). A path with ``*`` is read by :meth:`Path.get` itself. A subtree that only
-    finds the model is skipped once the model is known, one that only finds text when no
-    text is kept.
-
-    ``stream=False``: ``fill(value, call)`` sets a :class:`TracedCall`'s
-    ``response_model``, tokens and finish reason; text paths are left out.
-    ``stream=True``: ``read(usage, event, value)`` updates a :class:`_Usage`, and never
-    raises (an error is reported once per process and the chunk skipped).
-    """
-    model_attr, pieces_attr = ("model", "pieces") if stream else ("response_model", None)
+def _path_tree(paths: Sequence[tuple[int, Path]], *, stream: bool) -> tuple[_Node, list[Any]]:
+    """The paths merged into a tree of steps, and those with ``*`` (read by Path.get)."""
     root = _Node()
     starred: list[tuple[int, Path]] = []
     for code, path in paths:
-        if code == _TEXT and pieces_attr is None:
-            continue
+        if code == _TEXT and not stream:
+            continue  # a response's text is its output, not read here
         if path._star:
             starred.append((code, path))
             continue
@@ -593,31 +624,41 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         for key in path._head:
             node = node.children.setdefault(key, _Node())
         node.codes.append(code)
-    namespace: dict[str, Any] = {
-        "_step": _step_or_none,
-        "_model_step": _model_step,
-        "_MS": _MODELS,
-        "_first_reason": _first_reason,
-        "_internal_error": _internal_error,
-    }
-    lines: list[str] = []
-    counter = [0]
+    return root, starred
 
-    def guard(codes: set[int]) -> str | None:
+
+class _Emitter:
+    """Writes a compiled reader's source: the guards and what a path's value sets."""
+
+    def __init__(self, stream: bool) -> None:
+        self.model_attr = "model" if stream else "response_model"
+        self.pieces_attr: str | None = "pieces" if stream else None  # a response: no text
+        self.lines: list[str] = []
+        self.counter = 0
+
+    def name(self) -> str:
+        self.counter += 1
+        return f"v{self.counter}"
+
+    def guard(self, codes: set[int]) -> str | None:
+        """A subtree that only finds the model is skipped once the model is known, one
+        that only finds text when no text is kept."""
         if codes == {_MODEL}:
-            return f"u.{model_attr} is None"
+            return f"u.{self.model_attr} is None"
         if codes == {_TEXT}:
-            return f"u.{pieces_attr} is not None"
+            return f"u.{self.pieces_attr} is not None"
         return None
 
-    def leaf(code: int, x: str, pad: str) -> None:
-        # ``x`` is the value at the path, as Path.get gives it (None when there is none).
+    def leaf(self, code: int, x: str, pad: str) -> None:
+        """``x`` is the value at the path, as Path.get gives it (None when there is none)."""
+        lines = self.lines
         if code == _TEXT:
-            lines.append(f"{pad}if u.{pieces_attr} is not None and isinstance({x}, str) and {x}:")
-            lines.append(f"{pad}    u.{pieces_attr}.append({x})")
+            pieces = self.pieces_attr
+            lines.append(f"{pad}if u.{pieces} is not None and isinstance({x}, str) and {x}:")
+            lines.append(f"{pad}    u.{pieces}.append({x})")
         elif code == _MODEL:
-            lines.append(f"{pad}if u.{model_attr} is None and isinstance({x}, str) and {x}:")
-            lines.append(f"{pad}    u.{model_attr} = {x}")
+            lines.append(f"{pad}if u.{self.model_attr} is None and isinstance({x}, str) and {x}:")
+            lines.append(f"{pad}    u.{self.model_attr} = {x}")
         elif code == _FINISH:
             lines.append(f"{pad}if isinstance({x}, list):")
             lines.append(f"{pad}    {x} = _first_reason({x})")
@@ -632,6 +673,50 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             lines.append(f"{pad}elif type({x}) is float:")
             lines.append(f"{pad}    u.{name} = int({x})")
 
+
+def _attribute(var: str, key: str) -> str:
+    if key.isascii() and key.isidentifier() and not keyword.iskeyword(key):
+        return f"{var}.{key}"
+    return f"getattr({var}, {key!r})"
+
+
+def _bound(var: str, key: int) -> str:
+    """The condition under which ``var[key]`` is in a list's range."""
+    if key == 0 or key == -1:
+        return var
+    if key > 0:
+        return f"len({var}) > {key}"
+    return f"len({var}) >= {-key}"
+
+
+def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
+    """One function that does what reading each path with :meth:`Path.get` and keeping
+    what :class:`UsageMap` keeps would do, in one walk, whatever the value's classes.
+
+    The paths are merged into a tree of steps. Each step is the one :meth:`Path.get` takes
+    (a dict's key, a list's index, a model's attribute, else :func:`paths._step`), written
+    inline; a step that finds nothing or None ends its subtree (no path below it can find a
+    value there). A path with ``*`` is read by :meth:`Path.get` itself. A subtree that only
+    finds the model is skipped once the model is known, one that only finds text when no
+    text is kept.
+
+    ``stream=False``: ``fill(value, call)`` sets a :class:`TracedCall`'s
+    ``response_model``, tokens and finish reason; text paths are left out.
+    ``stream=True``: ``read(usage, event, value)`` updates a :class:`_Usage`, and never
+    raises (an error is reported once per process and the chunk skipped).
+    :func:`_compile_typed_reader` writes the faster reader of one model class.
+    """
+    root, starred = _path_tree(paths, stream=stream)
+    namespace: dict[str, Any] = {
+        "_step": _step_or_none,
+        "_model_step": _model_step,
+        "_MS": _MODELS,
+        "_first_reason": _first_reason,
+        "_internal_error": _internal_error,
+    }
+    out = _Emitter(stream)
+    lines = out.lines
+
     def walk(node: _Node, var: str, depth: int, guarded: set[int] | None = None) -> None:
         # ``var`` holds a value that is not None (missing is None here: no path can read
         # a value below either). ``guarded``: the fields an enclosing guard checked (not
@@ -640,10 +725,9 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         n = var[1:]
         lines.append(f"{pad}c{n} = type({var})")
         for key, child in node.children.items():
-            counter[0] += 1
-            out = f"v{counter[0]}"
+            value = out.name()
             codes = child.all_codes()
-            cond = guard(codes) if codes != guarded else None
+            cond = out.guard(codes) if codes != guarded else None
             inner = pad
             if cond is not None:
                 lines.append(f"{inner}if {cond}:")
@@ -651,39 +735,29 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             if isinstance(key, str):
                 # Path.get: a dict's key; a model's attribute, else what _step finds
                 # (a field under its alias, an extra); anything else: _step.
-                if key.isascii() and key.isidentifier() and not keyword.iskeyword(key):
-                    attribute = f"{var}.{key}"
-                else:
-                    attribute = f"getattr({var}, {key!r})"
                 # A model class is known once _model_step has met it: until then (and for
                 # anything else) _step, which reads a model's attribute just the same.
                 lines.append(f"{inner}if c{n} is dict:")
-                lines.append(f"{inner}    {out} = {var}.get({key!r})")
+                lines.append(f"{inner}    {value} = {var}.get({key!r})")
                 lines.append(f"{inner}elif c{n} in _MS:")
                 lines.append(f"{inner}    try:")
-                lines.append(f"{inner}        {out} = {attribute}")
+                lines.append(f"{inner}        {value} = {_attribute(var, key)}")
                 lines.append(f"{inner}    except AttributeError:")
-                lines.append(f"{inner}        {out} = _step({var}, {key!r})")
+                lines.append(f"{inner}        {value} = _step({var}, {key!r})")
                 lines.append(f"{inner}else:")
-                lines.append(f"{inner}    {out} = _model_step({var}, {key!r})")
+                lines.append(f"{inner}    {value} = _model_step({var}, {key!r})")
             else:
-                if key == 0 or key == -1:
-                    bound = var
-                elif key > 0:
-                    bound = f"len({var}) > {key}"
-                else:
-                    bound = f"len({var}) >= {-key}"
                 lines.append(f"{inner}if c{n} is list:")
-                lines.append(f"{inner}    {out} = {var}[{key}] if {bound} else None")
+                lines.append(f"{inner}    {value} = {var}[{key}] if {_bound(var, key)} else None")
                 lines.append(f"{inner}elif c{n} is dict:")
-                lines.append(f"{inner}    {out} = None")
+                lines.append(f"{inner}    {value} = None")
                 lines.append(f"{inner}else:")
-                lines.append(f"{inner}    {out} = _step({var}, {key})")
-            lines.append(f"{inner}if {out} is not None:")
+                lines.append(f"{inner}    {value} = _step({var}, {key})")
+            lines.append(f"{inner}if {value} is not None:")
             for code in child.codes:
-                leaf(code, out, inner + "    ")
+                out.leaf(code, value, inner + "    ")
             if child.children:
-                walk(child, out, len(inner) // 4 + 1, codes if cond is not None else guarded)
+                walk(child, value, len(inner) // 4 + 1, codes if cond is not None else guarded)
 
     base = 2 if stream else 1  # a stream's reader runs inside a try
     if root.children:
@@ -691,12 +765,12 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
     for i, (code, path) in enumerate(starred):
         namespace[f"_star{i}"] = path.get
         pad = "    " * base
-        cond = guard({code})
+        cond = out.guard({code})
         if cond is not None:
             lines.append(f"{pad}if {cond}:")
             pad += "    "
         lines.append(f"{pad}s{i} = _star{i}(v0)")
-        leaf(code, f"s{i}", pad)
+        out.leaf(code, f"s{i}", pad)
     if not lines:
         lines.append("    " * base + "pass")
     if stream:
@@ -709,13 +783,166 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         source += "\n"
     else:
         source = "\n".join(["def fill(v0, u):", *lines]) + "\n"
+    return _exec_reader(source, namespace, stream)
+
+
+def _exec_reader(source: str, namespace: dict[str, Any], stream: bool) -> Any:
+    """The function(s) ``source`` defines: ``fill``, or ``read`` with ``decode_read`` as
+    its attribute; each keeps its source as its docstring, for a reader of a traceback."""
     exec(compile(source, "<usage map reader>", "exec"), namespace)
     function = namespace["read" if stream else "fill"]
-    function.__doc__ = source  # what it does, for a reader of a traceback
+    function.__doc__ = source
     if stream:
         function.decode_read = namespace["decode_read"]
         function.decode_read.__doc__ = source
     return function
+
+
+class _Untyped(Exception):
+    """A value of another class than the one a typed reader was written for."""
+
+
+def _declared(annotation: Any) -> tuple[str, type | None]:
+    """What a model field declares: ("model", its class), ("list", its items' model class,
+    or None for items of another kind), or ("other", None)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _declared(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _declared(kinds[0]) if len(kinds) == 1 else ("other", None)
+    if origin is list:
+        items = typing.get_args(annotation)
+        kind, cls = _declared(items[0]) if items else ("other", None)
+        return "list", cls if kind == "model" else None
+    if isinstance(annotation, type) and _is_model(annotation):
+        return "model", annotation
+    return "other", None
+
+
+def _compile_typed_reader(
+    paths: Sequence[tuple[int, Path]], root_class: type, *, stream: bool, generic: Any
+) -> Any:
+    """The reader :func:`_compile_reader` writes, for a value of one pydantic model class:
+    each step reads the field it names, its class known from the model's annotations, so a
+    step is one attribute read with no test of what the value is; or None when a path
+    steps where the annotations do not say what it finds (``*``, an alias or an extra, a
+    union of models).
+
+    A value is checked to be of its declared class (``type(v) is C``) before a step into
+    it; a value of another class (a subclass too) makes ``generic`` read the whole value.
+    So that nothing it kept is kept again then, the subtree that keeps the text is walked
+    last: what comes before it sets only the model (once) and the last counts and finish
+    reason seen, which ``generic`` sets to the same.
+    """
+    root, starred = _path_tree(paths, stream=stream)
+    if starred:
+        return None
+    namespace: dict[str, Any] = {
+        "_Untyped": _Untyped,
+        "_generic": generic,
+        "_first_reason": _first_reason,
+        "_internal_error": _internal_error,
+        "_C0": root_class,
+    }
+    out = _Emitter(stream)
+    lines = out.lines
+
+    def walk(
+        node: _Node, var: str, kind: str, cls: type | None, depth: int, guarded: set[int] | None
+    ) -> bool:
+        # ``var`` holds a value of ``cls`` (kind "model": a model class), or a list (kind
+        # "list": ``cls`` is its items' model class, or None).
+        pad = "    " * depth
+        fields = cls.model_fields if kind == "model" else None  # type: ignore[union-attr]
+        children = sorted(node.children.items(), key=lambda item: _TEXT in item[1].all_codes())
+        for key, child in children:
+            value = out.name()
+            codes = child.all_codes()
+            cond = out.guard(codes) if codes != guarded else None
+            inner = pad
+            if cond is not None:
+                lines.append(f"{inner}if {cond}:")
+                inner += "    "
+            if fields is not None:
+                if not isinstance(key, str) or key not in fields:
+                    return False  # not a declared field (an alias, an extra, a property)
+                child_kind, child_class = _declared(fields[key].annotation)
+                lines.append(f"{inner}{value} = {_attribute(var, key)}")
+            else:
+                if not isinstance(key, int):
+                    return False  # a key into a list
+                lines.append(f"{inner}{value} = {var}[{key}] if {_bound(var, key)} else None")
+                child_kind, child_class = ("model", cls) if cls is not None else ("other", None)
+            checked = codes if cond is not None else guarded  # what a guard above tested
+            for code in child.codes:
+                if code == _FINISH:  # most chunks have none: one test
+                    lines.append(f"{inner}if {value} is not None:")
+                    out.leaf(code, value, inner + "    ")
+                elif code == _TEXT and checked == {_TEXT}:  # kept pieces: tested above
+                    lines.append(f"{inner}if isinstance({value}, str) and {value}:")
+                    lines.append(f"{inner}    u.{out.pieces_attr}.append({value})")
+                else:
+                    out.leaf(code, value, inner)  # tests what it keeps (None too)
+            if child.children:
+                if child_kind == "other":
+                    return False
+                if child_kind == "model":
+                    namespace[f"_C{value[1:]}"] = child_class
+                    lines.append(f"{inner}if type({value}) is _C{value[1:]}:")
+                else:
+                    lines.append(f"{inner}if type({value}) is list:")
+                if not walk(child, value, child_kind, child_class, len(inner) // 4 + 1, checked):
+                    return False
+                lines.append(f"{inner}elif {value} is not None:")
+                lines.append(f"{inner}    raise _Untyped")
+        return True
+
+    depth = 3 if stream else 2
+    if not walk(root, "v0", "model", root_class, depth, None):
+        return None
+    steps = lines or ["    " * depth + "pass"]
+    if stream:
+        source = "\n".join(
+            [
+                "def read(u, event, v0):",
+                "    try:",
+                "        try:",
+                "            if type(v0) is not _C0:",
+                "                raise _Untyped",
+                *steps,
+                "        except (_Untyped, AttributeError):",
+                "            _generic(u, event, v0)",
+                "    except Exception as exc:",
+                "        _internal_error(exc)",
+                "",
+                "def decode_read(u, event, data):",
+                "    v0 = u.decode(data.encode())",
+                "    try:",
+                "        try:",
+                "            if type(v0) is not _C0:",
+                "                raise _Untyped",
+                *steps,
+                "        except (_Untyped, AttributeError):",
+                "            _generic(u, event, v0)",
+                "    except Exception as exc:",
+                "        _internal_error(exc)",
+                "    return v0",
+            ]
+        )
+    else:
+        source = "\n".join(
+            [
+                "def fill(v0, u):",
+                "    try:",
+                "        if type(v0) is not _C0:",
+                "            raise _Untyped",
+                *steps,
+                "    except (_Untyped, AttributeError):",
+                "        _generic(v0, u)",
+            ]
+        )
+    return _exec_reader(source + "\n", namespace, stream)
 
 
 # --------------------------------------------------------------------------------------- #
@@ -1691,7 +1918,9 @@ class CallTrace:
                         call.request_model = model
                 elif usage._request_model is not None:
                     call.request_model = usage.requested_model(request)
-                usage._fill_call(result if body is _NOTHING else body, call)
+                value = result if body is _NOTHING else body
+                fill = usage._fills.get(type(value))
+                (fill or usage.filler(type(value)))(value, call)
             tracer = self.tracer
             if tracer.capture_content:
                 if op.response_kind == "json":
@@ -1845,8 +2074,9 @@ class StreamTrace(CallTrace):
         elif usage._read_event or op.stream is None:
             self.event = partial(_read_by_event, usage._read_plain, usage._read_event, found)
         else:
-            found.decode = op.stream.item.from_json
-            self.decode = MethodType(usage._decode_read, found)
+            item = op.stream.item
+            found.decode = item.json_reader()
+            self.decode = MethodType(usage.chunk_decoder(item.type), found)
 
     def opened(self, response: httpx.Response) -> None:
         self.status_code = response.status_code

@@ -24,8 +24,9 @@ Rows:
                   role, finish and usage chunks): one TracedCall with the full text
 
 Each variant makes ``--warmup`` calls first, then ``--rounds`` short rounds of ``--calls``
-calls (streams: a quarter as many); the variants take turns within a round and the order
-reverses every round, so that whatever else the machine does falls on all of them alike.
+calls (streams: three times the rounds, of a quarter as many calls); the variants take
+turns within a round and the order reverses every round, so that whatever else the
+machine does falls on all of them alike.
 Reported: the median over rounds of CPU µs per call, and the CPU tracing adds: the median
 over rounds of (variant - off) in the same round, with the interquartile range of those
 differences. Target: under 20 µs added per call. For the stream the added CPU is also given
@@ -349,8 +350,10 @@ def sync_rows(
         run_sync_row(post, {v: chat(c) for v, c in clients.items()}, calls, warmup, rounds)
         streamed = Row(f"stream chat ({chunks} chunks)", chunks=chunks + 3)
         stream_calls = max(calls // 4, 1)
+        # A stream's samples vary more (a quarter as many calls, each far longer): three
+        # times the rounds, for a median as steady as the other rows'.
         run_sync_row(
-            streamed, {v: stream(c) for v, c in clients.items()}, stream_calls, warmup, rounds
+            streamed, {v: stream(c) for v, c in clients.items()}, stream_calls, warmup, 3 * rounds
         )
         for variant in VARIANTS:
             check_traces(traced[variant], "stream_chat_completion", expected_text)
@@ -432,10 +435,12 @@ def isolated(v1: str, directory: Path, chunks: int, number: int) -> dict[str, di
                 trace.request = stream_request
                 trace.opened(response)
                 # Each chunk read as the stream reads it (in situ, in the frame that
-                # decodes it: trace.decode), without the decoding.
-                on_chunk = trace.event or stream_op.usage.bind(trace.found)
+                # decodes it: trace.decode, the reader of the chunks' model class),
+                # without the decoding.
+                read = stream_op.usage.chunk_reader(type(decoded[0]))
+                found = trace.found
                 for chunk in decoded:
-                    on_chunk("message", chunk)
+                    read(found, None, chunk)
                 trace.stop(None)
 
             out[variant] = {
@@ -534,7 +539,7 @@ def report(rows: list[Row], calls: int, rounds: int) -> str:
         body,
         title=(
             f"Client CPU per call with tracing off and on (process_time; median of {rounds} "
-            f"rounds x {calls} calls; streams: a quarter as many calls)"
+            f"rounds x {calls} calls; streams: {3 * rounds} rounds x {max(calls // 4, 1)})"
         ),
     )
 

@@ -681,8 +681,12 @@ def test_a_bug_while_building_a_trace_never_breaks_the_call(
     def broken(*args: Any) -> None:
         raise KeyError("oops")
 
+    class Broken(dict[type, Any]):
+        def get(self, key: type, default: Any = None) -> Any:
+            return broken
+
     # The compiled reader of the response (generated code) raises.
-    monkeypatch.setattr(CHAT_USAGE, "_fill_call", broken)
+    monkeypatch.setattr(CHAT_USAGE, "_fills", Broken())
     sink = MemorySink()
     client = Demo(service=LLM_SERVICE, tracer=Tracer(sink))
     with pytest.warns(RuntimeWarning, match="a trace could not be built"):

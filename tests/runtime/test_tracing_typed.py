@@ -1,0 +1,217 @@
+"""Typed usage-map readers: the reader written for one model class reads what the reader
+for any value reads, falls back to it for anything else, and never keeps text twice."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from builder.runtime import tracing
+from builder.runtime.operation import Decoder
+from builder.runtime.tracing import TracedCall, UsageMap
+
+NAMES = ["text", "model", "tokens_input", "tokens_output", "finish_reason"]
+
+
+class Reason(enum.Enum):
+    STOP = "stop"
+
+
+class Leaf(BaseModel):
+    text: str | None = None
+    n: int | float | None = None
+    reason: str | Reason | None = None
+
+
+class SubLeaf(Leaf):
+    pass
+
+
+class Other(BaseModel):
+    text: str | None = None
+
+
+class Node(BaseModel):
+    name: str | None = None
+    leaf: Leaf | None = None
+    leaves: list[Leaf] = []
+    numbers: list[int] = []
+    anything: Any = None
+    either: Leaf | Other | None = None
+    type_: str | None = Field(None, alias="type")
+
+    @property
+    def computed(self) -> str:
+        return "a property"
+
+
+class Root(BaseModel):
+    node: Node | None = None
+    nodes: list[Node] = []
+    model: str | None = None
+
+
+class SubRoot(Root):
+    pass
+
+
+# Paths the annotations type (the reader is written), and ones they do not.
+TYPED_PATHS = [
+    "model",
+    "node.name",
+    "node.leaf.text",
+    "node.leaf.n",
+    "node.leaf.reason",
+    "node.leaf",
+    "node.leaves.0.text",
+    "node.leaves.-1.reason",
+    "node.leaves.1.n",
+    "node.leaves.-2.text",
+    "node.numbers.0",
+    "node.numbers.2",
+    "nodes.0.leaf.n",
+    "nodes.1.leaves.0.text",
+    "node.anything",
+]
+UNTYPED_PATHS = [
+    "node.anything.text",  # below a field of any type
+    "node.either.text",  # below a union of two models
+    "node.type",  # a field under its alias
+    "node.computed",  # a property, not a field
+    "node.extra",  # no such field
+    "node.leaves.*.text",  # a star
+    "node.leaf.0",  # an index into a model
+    "nodes.text",  # a key into a list
+]
+
+
+def _constructed(cls: type[BaseModel], **fields: Any) -> Any:
+    return cls.model_construct(**fields)
+
+
+def _values() -> list[Any]:
+    leaf = Leaf(text="hi", n=3, reason="stop")
+    return [
+        Root(model="m", node=Node(name="n", leaf=leaf, leaves=[leaf, Leaf(n=2.9)], numbers=[1])),
+        Root(node=Node(leaf=Leaf(reason=Reason.STOP), leaves=[], numbers=[4, 5, 6])),
+        Root(node=None, nodes=[Node(), Node(leaves=[Leaf(text="")])]),
+        Root(nodes=[Node(leaf=Leaf(n=True)), Node(leaves=[Leaf(text="second")])]),
+        Root(node=Node(leaf=SubLeaf(text="sub", n=1))),  # a subclass: read by the generic one
+        SubRoot(model="sub", node=Node(name="x")),
+        Root.model_construct(model="built"),  # no node attribute at all
+        # Values not of their declared class (as model_construct keeps them).
+        _constructed(Root, node={"leaf": {"text": "a dict"}}),
+        Root.model_construct(node=_constructed(Node, leaves=({"text": "tuple"},))),
+        _constructed(Root, nodes="not a list", node=Node(anything={"text": 1})),
+        Root(node=Node(anything=[1, 2], either=Other(text="o"))),
+        {"node": {"leaf": {"text": "plain json"}}, "model": "dict"},
+        None,
+    ]
+
+
+def _state(found: Any) -> tuple[Any, ...]:
+    return (found.model, found.tokens_input, found.tokens_output, found.finish_reason, found.pieces)
+
+
+def _maps() -> list[dict[str, str]]:
+    """One path per field, every typed path in every field, and mixed maps."""
+    single = [{name: path} for path in TYPED_PATHS for name in NAMES]
+    mixed = [
+        dict(zip(NAMES, paths, strict=True))
+        for paths in itertools.islice(itertools.permutations(TYPED_PATHS, 5), 0, 400, 7)
+    ]
+    return single + mixed
+
+
+def _map_id(fields: dict[str, str]) -> str:
+    return ",".join(f"{name}={path}" for name, path in fields.items())
+
+
+@pytest.mark.parametrize("fields", _maps(), ids=_map_id)
+def test_the_typed_reader_reads_what_the_generic_one_reads(fields: dict[str, str]) -> None:
+    usage_map = UsageMap(**fields)
+    read = usage_map._typed(Root, stream=True)
+    fill = usage_map._typed(Root, stream=False)
+    assert read is not None and fill is not None, "every path here is typed"
+    for with_text, model_known in itertools.product((True, False), repeat=2):
+        expected, found = tracing._Usage(text=with_text), tracing._Usage(text=with_text)
+        if model_known:
+            expected.model = found.model = "known"
+        for value in _values():  # a stream's chunks, one after the other
+            usage_map._read_plain(expected, None, value)
+            read(found, None, value)
+            assert _state(found) == _state(expected), (value, read.__doc__)
+    for value in _values():
+        expected_call, call = TracedCall(0.0, "c", "op"), TracedCall(0.0, "c", "op")
+        usage_map._fill_call(value, expected_call)
+        fill(value, call)
+        assert call == expected_call, (value, fill.__doc__)
+
+
+@pytest.mark.parametrize("path", UNTYPED_PATHS)
+def test_a_path_the_annotations_do_not_type_gets_the_generic_reader(path: str) -> None:
+    usage_map = UsageMap(model="model", finish_reason=path)
+    assert usage_map._typed(Root, stream=True) is None
+    assert usage_map._typed(Root, stream=False) is None
+    assert usage_map.filler(Root) is usage_map._fill_call
+    assert usage_map.chunk_decoder(Root) is usage_map._decode_read
+
+
+def test_readers_are_chosen_per_class_and_remembered() -> None:
+    usage_map = UsageMap(model="model", tokens_input="node.leaf.n", text="node.leaf.text")
+    fill = usage_map.filler(Root)
+    assert fill is not usage_map._fill_call and usage_map.filler(Root) is fill
+    assert usage_map.filler(dict) is usage_map._fill_call  # not a model class
+    decode = usage_map.chunk_decoder(Root)
+    assert decode is not usage_map._decode_read and usage_map.chunk_decoder(Root) is decode
+    assert usage_map.chunk_decoder(None) is usage_map._decode_read  # type not known
+    assert usage_map.chunk_decoder(list[Root]) is usage_map._decode_read
+
+
+def test_text_is_kept_once_when_a_chunk_of_another_class_goes_to_the_generic_reader() -> None:
+    # The guard that fails (a SubLeaf where a Leaf is declared) is met after the model,
+    # counts and finish reason were kept, and before the text: the generic reader reads
+    # the chunk again and keeps each once.
+    usage_map = UsageMap(
+        model="model",
+        tokens_input="nodes.0.leaf.n",
+        finish_reason="nodes.0.leaf.reason",
+        text="node.leaf.text",
+    )
+    read = usage_map._typed(Root, stream=True)
+    assert read is not None
+    for chunk in (
+        Root(model="m", node=Node(leaf=SubLeaf(text="once")), nodes=[Node(leaf=Leaf(n=4))]),
+        Root(model="m", node=Node(leaf=Leaf(text="once")), nodes=[Node(leaf=SubLeaf(n=4))]),
+    ):
+        found = tracing._Usage(text=True)
+        read(found, None, chunk)
+        assert _state(found) == ("m", 4, None, None, ["once"]), read.__doc__
+
+
+def test_decode_read_decodes_with_the_models_validator_and_reads_the_chunk() -> None:
+    decoder = Decoder(Root)
+    reader = decoder.json_reader()
+    assert reader == Root.__pydantic_validator__.validate_json  # no model_validate_json frame
+    usage_map = UsageMap(model="model", text="node.leaf.text", tokens_output="node.leaf.n")
+    found = tracing._Usage(text=True)
+    found.decode = reader
+    chunk = usage_map.chunk_decoder(Root)(found, None, '{"model":"m","node":{"leaf":{"text":"t"}}}')
+    assert isinstance(chunk, Root) and _state(found) == ("m", None, None, None, ["t"])
+    with pytest.raises(ValueError):  # a chunk that does not validate is the stream's error
+        usage_map.chunk_decoder(Root)(found, None, '{"model": 5}')
+
+
+def test_a_model_that_overrides_model_validate_json_is_decoded_by_it() -> None:
+    class Custom(BaseModel):
+        x: int = 0
+
+        @classmethod
+        def model_validate_json(cls, json_data: Any, **options: Any) -> Custom:
+            return cls(x=99)
+
+    assert Decoder(Custom).json_reader()(b'{"x": 1}').x == 99
