@@ -26,7 +26,6 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-
 def available() -> bool:
     """Whether work can go to a second process that runs at the same time: a fork is safe
     here (:func:`builder.forked.can_fork`), and a CPU has nothing to do. On a machine whose

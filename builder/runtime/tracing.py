@@ -802,22 +802,25 @@ class _Untyped(Exception):
     """A value of another class than the one a typed reader was written for."""
 
 
-def _declared(annotation: Any) -> tuple[str, type | None]:
+def _declared(annotation: Any) -> tuple[str, type | None, bool]:
     """What a model field declares: ("model", its class), ("list", its items' model class,
-    or None for items of another kind), or ("other", None)."""
+    or None for items of another kind), or ("other", None); and whether None is allowed."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _declared(typing.get_args(annotation)[0])
     if origin is typing.Union or origin is types.UnionType:
         kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _declared(kinds[0]) if len(kinds) == 1 else ("other", None)
+        if len(kinds) != 1:
+            return "other", None, True
+        kind, cls, _ = _declared(kinds[0])
+        return kind, cls, len(kinds) < len(typing.get_args(annotation))
     if origin is list:
         items = typing.get_args(annotation)
-        kind, cls = _declared(items[0]) if items else ("other", None)
-        return "list", cls if kind == "model" else None
+        kind, cls, _ = _declared(items[0]) if items else ("other", None, True)
+        return "list", cls if kind == "model" else None, False
     if isinstance(annotation, type) and _is_model(annotation):
-        return "model", annotation
-    return "other", None
+        return "model", annotation, False
+    return "other", None, annotation is None or annotation is type(None) or annotation is Any
 
 
 def _compile_typed_reader(
@@ -856,6 +859,9 @@ def _compile_typed_reader(
         pad = "    " * depth
         fields = cls.model_fields if kind == "model" else None  # type: ignore[union-attr]
         children = sorted(node.children.items(), key=lambda item: _TEXT in item[1].all_codes())
+        shared = fields is not None and len(children) > 1
+        if shared:
+            lines.append(f"{pad}d{var[1:]} = {var}.__dict__")
         for key, child in children:
             value = out.name()
             codes = child.all_codes()
@@ -867,13 +873,16 @@ def _compile_typed_reader(
             if fields is not None:
                 if not isinstance(key, str) or key not in fields:
                     return False  # not a declared field (an alias, an extra, a property)
-                child_kind, child_class = _declared(fields[key].annotation)
-                lines.append(f"{inner}{value} = {_attribute(var, key)}")
+                child_kind, child_class, optional = _declared(fields[key].annotation)
+                # A model keeps its fields in its __dict__: one attribute read for several.
+                read = f"d{var[1:]}[{key!r}]" if shared else _attribute(var, key)
+                lines.append(f"{inner}{value} = {read}")
             else:
                 if not isinstance(key, int):
                     return False  # a key into a list
                 lines.append(f"{inner}{value} = {var}[{key}] if {_bound(var, key)} else None")
                 child_kind, child_class = ("model", cls) if cls is not None else ("other", None)
+                optional = True  # an empty list, or one too short
             checked = codes if cond is not None else guarded  # what a guard above tested
             for code in child.codes:
                 if code == _FINISH:  # most chunks have none: one test
@@ -889,13 +898,22 @@ def _compile_typed_reader(
                     return False
                 if child_kind == "model":
                     namespace[f"_C{value[1:]}"] = child_class
-                    lines.append(f"{inner}if type({value}) is _C{value[1:]}:")
+                    declared = f"_C{value[1:]}"
                 else:
-                    lines.append(f"{inner}if type({value}) is list:")
+                    declared = "list"
+                # The usual case tested first: a value that may be None (most often is),
+                # else one of the declared class.
+                if optional:
+                    lines.append(f"{inner}if {value} is not None:")
+                    lines.append(f"{inner}    if type({value}) is not {declared}:")
+                    lines.append(f"{inner}        raise _Untyped")
+                else:
+                    lines.append(f"{inner}if type({value}) is {declared}:")
                 if not walk(child, value, child_kind, child_class, len(inner) // 4 + 1, checked):
                     return False
-                lines.append(f"{inner}elif {value} is not None:")
-                lines.append(f"{inner}    raise _Untyped")
+                if not optional:
+                    lines.append(f"{inner}elif {value} is not None:")
+                    lines.append(f"{inner}    raise _Untyped")
         return True
 
     depth = 3 if stream else 2
@@ -911,7 +929,7 @@ def _compile_typed_reader(
                 "            if type(v0) is not _C0:",
                 "                raise _Untyped",
                 *steps,
-                "        except (_Untyped, AttributeError):",
+                "        except (_Untyped, AttributeError, KeyError):",
                 "            _generic(u, event, v0)",
                 "    except Exception as exc:",
                 "        _internal_error(exc)",
@@ -923,7 +941,7 @@ def _compile_typed_reader(
                 "            if type(v0) is not _C0:",
                 "                raise _Untyped",
                 *steps,
-                "        except (_Untyped, AttributeError):",
+                "        except (_Untyped, AttributeError, KeyError):",
                 "            _generic(u, event, v0)",
                 "    except Exception as exc:",
                 "        _internal_error(exc)",
@@ -938,7 +956,7 @@ def _compile_typed_reader(
                 "        if type(v0) is not _C0:",
                 "            raise _Untyped",
                 *steps,
-                "    except (_Untyped, AttributeError):",
+                "    except (_Untyped, AttributeError, KeyError):",
                 "        _generic(v0, u)",
             ]
         )
