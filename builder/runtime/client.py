@@ -440,7 +440,7 @@ class SyncClient(_Core):
         except BaseException as exc:
             trace.failed(exc)
             raise
-        trace.opened(response)
+        trace.status_code = response.status_code  # StreamTrace.opened, written out
         return Stream(self, op, response, trace)
 
     def close(self) -> None:
@@ -595,7 +595,7 @@ class AsyncClient(_Core):
         except BaseException as exc:
             trace.failed(exc)
             raise
-        trace.opened(response)
+        trace.status_code = response.status_code  # StreamTrace.opened, written out
         return AsyncStream(self, op, response, trace)
 
     async def aclose(self) -> None:

@@ -69,7 +69,9 @@ evicted its code and data from the caches: in situ each function it calls and ea
 it touches costs a cache miss or several, three to five times what the same instructions
 cost replayed in a loop. So the call path does little and touches little: one trace object
 with plain slots, the model, tokens and finish reason read by one compiled function per
-usage map (:func:`_compile_reader`), references to the request and response bytes; the
+usage map and model class (:func:`_compile_typed_reader`: one attribute read per step,
+:func:`_compile_reader` for values of any other kind), references to the request and
+response bytes; the
 cost, and the input and output (parsed and scrubbed), are worked out when a sink or a
 reader first asks for them. A :class:`MemorySink` is fed by its deque's ``append``; a
 :class:`JsonlSink` queues the call and encodes and writes its lines in batches, warm. A
@@ -2048,7 +2050,8 @@ class StreamTrace(CallTrace):
     Each chunk is read as it is decoded: its text appended to a list (joined once at the
     end, scrubbed when the output is first read), its model, tokens and finish reason
     kept. ``decode(name, data)`` (a usage map without named events) decodes a chunk's JSON
-    text with the operation's decoder and reads it, in one frame: the stream's code
+    text with the operation's decoder and reads it with the reader written for the chunks'
+    model class (:meth:`UsageMap.chunk_decoder`), in one frame: the stream's code
     calls it instead of the decoder, so a traced chunk costs no call more than an untraced
     one (a call per chunk, run with cold caches, costs about as much as the reading).
     Otherwise ``event(name, chunk)`` reads a decoded chunk with its event's reader. Both
@@ -2093,8 +2096,9 @@ class StreamTrace(CallTrace):
             self.event = partial(_read_by_event, usage._read_plain, usage._read_event, found)
         else:
             item = op.stream.item
-            found.decode = item.json_reader()
-            self.decode = MethodType(usage.chunk_decoder(item.type), found)
+            found.decode = item._json or item.json_reader()
+            read = usage._readers.get(item.type) or usage.chunk_reader(item.type)
+            self.decode = MethodType(read.decode_read, found)  # type: ignore[attr-defined]
 
     def opened(self, response: httpx.Response) -> None:
         self.status_code = response.status_code
