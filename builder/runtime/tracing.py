@@ -825,6 +825,52 @@ def _declared(annotation: Any) -> tuple[str, type | None, bool]:
     return "other", None, annotation is None or annotation is type(None) or annotation is Any
 
 
+def _exact(cls: type) -> bool:
+    """True when what pydantic makes of JSON for ``cls`` is an instance of exactly
+    ``cls`` whose fields hold what their annotations declare: no validator (of a field,
+    of the model, or in an annotation), no post-init, no schema of its own."""
+    decorators = getattr(cls, "__pydantic_decorators__", None)
+    if decorators is None or getattr(cls, "__pydantic_post_init__", True) is not None:
+        return False
+    if (
+        decorators.validators
+        or decorators.field_validators
+        or decorators.root_validators
+        or decorators.model_validators
+    ):
+        return False
+    from pydantic import BaseModel
+    from pydantic.functional_validators import (
+        AfterValidator,
+        BeforeValidator,
+        PlainValidator,
+        WrapValidator,
+    )
+
+    schema = getattr(getattr(cls, "__get_pydantic_core_schema__", None), "__func__", None)
+    if schema is not getattr(BaseModel.__get_pydantic_core_schema__, "__func__", None):
+        return False
+    hooks = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
+    return not any(
+        isinstance(item, hooks)
+        for field in getattr(cls, "model_fields", {}).values()
+        for item in field.metadata
+    )
+
+
+def _default_declared(field: Any, kind: str, cls: type | None) -> bool:
+    """True when a field left out of the JSON holds what it declares (a default is not
+    validated): none, None, a list for a list, an instance of exactly its model class."""
+    from pydantic_core import PydanticUndefined
+
+    if field.default_factory is not None:
+        return kind == "list" and field.default_factory is list
+    default = field.default
+    if default is PydanticUndefined or default is None:
+        return True
+    return type(default) is (list if kind == "list" else cls)
+
+
 def _compile_typed_reader(
     paths: Sequence[tuple[int, Path]], root_class: type, *, stream: bool, generic: Any
 ) -> Any:
@@ -850,52 +896,63 @@ def _compile_typed_reader(
         "_internal_error": _internal_error,
         "_C0": root_class,
     }
-    out = _Emitter(stream)
-    lines = out.lines
+    depth = 3 if stream else 2
 
-    def walk(
-        node: _Node, var: str, kind: str, cls: type | None, depth: int, guarded: set[int] | None
-    ) -> bool:
-        # ``var`` holds a value of ``cls`` (kind "model": a model class), or a list (kind
-        # "list": ``cls`` is its items' model class, or None).
-        pad = "    " * depth
-        fields = cls.model_fields if kind == "model" else None  # type: ignore[union-attr]
-        children = sorted(node.children.items(), key=lambda item: _TEXT in item[1].all_codes())
-        shared = fields is not None and len(children) > 1
-        if shared:
-            lines.append(f"{pad}d{var[1:]} = {var}.__dict__")
-        for key, child in children:
-            value = out.name()
-            codes = child.all_codes()
-            cond = out.guard(codes) if codes != guarded else None
-            inner = pad
-            if cond is not None:
-                lines.append(f"{inner}if {cond}:")
-                inner += "    "
-            if fields is not None:
-                if not isinstance(key, str) or key not in fields:
-                    return False  # not a declared field (an alias, an extra, a property)
-                child_kind, child_class, optional = _declared(fields[key].annotation)
-                # A model keeps its fields in its __dict__: one attribute read for several.
-                read = f"d{var[1:]}[{key!r}]" if shared else _attribute(var, key)
-                lines.append(f"{inner}{value} = {read}")
-            else:
-                if not isinstance(key, int):
-                    return False  # a key into a list
-                lines.append(f"{inner}{value} = {var}[{key}] if {_bound(var, key)} else None")
-                child_kind, child_class = ("model", cls) if cls is not None else ("other", None)
-                optional = True  # an empty list, or one too short
-            checked = codes if cond is not None else guarded  # what a guard above tested
-            for code in child.codes:
-                if code == _FINISH:  # most chunks have none: one test
-                    lines.append(f"{inner}if {value} is not None:")
-                    out.leaf(code, value, inner + "    ")
-                elif code == _TEXT and checked == {_TEXT}:  # kept pieces: tested above
-                    lines.append(f"{inner}if isinstance({value}, str) and {value}:")
-                    lines.append(f"{inner}    u.{out.pieces_attr}.append({value})")
+    def write(trusted: bool) -> list[str] | None:
+        """The steps; ``trusted``: for values the model's validator made from JSON, whose
+        classes are then known to be the declared ones (see :func:`_exact`): no checks."""
+        out = _Emitter(stream)
+        lines = out.lines
+
+        def walk(
+            node: _Node, var: str, kind: str, cls: Any, depth: int, guarded: set[int] | None
+        ) -> bool:
+            # ``var`` holds a value of ``cls`` (kind "model": a model class), or a list
+            # (kind "list": ``cls`` is its items' model class, or None).
+            pad = "    " * depth
+            fields = cls.model_fields if kind == "model" else None
+            if trusted and kind == "model" and not _exact(cls):
+                return False
+            children = sorted(node.children.items(), key=lambda item: _TEXT in item[1].all_codes())
+            shared = fields is not None and len(children) > 1
+            if shared:
+                lines.append(f"{pad}d{var[1:]} = {var}.__dict__")
+            for key, child in children:
+                value = out.name()
+                codes = child.all_codes()
+                cond = out.guard(codes) if codes != guarded else None
+                inner = pad
+                if cond is not None:
+                    lines.append(f"{inner}if {cond}:")
+                    inner += "    "
+                if fields is not None:
+                    if not isinstance(key, str) or key not in fields:
+                        return False  # not a declared field (an alias, an extra, a property)
+                    child_kind, child_class, optional = _declared(fields[key].annotation)
+                    if trusted and not _default_declared(fields[key], child_kind, child_class):
+                        return False
+                    # A model keeps its fields in its __dict__: one attribute read for several.
+                    read = f"d{var[1:]}[{key!r}]" if shared else _attribute(var, key)
+                    lines.append(f"{inner}{value} = {read}")
                 else:
-                    out.leaf(code, value, inner)  # tests what it keeps (None too)
-            if child.children:
+                    if not isinstance(key, int):
+                        return False  # a key into a list
+                    bound = _bound(var, key)
+                    lines.append(f"{inner}{value} = {var}[{key}] if {bound} else None")
+                    child_kind, child_class = ("model", cls) if cls is not None else ("other", None)
+                    optional = True  # an empty list, or one too short
+                checked = codes if cond is not None else guarded  # what a guard above tested
+                for code in child.codes:
+                    if code == _FINISH:  # most chunks have none: one test
+                        lines.append(f"{inner}if {value} is not None:")
+                        out.leaf(code, value, inner + "    ")
+                    elif code == _TEXT and checked == {_TEXT}:  # kept pieces: tested above
+                        lines.append(f"{inner}if isinstance({value}, str) and {value}:")
+                        lines.append(f"{inner}    u.{out.pieces_attr}.append({value})")
+                    else:
+                        out.leaf(code, value, inner)  # tests what it keeps (None too)
+                if not child.children:
+                    continue
                 if child_kind == "other":
                     return False
                 if child_kind == "model":
@@ -903,25 +960,35 @@ def _compile_typed_reader(
                     declared = f"_C{value[1:]}"
                 else:
                     declared = "list"
-                # The usual case tested first: a value that may be None (most often is),
-                # else one of the declared class.
-                if optional:
+                below = inner
+                if trusted:  # of its declared class: None, where it may be, is all to test
+                    if optional:
+                        lines.append(f"{inner}if {value} is not None:")
+                        below += "    "
+                elif optional:  # the usual case first: a value that most often is None
                     lines.append(f"{inner}if {value} is not None:")
                     lines.append(f"{inner}    if type({value}) is not {declared}:")
                     lines.append(f"{inner}        raise _Untyped")
+                    below += "    "
                 else:
                     lines.append(f"{inner}if type({value}) is {declared}:")
-                if not walk(child, value, child_kind, child_class, len(inner) // 4 + 1, checked):
+                    below += "    "
+                if not walk(child, value, child_kind, child_class, len(below) // 4, checked):
                     return False
-                if not optional:
+                if not trusted and not optional:
                     lines.append(f"{inner}elif {value} is not None:")
                     lines.append(f"{inner}    raise _Untyped")
-        return True
+            return True
 
-    depth = 3 if stream else 2
-    if not walk(root, "v0", "model", root_class, depth, None):
+        if not walk(root, "v0", "model", root_class, depth, None):
+            return None
+        return lines or ["    " * depth + "pass"]
+
+    steps = write(trusted=False)
+    if steps is None:
         return None
-    steps = lines or ["    " * depth + "pass"]
+    # A stream's decode_read reads only chunks it decoded itself.
+    decoded_steps = (write(trusted=True) if stream else None) or steps
     if stream:
         source = "\n".join(
             [
@@ -942,7 +1009,7 @@ def _compile_typed_reader(
                 "        try:",
                 "            if type(v0) is not _C0:",
                 "                raise _Untyped",
-                *steps,
+                *decoded_steps,
                 "        except (_Untyped, AttributeError, KeyError):",
                 "            _generic(u, event, v0)",
                 "    except Exception as exc:",

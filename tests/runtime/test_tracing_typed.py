@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, model_validator
 
 from builder.runtime import tracing
 from builder.runtime.operation import Decoder
@@ -215,3 +215,73 @@ def test_a_model_that_overrides_model_validate_json_is_decoded_by_it() -> None:
             return cls(x=99)
 
     assert Decoder(Custom).json_reader()(b'{"x": 1}').x == 99
+
+
+# -- a chunk the reader decodes itself: no class checks where pydantic makes the classes -------
+
+JSON_CHUNKS = [
+    '{"model":"m","node":{"name":"n","leaf":{"text":"hi","n":3,"reason":"stop"},'
+    '"leaves":[{"text":"a"},{"n":2.5}],"numbers":[1,2]}}',
+    '{"node":{"leaf":null,"leaves":[]},"nodes":[{"leaf":{"n":7}},{"leaves":[{"text":"b"}]}]}',
+    '{"node":null}',
+    "{}",
+    '{"nodes":[{}],"node":{"anything":{"text":1},"either":{"text":"o"}}}',
+]
+
+
+@pytest.mark.parametrize("fields", _maps()[::3], ids=_map_id)
+def test_decode_read_reads_what_decoding_then_the_generic_reader_reads(
+    fields: dict[str, str],
+) -> None:
+    usage_map = UsageMap(**fields)
+    decode_read = usage_map.chunk_decoder(Root)
+    assert decode_read is not usage_map._decode_read
+    expected, found = tracing._Usage(text=True), tracing._Usage(text=True)
+    found.decode = Decoder(Root).json_reader()
+    for data in JSON_CHUNKS:
+        chunk = decode_read(found, None, data)
+        usage_map._read_plain(expected, None, Root.model_validate_json(data))
+        assert chunk == Root.model_validate_json(data)
+        assert _state(found) == _state(expected), (data, decode_read.__doc__)
+
+
+class Checked(BaseModel):
+    leaf: Leaf | None = None
+
+    @model_validator(mode="after")
+    def _swap(self) -> Checked:
+        # A validator may leave a field holding anything: the reader must check it.
+        object.__setattr__(self, "leaf", {"text": "from a dict"})
+        return self
+
+
+class Annotated_(BaseModel):
+    leaf: Annotated[Leaf | None, AfterValidator(lambda leaf: leaf)] = None
+
+
+class WithPrivate(BaseModel):
+    leaf: Leaf | None = None
+    _note: str = PrivateAttr(default="")
+
+
+class LeafDefault(BaseModel):
+    leaf: Leaf = Leaf(text="default")
+    other: Leaf = Field(default_factory=lambda: Leaf(text="made"))
+
+
+def test_what_pydantic_makes_exactly_is_told_from_what_a_model_may_change() -> None:
+    assert tracing._exact(Root) and tracing._exact(Node) and tracing._exact(Leaf)
+    for cls in (Checked, Annotated_, WithPrivate):
+        assert not tracing._exact(cls), cls
+    fields = LeafDefault.model_fields
+    assert tracing._default_declared(fields["leaf"], "model", Leaf)
+    assert not tracing._default_declared(fields["other"], "model", Leaf)  # a factory: unknown
+    assert tracing._default_declared(Node.model_fields["leaves"], "list", Leaf)
+
+
+def test_a_chunk_a_validator_changed_is_read_by_the_checking_reader() -> None:
+    usage_map = UsageMap(text="leaf.text")
+    found = tracing._Usage(text=True)
+    found.decode = Decoder(Checked).json_reader()
+    usage_map.chunk_decoder(Checked)(found, None, '{"leaf": {"text": "validated"}}')
+    assert found.pieces == ["from a dict"]  # what the chunk holds, as the generic reader reads
