@@ -16,6 +16,12 @@ created once (pooled connections), all alike but for their tracer:
   jsonl, each line  ``Tracer(JsonlSink(<temp file>, flush=True))``: each line encoded and
                   written on its call (every line on disk when its call returns; the
                   opt-in whose cost the sink's docstring states: expect it over the target)
+  logging         ``Tracer(LoggingSink(logger))``, the logger writing to a file through a
+                  ``logging.FileHandler`` (a record made, formatted and written per call)
+  otel            ``Tracer(OpenTelemetrySink(provider))``: the OpenTelemetry SDK's
+                  ``TracerProvider`` with a ``BatchSpanProcessor`` whose exporter keeps
+                  the last batch (what an exporter sends is not timed); when the SDK is
+                  installed
 
 Rows:
   POST chat       ``create_chat_completion`` (sync): one TracedCall with tokens, cost, model
@@ -68,6 +74,7 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -84,7 +91,14 @@ import connectors.openai.client as openai_client  # noqa: E402
 from builder.runtime import tracing  # noqa: E402
 from builder.runtime.operation import Operation  # noqa: E402
 from builder.runtime.pricing import Pricing  # noqa: E402
-from builder.runtime.tracing import JsonlSink, MemorySink, Tracer, UsageMap  # noqa: E402
+from builder.runtime.tracing import (  # noqa: E402
+    JsonlSink,
+    LoggingSink,
+    MemorySink,
+    OpenTelemetrySink,
+    Tracer,
+    UsageMap,
+)
 from connectors.openai import AsyncOpenAI, OpenAI  # noqa: E402
 from tests.benchmarks._common import parser, summary, table, verdict, write_json  # noqa: E402
 from tests.servers.runner import run_server  # noqa: E402
@@ -95,7 +109,21 @@ MODEL = "gpt-4o-mini"  # priced in the spec, so every trace carries a cost
 MESSAGES = [{"role": "user", "content": "hi"}]
 EXPECTED_CONTENT = "echo: hi"
 API_KEY = "sk-bench-4f1c9a7e0b3d"  # a secret the traces are scrubbed of, as in production
-VARIANTS = ("off", "memory", "memory, no content", "jsonl", "jsonl, buffered", "jsonl, each line")
+try:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+except ImportError:  # the [otel] extra is not installed: no otel row
+    TracerProvider = None  # type: ignore[assignment,misc]
+
+VARIANTS = (
+    "off",
+    "memory",
+    "memory, no content",
+    "jsonl",
+    "jsonl, buffered",
+    "jsonl, each line",
+    "logging",
+) + (("otel",) if TracerProvider is not None else ())
 REWARM = 1  # an untimed call before each timed round (uvicorn drops idle connections)
 
 CHAT_USAGE = UsageMap(
@@ -175,7 +203,39 @@ def tracers(directory: Path) -> dict[str, Tracer | None]:
         "jsonl": Tracer(JsonlSink(directory / "traces.jsonl")),
         "jsonl, buffered": Tracer(JsonlSink(directory / "buffered.jsonl", interval=None)),
         "jsonl, each line": Tracer(JsonlSink(directory / "each.jsonl", flush=True)),
+        "logging": Tracer(LoggingSink(_file_logger(directory / "traces.log"))),
+        **({"otel": Tracer(_otel_sink())} if "otel" in VARIANTS else {}),
     }
+
+
+def _file_logger(path: Path) -> logging.Logger:
+    logger = logging.getLogger(f"tracing-cost.{path}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+class _KeepLastBatch(SpanExporter if TracerProvider is not None else object):  # type: ignore[misc]
+    """An exporter that keeps the last batch it was given, for the checks."""
+
+    def __init__(self) -> None:
+        self.last: list[Any] = []
+
+    def export(self, spans: Any) -> Any:
+        self.last = list(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _otel_sink() -> OpenTelemetrySink:
+    provider = TracerProvider()
+    provider.exporter = _KeepLastBatch()  # type: ignore[attr-defined]
+    provider.add_span_processor(BatchSpanProcessor(provider.exporter))  # type: ignore[attr-defined]
+    sink = OpenTelemetrySink(provider)
+    sink.provider = provider  # type: ignore[attr-defined]
+    return sink
 
 
 # --------------------------------------------------------------------------------------- #
@@ -188,6 +248,13 @@ def _last_trace(tracer: Tracer | None) -> Any:
     sink = tracer.sinks[0]
     if isinstance(sink, MemorySink):
         return sink.calls[-1]
+    if isinstance(sink, LoggingSink):
+        handler = sink.logger.handlers[0]
+        with open(handler.baseFilename, encoding="utf-8") as lines:  # type: ignore[attr-defined]
+            return lines.readlines()[-1]
+    if isinstance(sink, OpenTelemetrySink):
+        sink.provider.force_flush()  # type: ignore[attr-defined]
+        return sink.provider.exporter.last[-1]  # type: ignore[attr-defined]
     assert isinstance(sink, JsonlSink)
     sink.write_queued()  # what a batching sink holds, written to be checked
     with open(sink.path, "rb") as lines:
@@ -200,6 +267,21 @@ def check_traces(tracer: Tracer | None, operation: str, expected_text: str | Non
     if tracer.switched_off:
         raise AssertionError(f"a sink was switched off: {tracer.switched_off}")
     trace = _last_trace(tracer)
+    if isinstance(trace, str):  # a log line
+        wanted = (f".{operation} ", "tokens=", "cost=$", f"model={MODEL}")
+        if not all(part in trace for part in wanted):
+            raise AssertionError(f"unexpected log line: {trace!r}")
+        return
+    if not isinstance(trace, dict | tracing.TracedCall):  # an OpenTelemetry span
+        attributes = dict(trace.attributes)
+        if not (
+            trace.name.startswith(operation)
+            and attributes.get("gen_ai.usage.input_tokens")
+            and attributes.get("gen_ai.usage.output_tokens")
+            and attributes.get(tracing.COST_ATTRIBUTE) is not None
+        ):
+            raise AssertionError(f"unexpected span: {trace.name} {attributes}")
+        return
     get = trace.get if isinstance(trace, dict) else lambda key: getattr(trace, key)
     if get("operation") != operation or get("error") is not None:
         raise AssertionError(f"unexpected trace: {trace}")
