@@ -47,8 +47,9 @@ A trace works out its cost, input and output when they are first read, not on th
 path, so for the memory sinks the table also times the call traced and then read back whole
 (``to_dict()``: cost, input and output parsed and scrubbed), what a reader of every kept trace
 pays in all (the JSONL sinks encode every trace they write, so theirs is in the time, spread
-over the batch). The replayed stream reads each decoded chunk with the per-chunk reader
-(the client runs the same walk in the frame that decodes the chunk).
+over the batch). The replayed stream reads each decoded chunk with the reader of the chunks'
+model class (the client runs the same walk, without its class checks, in the frame that
+decodes the chunk).
 The two tables differ by far more than I/O: in situ the tracing code runs once every few
 hundred µs, after the HTTP stack, the JSON decoding and the kernel have evicted its code and
 data from the CPU caches; replayed, it stays in them. It executes about as many instructions
