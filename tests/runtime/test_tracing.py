@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -1011,7 +1012,12 @@ def _state(usage: Any) -> tuple[Any, ...]:
     return (usage.model, usage.tokens_input, usage.tokens_output, usage.finish_reason, usage.pieces)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# More examples than the profile's away from CI; the CI profile's cap (200) under CI=true.
+@settings(
+    max_examples=min(600, settings().max_examples) if os.environ.get("CI") == "true" else 600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     paths=st.lists(st.tuples(st.integers(0, 4), _PATHS.filter(_valid)), max_size=5),
     values=st.lists(_VALUES, min_size=1, max_size=3),

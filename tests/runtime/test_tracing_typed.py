@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 from typing import Annotated, Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, model_validator
 
 from builder.runtime import tracing
@@ -285,3 +288,79 @@ def test_a_chunk_a_validator_changed_is_read_by_the_checking_reader() -> None:
     found.decode = Decoder(Checked).json_reader()
     usage_map.chunk_decoder(Checked)(found, None, '{"leaf": {"text": "validated"}}')
     assert found.pieces == ["from a dict"]  # what the chunk holds, as the generic reader reads
+
+
+_TEXTS = st.one_of(st.none(), st.text(max_size=3))
+_NUMBERS = st.one_of(
+    st.none(), st.integers(-5, 5), st.floats(-9, 9, allow_nan=False), st.booleans()
+)
+_REASONS = st.one_of(st.none(), st.sampled_from(["stop", "length", ""]))
+_LEAF_JSON = st.fixed_dictionaries({}, optional={"text": _TEXTS, "n": _NUMBERS, "reason": _REASONS})
+_NODE_JSON = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": _TEXTS,
+        "leaf": st.one_of(st.none(), _LEAF_JSON),
+        "leaves": st.lists(_LEAF_JSON, max_size=3),
+        "numbers": st.lists(st.integers(0, 9), max_size=3),
+        "anything": st.one_of(st.none(), st.integers(), _LEAF_JSON),
+        "type": _TEXTS,
+    },
+)
+_ROOT_JSON = st.fixed_dictionaries(
+    {},
+    optional={
+        "node": st.one_of(st.none(), _NODE_JSON),
+        "nodes": st.lists(_NODE_JSON, max_size=2),
+        "model": _TEXTS,
+    },
+)
+_STREAM_MAPS = [
+    {
+        "text": "node.leaf.text",
+        "model": "model",
+        "tokens_input": "node.leaf.n",
+        "tokens_output": "nodes.0.leaf.n",
+        "finish_reason": "node.leaf.reason",
+    },
+    {
+        "text": "node.leaves.0.text",
+        "model": "node.name",
+        "tokens_input": "node.leaves.1.n",
+        "tokens_output": "node.numbers.0",
+        "finish_reason": "node.leaves.-1.reason",
+    },
+    {
+        "text": "nodes.1.leaves.0.text",
+        "model": "node.leaf.text",
+        "tokens_input": "node.numbers.2",
+        "tokens_output": "node.anything",
+        "finish_reason": "node.leaf",
+    },
+    *_maps()[len(NAMES) * len(TYPED_PATHS) :: 20],
+]
+
+
+@given(chunks=st.lists(_ROOT_JSON, min_size=1, max_size=4), with_text=st.booleans())
+def test_decode_read_without_checks_reads_what_the_generic_reader_reads(
+    chunks: list[dict[str, Any]], with_text: bool
+) -> None:
+    # Chunks pydantic made from JSON hold the declared classes: decode_read reads them
+    # without class checks, and must agree with the general reader on whatever JSON came.
+    texts = []
+    for chunk in chunks:
+        try:
+            Root.model_validate_json(json.dumps(chunk))
+        except ValueError:
+            continue  # JSON the model refuses is the stream's error, not a reader's
+        texts.append(json.dumps(chunk))
+    assume(texts)
+    for fields in _STREAM_MAPS:
+        usage_map = UsageMap(**fields)
+        decode_read = usage_map.chunk_decoder(Root)
+        expected, found = tracing._Usage(text=with_text), tracing._Usage(text=with_text)
+        found.decode = Decoder(Root).json_reader()
+        for data in texts:
+            decode_read(found, None, data)
+            usage_map._read_plain(expected, None, Root.model_validate_json(data))
+        assert _state(found) == _state(expected), (texts, decode_read.__doc__)
