@@ -83,16 +83,19 @@ class Decoder:
             self._json, self._python = validate_json, self.type.model_validate
             # A complete model's validator itself, which pydantic's model_validate_json
             # calls (unless a model overrides it): the same, without a frame per item.
+            # Reading it builds a deferred model (defer_build); one that cannot be built
+            # yet keeps model_validate_json, which reports why where it is used.
             from pydantic import BaseModel
 
             stock = getattr(BaseModel.model_validate_json, "__func__", None)
-            validate = getattr(
-                getattr(self.type, "__pydantic_validator__", None), "validate_json", None
-            )
+            try:
+                validate = self.type.__pydantic_validator__.validate_json
+            except Exception:
+                validate = None
             if (
-                getattr(validate_json, "__func__", None) is stock
+                validate is not None
+                and getattr(validate_json, "__func__", None) is stock
                 and getattr(self.type, "__pydantic_complete__", False)
-                and validate is not None
             ):
                 self._json = validate
             return

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    PydanticUserError,
+    model_validator,
+)
 
 from builder.runtime import tracing
 from builder.runtime.operation import Decoder
@@ -364,3 +372,22 @@ def test_decode_read_without_checks_reads_what_the_generic_reader_reads(
             decode_read(found, None, data)
             usage_map._read_plain(expected, None, Root.model_validate_json(data))
         assert _state(found) == _state(expected), (texts, decode_read.__doc__)
+
+
+def test_a_deferred_model_is_built_for_its_validator_and_one_that_cannot_be_fails_on_use() -> None:
+    class Deferred(BaseModel):
+        model_config = ConfigDict(defer_build=True)
+        x: int = 0
+
+    assert not Deferred.__pydantic_complete__
+    reader = Decoder(Deferred).json_reader()
+    assert reader == Deferred.__pydantic_validator__.validate_json
+    assert reader(b'{"x": 2}').x == 2
+
+    class Dangling(BaseModel):
+        later: Missing | None = None  # type: ignore[name-defined]  # noqa: F821
+
+    decoder = Decoder(Dangling)
+    assert getattr(decoder.json_reader(), "__func__", None) is not None  # model_validate_json
+    with pytest.raises(PydanticUserError):
+        decoder.from_json(b"{}")
