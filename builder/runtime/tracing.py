@@ -420,6 +420,8 @@ class UsageMap:
         "_plain",
         "_fills",
         "_readers",
+        "_by_event",
+        "_event_readers",
     )
 
     def __init__(
@@ -473,6 +475,8 @@ class UsageMap:
         self._read_event: dict[str, ReadChunk] = {
             event: _compile_reader(plain + paths, stream=True) for event, paths in by_event.items()
         }
+        self._by_event = by_event
+        self._event_readers: dict[type, tuple[ReadChunk, dict[str, ReadChunk]]] = {}
 
     def filler(self, cls: type) -> FillCall:
         """``fill(value, call)`` for a response of ``cls``: the typed reader of that model
@@ -501,6 +505,26 @@ class UsageMap:
         """:meth:`chunk_reader`, decoding the chunk first: ``decode_read(usage, event,
         data)`` returns the chunk (``usage.decode``, its stream's decoder, decodes it)."""
         return self.chunk_reader(cls).decode_read  # type: ignore[attr-defined,no-any-return]
+
+    def event_readers(self, cls: Any) -> tuple[ReadChunk, dict[str, ReadChunk]]:
+        """The readers of a stream of named events whose chunks are of ``cls``: the one
+        for an event no path names, and each named event's; typed as :meth:`filler`
+        chooses, where each field has one path (else which path wins would differ)."""
+        found = self._event_readers.get(cls) if isinstance(cls, type) else None
+        if found is not None:
+            return found
+        plain, by_event = self._read_plain, dict(self._read_event)
+        if isinstance(cls, type) and _is_model(cls):
+            plain = self.chunk_reader(cls)
+            for event, paths in self._by_event.items():
+                joined = self._plain + paths
+                if len({code for code, _ in joined}) == len(joined):
+                    generic = self._read_event[event]
+                    typed = _compile_typed_reader(joined, cls, stream=True, generic=generic)
+                    by_event[event] = typed or generic
+            if len(self._event_readers) < _TYPED_CLASSES:
+                self._event_readers[cls] = (plain, by_event)
+        return plain, by_event
 
     def _typed(self, cls: type, *, stream: bool) -> Any:
         if not _is_model(cls):
@@ -2160,7 +2184,12 @@ class StreamTrace(CallTrace):
         if usage is None:
             pass
         elif usage._read_event or op.stream is None:
-            self.event = partial(_read_by_event, usage._read_plain, usage._read_event, found)
+            if op.stream is not None:
+                op.stream.item.json_reader()  # the chunks' class, resolved when given lazily
+                plain, by_event = usage.event_readers(op.stream.item.type)
+            else:
+                plain, by_event = usage._read_plain, usage._read_event
+            self.event = partial(_read_by_event, plain, by_event, found)
         else:
             item = op.stream.item
             found.decode = item._json or item.json_reader()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import itertools
 import json
+from functools import partial
 from typing import Annotated, Any
 
 import pytest
@@ -391,3 +392,37 @@ def test_a_deferred_model_is_built_for_its_validator_and_one_that_cannot_be_fail
     assert getattr(decoder.json_reader(), "__func__", None) is not None  # model_validate_json
     with pytest.raises(PydanticUserError):
         decoder.from_json(b"{}")
+
+
+def test_named_event_readers_read_what_the_generic_ones_read() -> None:
+    usage_map = UsageMap(
+        model={"start": "node.name"},
+        tokens_input={"start": "node.leaf.n"},
+        tokens_output={"delta": "nodes.0.leaf.n"},
+        finish_reason={"delta": "node.leaf.reason"},
+        text="node.leaves.0.text",
+    )
+    plain, by_event = usage_map.event_readers(Root)
+    assert plain is not usage_map._read_plain
+    assert all(by_event[event] is not usage_map._read_event[event] for event in by_event)
+    assert usage_map.event_readers(Root) == (plain, by_event)  # remembered
+    for with_text in (True, False):
+        expected, found = tracing._Usage(text=with_text), tracing._Usage(text=with_text)
+        on_expected = usage_map.bind(expected)
+        on_found = partial(tracing._read_by_event, plain, by_event, found)
+        for event in ("start", "delta", "other", None):
+            for value in _values():
+                on_expected(event, value)
+                on_found(event, value)
+                assert _state(found) == _state(expected), (event, value)
+
+
+def test_the_anthropic_stream_reads_each_named_event_with_a_typed_reader() -> None:
+    from connectors.anthropic import client as anthropic_client
+    from connectors.anthropic.models import MessageStreamEvent
+
+    usage_map = anthropic_client._STREAM_MESSAGE.usage
+    assert usage_map is not None
+    plain, by_event = usage_map.event_readers(MessageStreamEvent)
+    assert set(by_event) == set(usage_map._read_event)
+    assert all(by_event[event] is not usage_map._read_event[event] for event in by_event)
