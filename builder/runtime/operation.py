@@ -105,10 +105,7 @@ class Decoder:
         self._json, self._python = adapter.validate_json, adapter.validate_python
 
     def from_json(self, content: bytes) -> Any:
-        if self._json is None:
-            self._build()
-        assert self._json is not None
-        return self._json(content)
+        return (self._json or self.json_reader())(content)
 
     def json_reader(self) -> Callable[[bytes], Any]:
         """The function :meth:`from_json` calls: bind it once where it runs per item."""

@@ -482,24 +482,18 @@ class UsageMap:
         """``fill(value, call)`` for a response of ``cls``: the typed reader of that model
         class where one can be written (:func:`_compile_typed_reader`), else the one for
         any value; remembered per class (``_fills``, read first by the call path)."""
-        fill = self._fills.get(cls)
-        if fill is None:
-            fill = self._typed(cls, stream=False) or self._fill_call
-            if len(self._fills) < _TYPED_CLASSES:
-                self._fills[cls] = fill
-        return fill
+        return _remembered(
+            self._fills, cls, lambda: self._typed(cls, stream=False) or self._fill_call
+        )
 
     def chunk_reader(self, cls: Any) -> ReadChunk:
         """``read(usage, event, chunk)`` for the chunks of a stream of ``cls`` (a usage map
         without named events), chosen as :meth:`filler` chooses."""
-        read = self._readers.get(cls) if isinstance(cls, type) else None
-        if read is None:
-            read = (self._typed(cls, stream=True) if isinstance(cls, type) else None) or (
-                self._read_plain
-            )
-            if isinstance(cls, type) and len(self._readers) < _TYPED_CLASSES:
-                self._readers[cls] = read
-        return read
+        if not isinstance(cls, type):
+            return self._read_plain
+        return _remembered(
+            self._readers, cls, lambda: self._typed(cls, stream=True) or self._read_plain
+        )
 
     def chunk_decoder(self, cls: Any) -> DecodeRead:
         """:meth:`chunk_reader`, decoding the chunk first: ``decode_read(usage, event,
@@ -509,22 +503,21 @@ class UsageMap:
     def event_readers(self, cls: Any) -> tuple[ReadChunk, dict[str, ReadChunk]]:
         """The readers of a stream of named events whose chunks are of ``cls``: the one
         for an event no path names, and each named event's; typed as :meth:`filler`
-        chooses, where each field has one path (else which path wins would differ)."""
-        found = self._event_readers.get(cls) if isinstance(cls, type) else None
-        if found is not None:
-            return found
-        plain, by_event = self._read_plain, dict(self._read_event)
-        if isinstance(cls, type) and _is_model(cls):
-            plain = self.chunk_reader(cls)
+        chooses. (A field's path is one string or one per event, never both: each field
+        has one path in an event's reader, as the typed reader needs.)"""
+        if not isinstance(cls, type) or not _is_model(cls):
+            return self._read_plain, self._read_event
+
+        def typed() -> tuple[ReadChunk, dict[str, ReadChunk]]:
+            by_event = {}
             for event, paths in self._by_event.items():
+                generic = self._read_event[event]
                 joined = self._plain + paths
-                if len({code for code, _ in joined}) == len(joined):
-                    generic = self._read_event[event]
-                    typed = _compile_typed_reader(joined, cls, stream=True, generic=generic)
-                    by_event[event] = typed or generic
-            if len(self._event_readers) < _TYPED_CLASSES:
-                self._event_readers[cls] = (plain, by_event)
-        return plain, by_event
+                reader = _compile_typed_reader(joined, cls, stream=True, generic=generic)
+                by_event[event] = reader or generic
+            return self.chunk_reader(cls), by_event
+
+        return _remembered(self._event_readers, cls, typed)
 
     def _typed(self, cls: type, *, stream: bool) -> Any:
         if not _is_model(cls):
@@ -570,6 +563,17 @@ class UsageMap:
 
 
 _TYPED_CLASSES = 64  # typed readers kept per usage map: classes a process meets, bounded
+_Made = typing.TypeVar("_Made")
+
+
+def _remembered(cache: dict[type, _Made], cls: type, make: Callable[[], _Made]) -> _Made:
+    """``cache[cls]``, made on first use; at most :data:`_TYPED_CLASSES` are kept."""
+    found = cache.get(cls)
+    if found is None:
+        found = make()
+        if len(cache) < _TYPED_CLASSES:
+            cache[cls] = found
+    return found
 
 
 def _read_by_event(
@@ -1013,34 +1017,27 @@ def _compile_typed_reader(
         return None
     # A stream's decode_read reads only chunks it decoded itself.
     decoded_steps = (write(trusted=True) if stream else None) or steps
+
+    def reading(head: list[str], body: list[str], tail: list[str]) -> list[str]:
+        # A stream's reader never raises: an error is reported and the chunk skipped.
+        return [
+            *head,
+            "    try:",
+            "        try:",
+            "            if type(v0) is not _C0:",
+            "                raise _Untyped",
+            *body,
+            "        except (_Untyped, AttributeError, KeyError):",
+            "            _generic(u, event, v0)",
+            "    except Exception as exc:",
+            "        _internal_error(exc)",
+            *tail,
+        ]
+
     if stream:
-        source = "\n".join(
-            [
-                "def read(u, event, v0):",
-                "    try:",
-                "        try:",
-                "            if type(v0) is not _C0:",
-                "                raise _Untyped",
-                *steps,
-                "        except (_Untyped, AttributeError, KeyError):",
-                "            _generic(u, event, v0)",
-                "    except Exception as exc:",
-                "        _internal_error(exc)",
-                "",
-                "def decode_read(u, event, data):",
-                "    v0 = u.decode(data.encode())",
-                "    try:",
-                "        try:",
-                "            if type(v0) is not _C0:",
-                "                raise _Untyped",
-                *decoded_steps,
-                "        except (_Untyped, AttributeError, KeyError):",
-                "            _generic(u, event, v0)",
-                "    except Exception as exc:",
-                "        _internal_error(exc)",
-                "    return v0",
-            ]
-        )
+        read = reading(["def read(u, event, v0):"], steps, [])
+        decoding = ["def decode_read(u, event, data):", "    v0 = u.decode(data.encode())"]
+        source = "\n".join([*read, "", *reading(decoding, decoded_steps, ["    return v0"])])
     else:
         source = "\n".join(
             [
@@ -2192,7 +2189,7 @@ class StreamTrace(CallTrace):
             self.event = partial(_read_by_event, plain, by_event, found)
         else:
             item = op.stream.item
-            found.decode = item._json or item.json_reader()
+            found.decode = item.json_reader()
             read = usage._readers.get(item.type) or usage.chunk_reader(item.type)
             self.decode = MethodType(read.decode_read, found)  # type: ignore[attr-defined]
 
