@@ -124,7 +124,8 @@ VARIANTS = (
     "jsonl, buffered",
     "jsonl, each line",
     "logging",
-) + (("otel",) if TracerProvider is not None else ())
+    "logging, each call",
+) + (("otel", "otel, each call") if TracerProvider is not None else ())
 REWARM = 1  # an untimed call before each timed round (uvicorn drops idle connections)
 
 CHAT_USAGE = UsageMap(
@@ -205,7 +206,12 @@ def tracers(directory: Path) -> dict[str, Tracer | None]:
         "jsonl, buffered": Tracer(JsonlSink(directory / "buffered.jsonl", interval=None)),
         "jsonl, each line": Tracer(JsonlSink(directory / "each.jsonl", flush=True)),
         "logging": Tracer(LoggingSink(_file_logger(directory / "traces.log"))),
-        **({"otel": Tracer(_otel_sink())} if "otel" in VARIANTS else {}),
+        "logging, each call": Tracer(LoggingSink(_file_logger(directory / "each.log"), flush=True)),
+        **(
+            {"otel": Tracer(_otel_sink()), "otel, each call": Tracer(_otel_sink(flush=True))}
+            if "otel" in VARIANTS
+            else {}
+        ),
     }
 
 
@@ -230,11 +236,11 @@ class _KeepLastBatch(SpanExporter if TracerProvider is not None else object):  #
         return SpanExportResult.SUCCESS
 
 
-def _otel_sink() -> OpenTelemetrySink:
+def _otel_sink(*, flush: bool = False) -> OpenTelemetrySink:
     provider = TracerProvider()
     provider.exporter = _KeepLastBatch()  # type: ignore[attr-defined]
     provider.add_span_processor(BatchSpanProcessor(provider.exporter))  # type: ignore[attr-defined]
-    sink = OpenTelemetrySink(provider)
+    sink = OpenTelemetrySink(provider, flush=flush)
     sink.provider = provider  # type: ignore[attr-defined]
     return sink
 
@@ -249,6 +255,7 @@ def _last_trace(tracer: Tracer | None) -> Any:
     sink = tracer.sinks[0]
     if isinstance(sink, MemorySink):
         return sink.calls[-1]
+    tracer.flush()  # what a queueing sink holds, handed on to be checked
     if isinstance(sink, LoggingSink):
         handler = sink.logger.handlers[0]
         with open(handler.baseFilename, encoding="utf-8") as lines:  # type: ignore[attr-defined]
@@ -257,7 +264,6 @@ def _last_trace(tracer: Tracer | None) -> Any:
         sink.provider.force_flush()  # type: ignore[attr-defined]
         return sink.provider.exporter.last[-1]  # type: ignore[attr-defined]
     assert isinstance(sink, JsonlSink)
-    sink.write_queued()  # what a batching sink holds, written to be checked
     with open(sink.path, "rb") as lines:
         return json.loads(lines.readlines()[-1])
 
@@ -305,20 +311,39 @@ def _check_chat(result: Any) -> None:
 # --------------------------------------------------------------------------------------- #
 
 
-def _time_sync(fn: Callable[[], Any], n: int) -> tuple[float, Any]:
+def _nothing() -> None:
+    pass
+
+
+def _time_sync(
+    fn: Callable[[], Any], n: int, hand_on: Callable[[], None] = _nothing
+) -> tuple[float, Any]:
     result = None
     cpu0 = time.process_time()
     for _ in range(n):
         result = fn()
+    hand_on()
     return (time.process_time() - cpu0) / n * 1e6, result
 
 
-async def _time_async(fn: Callable[[], Awaitable[Any]], n: int) -> tuple[float, Any]:
+async def _time_async(
+    fn: Callable[[], Awaitable[Any]], n: int, hand_on: Callable[[], None] = _nothing
+) -> tuple[float, Any]:
     result = None
     cpu0 = time.process_time()
     for _ in range(n):
         result = await fn()
+    hand_on()
     return (time.process_time() - cpu0) / n * 1e6, result
+
+
+def hand_ons(traced: dict[str, Tracer | None]) -> dict[str, Callable[[], None]]:
+    """What ends each timed round of a variant: a queueing sink hands on what the round
+    queued (lines written, records logged, spans made), so that every round pays for its
+    own calls in full. Without it a round's median would miss the batches: with 100 calls a
+    round and 256 to a batch, most rounds hand on none. (This costs the queueing sinks one
+    extra, smaller batch a round: a little more than they pay in use.)"""
+    return {v: (_nothing if t is None else t.flush) for v, t in traced.items()}
 
 
 class Row:
@@ -359,27 +384,37 @@ def _order(round_index: int) -> tuple[str, ...]:
 
 
 def run_sync_row(
-    row: Row, fns: dict[str, Callable[[], Any]], calls: int, warmup: int, rounds: int
+    row: Row,
+    fns: dict[str, Callable[[], Any]],
+    hand_on: dict[str, Callable[[], None]],
+    calls: int,
+    warmup: int,
+    rounds: int,
 ) -> None:
     for variant in VARIANTS:
-        _time_sync(fns[variant], warmup)
+        _time_sync(fns[variant], warmup, hand_on[variant])
     for r in range(rounds):
         for variant in _order(r):
-            _time_sync(fns[variant], REWARM)
-            cpu, _ = _time_sync(fns[variant], calls)
+            _time_sync(fns[variant], REWARM, hand_on[variant])
+            cpu, _ = _time_sync(fns[variant], calls, hand_on[variant])
             row.cpu[variant].append(cpu)
         _progress(row, r, rounds)
 
 
 async def run_async_row(
-    row: Row, fns: dict[str, Callable[[], Awaitable[Any]]], calls: int, warmup: int, rounds: int
+    row: Row,
+    fns: dict[str, Callable[[], Awaitable[Any]]],
+    hand_on: dict[str, Callable[[], None]],
+    calls: int,
+    warmup: int,
+    rounds: int,
 ) -> None:
     for variant in VARIANTS:
-        await _time_async(fns[variant], warmup)
+        await _time_async(fns[variant], warmup, hand_on[variant])
     for r in range(rounds):
         for variant in _order(r):
-            await _time_async(fns[variant], REWARM)
-            cpu, _ = await _time_async(fns[variant], calls)
+            await _time_async(fns[variant], REWARM, hand_on[variant])
+            cpu, _ = await _time_async(fns[variant], calls, hand_on[variant])
             row.cpu[variant].append(cpu)
         _progress(row, r, rounds)
 
@@ -430,13 +465,19 @@ def sync_rows(
             check_traces(traced[variant], "stream_chat_completion", expected_text)
 
         post = Row("POST chat")
-        run_sync_row(post, {v: chat(c) for v, c in clients.items()}, calls, warmup, rounds)
+        ends = hand_ons(traced)
+        run_sync_row(post, {v: chat(c) for v, c in clients.items()}, ends, calls, warmup, rounds)
         streamed = Row(f"stream chat ({chunks} chunks)", chunks=chunks + 3)
         stream_calls = max(calls // 4, 1)
         # A stream's samples vary more (a quarter as many calls, each far longer): three
         # times the rounds, for a median as steady as the other rows'.
         run_sync_row(
-            streamed, {v: stream(c) for v, c in clients.items()}, stream_calls, warmup, 3 * rounds
+            streamed,
+            {v: stream(c) for v, c in clients.items()},
+            ends,
+            stream_calls,
+            warmup,
+            3 * rounds,
         )
         for variant in VARIANTS:
             check_traces(traced[variant], "stream_chat_completion", expected_text)
@@ -463,7 +504,12 @@ def async_row(v1: str, directory: Path, calls: int, warmup: int, rounds: int) ->
                 _check_chat(await chat(client)())
                 check_traces(traced[variant], "create_chat_completion", None)
             await run_async_row(
-                row, {v: chat(c) for v, c in clients.items()}, calls, warmup, rounds
+                row,
+                {v: chat(c) for v, c in clients.items()},
+                hand_ons(traced),
+                calls,
+                warmup,
+                rounds,
             )
         finally:
             for client in clients.values():
@@ -527,8 +573,8 @@ def isolated(v1: str, directory: Path, chunks: int, number: int) -> dict[str, di
                 trace.stop(None)
 
             out[variant] = {
-                "call_us": _best_of(call, number),
-                "stream_us": _best_of(stream, max(number // 10, 1)),
+                "call_us": _best_of(call, number, tracer.flush),
+                "stream_us": _best_of(stream, max(number // 10, 1), tracer.flush),
             }
             sink = tracer.sinks[0]
             if isinstance(sink, MemorySink):
@@ -544,19 +590,53 @@ def isolated(v1: str, directory: Path, chunks: int, number: int) -> dict[str, di
 
                 out[variant]["call_read_us"] = _best_of(call_read, number)
                 out[variant]["stream_read_us"] = _best_of(stream_read, max(number // 10, 1))
+                call(tracer)
+                recorded = kept[-1]
             tracer.close()
+    for library, us in libraries_alone(directory, recorded, number).items():
+        out[f"{library} library alone"] = {"call_us": us}
     return out
 
 
-def _best_of(fn: Callable[[], Any], number: int) -> float:
-    """Median of 7 repeats of ``number`` runs, in CPU µs per run."""
+def _best_of(fn: Callable[[], Any], number: int, hand_on: Callable[[], None] = _nothing) -> float:
+    """Median of 7 repeats of ``number`` runs (and a hand-on of what they queued), in CPU
+    µs per run."""
     samples = []
     for _ in range(7):
         cpu0 = time.process_time()
         for _ in range(number):
             fn()
+        hand_on()
         samples.append((time.process_time() - cpu0) / number * 1e6)
     return statistics.median(samples)
+
+
+def libraries_alone(directory: Path, call: tracing.TracedCall, number: int) -> dict[str, float]:
+    """CPU µs of what the logging and OpenTelemetry sinks ask of their library for one call,
+    without tracing: the same log line logged through the same kind of logger and handler,
+    and the same span (name, kind, times, attributes) made by the same kind of provider."""
+    logger = _file_logger(directory / "alone.log")
+    line = tracing._log_line(call)
+    out = {"logging": _best_of(lambda: logger.info("%s", line), number)}
+    if TracerProvider is not None:
+        sink = _otel_sink()
+        otel = sink._tracer
+        from opentelemetry.trace import SpanKind
+
+        name = f"{call.operation} {call.request_model}"
+        attributes = call.attributes()
+        start = int(call.timestamp * 1e9)
+        end = start + int(call.latency * 1e9)
+
+        def span() -> None:
+            otel.start_span(
+                name, kind=SpanKind.CLIENT, start_time=start, attributes=attributes
+            ).end(end_time=end)
+
+        out["otel"] = _best_of(span, number)
+        sink.provider.force_flush()  # type: ignore[attr-defined]
+        sink.close()
+    return out
 
 
 def off_path_ns() -> float:
@@ -676,8 +756,8 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     variant,
                     f"{v['call_us']:.1f}",
-                    f"{v['stream_us']:.1f}",
-                    f"{v['stream_us'] / (chunks + 3):.2f}",
+                    f"{v['stream_us']:.1f}" if "stream_us" in v else "",
+                    f"{v['stream_us'] / (chunks + 3):.2f}" if "stream_us" in v else "",
                     f"{v['call_read_us']:.1f}" if "call_read_us" in v else "",
                     f"{v['stream_read_us']:.1f}" if "stream_read_us" in v else "",
                 ]

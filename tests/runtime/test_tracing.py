@@ -527,21 +527,29 @@ def test_jsonl_sink_refuses_a_path_it_cannot_open(tmp_path: FilePath) -> None:
 
 
 def test_logging_sink_logs_one_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
-    sink = LoggingSink(level="DEBUG")
+    sink = LoggingSink(level="DEBUG", interval=None)  # queued until written
     with caplog.at_level(logging.DEBUG, logger="connectors.tracing"):
         sink.emit(
             _call(1, request_model="m", tokens_input=3, tokens_output=4, cost=0.5, latency=0.25)
         )
         sink.emit(_call(2, error=tracing.TracedError("TimeoutError", "took too long"), latency=1.0))
+        assert caplog.records == []  # queued, not logged on the call
+        sink.write_queued()
     first, second = caplog.records
     assert first.levelno == logging.DEBUG
     assert first.getMessage() == "demo.op1 250.0 ms model=m tokens=3/4 cost=$0.500000"
     assert first.traced_call.operation == "op1"  # type: ignore[attr-defined]
     assert second.getMessage().endswith("error=TimeoutError: took too long")
-    quiet = LoggingSink(logging.getLogger("some.quiet.logger"), level=logging.DEBUG)
+    quiet = LoggingSink(logging.getLogger("some.quiet.logger"), level=logging.DEBUG, flush=True)
     logging.getLogger("some.quiet.logger").setLevel(logging.WARNING)
     quiet.emit(_call())  # below the logger's level: nothing
     assert len(caplog.records) == 2
+    loud = LoggingSink(level="DEBUG", flush=True)  # flush=True: logged on the call
+    with caplog.at_level(logging.DEBUG, logger="connectors.tracing"):
+        loud.emit(_call(3))
+        [third] = caplog.records[2:]
+        assert third.traced_call.operation == "op3"  # type: ignore[attr-defined]
+    sink.close()
     with pytest.raises(errors.ConfigError):
         LoggingSink(level="LOUD")
 
@@ -564,10 +572,12 @@ def test_opentelemetry_sink_makes_one_span_per_call(api: respx.MockRouter) -> No
     api.post("/chat/completions").respond(200, json=COMPLETION)
     api.get("/things/1").respond(502, json={"error": "upstream"})
     memory = MemorySink()
-    client = Demo(service=LLM_SERVICE, tracer=Tracer(OpenTelemetrySink(provider), memory))
+    tracer = Tracer(OpenTelemetrySink(provider), memory)
+    client = Demo(service=LLM_SERVICE, tracer=tracer)
     chat(client)
     with pytest.raises(errors.ServerError):
         client._call(GET_THING, path={"thing_id": 1})
+    tracer.flush()  # the spans are made in batches: hand them on now
     ok, failed = exporter.get_finished_spans()
     assert ok.name == "create_chat_completion gpt-4o-mini"
     assert ok.kind is SpanKind.CLIENT
@@ -588,10 +598,10 @@ def test_opentelemetry_sink_makes_one_span_per_call(api: respx.MockRouter) -> No
 def test_opentelemetry_sink_content_is_opt_in(api: respx.MockRouter) -> None:
     provider, exporter = _otel()
     api.post("/chat/completions").respond(200, json=COMPLETION)
-    chat(
-        Demo(service=LLM_SERVICE, tracer=Tracer(OpenTelemetrySink(provider, capture_content=True)))
-    )
-    [span] = exporter.get_finished_spans()
+    sink = OpenTelemetrySink(provider, capture_content=True, flush=True)
+    client = Demo(service=LLM_SERVICE, tracer=Tracer(sink))
+    chat(client)
+    [span] = exporter.get_finished_spans()  # flush=True: made on the call
     assert json.loads(span.attributes["connector_builder.input"]) == {
         "body": {"model": "gpt-4o-mini", "messages": MESSAGES}
     }
@@ -744,7 +754,10 @@ def test_secrets_never_appear_in_traces(
             client._call(CHAT, body={"model": "bad", "messages": MESSAGES})
         with pytest.raises(errors.ConnectionFailedError):
             keyed._call(GET_THING, path={"thing_id": 1}, query={"q": SECRET})
+        tracer.flush()  # the log records and spans are made in batches: now
     assert len(memory) == 3
+    assert len([r for r in caplog.records if r.name == "connectors.tracing"]) == 3
+    assert len(exporter.get_finished_spans()) == 3
     texts = [_all_text(call) for call in memory.calls]
     texts.append(target.read_text(encoding="utf-8"))
     texts.extend(r.getMessage() for r in caplog.records)
