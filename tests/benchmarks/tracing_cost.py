@@ -219,6 +219,9 @@ def _file_logger(path: Path) -> logging.Logger:
     logger = logging.getLogger(f"tracing-cost.{path}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
+    for old in list(logger.handlers):  # a logger of an earlier row: one handler, not two
+        logger.removeHandler(old)
+        old.close()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     logger.addHandler(handler)
