@@ -17,11 +17,14 @@ created once (pooled connections), all alike but for their tracer:
                   written on its call (every line on disk when its call returns; the
                   opt-in whose cost the sink's docstring states: expect it over the target)
   logging         ``Tracer(LoggingSink(logger))``, the logger writing to a file through a
-                  ``logging.FileHandler`` (a record made, formatted and written per call)
+                  ``logging.FileHandler``: calls queued, a record made, formatted and
+                  written per call, in batches (as the JSONL sink)
+  logging, each call  ``LoggingSink(logger, flush=True)``: each record logged on its call
   otel            ``Tracer(OpenTelemetrySink(provider))``: the OpenTelemetry SDK's
                   ``TracerProvider`` with a ``BatchSpanProcessor`` whose exporter keeps
-                  the last batch (what an exporter sends is not timed); when the SDK is
-                  installed
+                  the last batch (what an exporter sends is not timed); calls queued and
+                  their spans made in batches; when the SDK is installed
+  otel, each call ``OpenTelemetrySink(provider, flush=True)``: each span made on its call
 
 Rows:
   POST chat       ``create_chat_completion`` (sync): one TracedCall with tokens, cost, model
@@ -32,13 +35,15 @@ Rows:
 Each variant makes ``--warmup`` calls first, then ``--rounds`` short rounds of ``--calls``
 calls (streams: three times the rounds, of a quarter as many calls); the variants take
 turns within a round and the order reverses every round, so that whatever else the
-machine does falls on all of them alike.
+machine does falls on all of them alike. A queueing sink hands on what a round queued
+before the round's clock stops (``Tracer.flush``), so each round pays for its own calls
+in full.
 Reported: the median over rounds of CPU µs per call, and the CPU tracing adds: the median
 over rounds of (variant - off) in the same round, with the interquartile range of those
 differences. Target: under 20 µs added per call. For the stream the added CPU is also given
 per chunk. Before measuring, every traced variant is checked to have recorded what it should
-(tokens, cost, model, the stream's full text, one JSON line per call; a batching sink is
-made to write what it queued first).
+(tokens, cost, model, the stream's full text, one JSON line per call; a queueing sink is
+made to hand on what it queued first).
 
 A second table times the tracing code alone: the recorded request and response of one call
 (and the decoded chunks of one stream) replayed through the same trace objects the client
@@ -47,7 +52,9 @@ A trace works out its cost, input and output when they are first read, not on th
 path, so for the memory sinks the table also times the call traced and then read back whole
 (``to_dict()``: cost, input and output parsed and scrubbed), what a reader of every kept trace
 pays in all (the JSONL sinks encode every trace they write, so theirs is in the time, spread
-over the batch). The replayed stream reads each decoded chunk with the reader of the chunks'
+over the batch). Two more rows time the libraries the logging and OpenTelemetry sinks
+hand on to, alone: the same log line through the same kind of logger and handler, and the
+same span made by the same kind of provider, without any tracing. The replayed stream reads each decoded chunk with the reader of the chunks'
 model class (the client runs the same walk, without its class checks, in the frame that
 decodes the chunk).
 The two tables differ by far more than I/O: in situ the tracing code runs once every few
