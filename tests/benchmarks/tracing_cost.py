@@ -54,7 +54,8 @@ path, so for the memory sinks the table also times the call traced and then read
 pays in all (the JSONL sinks encode every trace they write, so theirs is in the time, spread
 over the batch). Two more rows time the libraries the logging and OpenTelemetry sinks
 hand on to, alone: the same log line through the same kind of logger and handler, and the
-same span made by the same kind of provider, without any tracing. The replayed stream reads each decoded chunk with the reader of the chunks'
+same span made by the same kind of provider, without any tracing.
+The replayed stream reads each decoded chunk with the reader of the chunks'
 model class (the client runs the same walk, without its class checks, in the frame that
 decodes the chunk).
 The two tables differ by far more than I/O: in situ the tracing code runs once every few
