@@ -1297,9 +1297,13 @@ class _QueuedSink:
             _queued_sinks.add(self)
             _watch_exit_and_fork()
 
-    def _entry(self, call: TracedCall) -> Any:
-        """What is queued for ``call``: the call, with what must be taken on its thread."""
-        return call
+    # What is queued for a call: ``_entry(call)``, the call with what must be taken on its
+    # thread; None queues the call itself (no call more on the call's path).
+    _entry: Any = None
+
+    def _queued(self, call: TracedCall) -> Any:
+        entry = self._entry
+        return call if entry is None else entry(call)
 
     def _hand_on(self, entries: list[Any]) -> Exception | None:
         """Hand on ``entries`` in order, each whatever the others do; the last failure is
@@ -1311,7 +1315,9 @@ class _QueuedSink:
             self._emit_now(call)
             return
         queue = self._queue
-        queue.append(self._entry(call))  # atomic: threads need no lock to queue, in order
+        entry = self._entry
+        # Atomic: threads need no lock to queue, and keep their order.
+        queue.append(call if entry is None else entry(call))
         if self._idle:
             self._start_clock()
         if len(queue) >= self.batch_size:
@@ -1320,14 +1326,14 @@ class _QueuedSink:
     def _emit_now(self, call: TracedCall) -> None:
         if self.flush:
             with self._lock:
-                error = self._hand_on([self._entry(call)])
+                error = self._hand_on([self._queued(call)])
             if error is not None:
                 raise error
             return
         # After a failed batch (or once closed): this call now, and the error not reported.
         with self._lock:
             error, self._unreported = self._unreported, None
-            self._queue.append(self._entry(call))
+            self._queue.append(self._queued(call))
         self._write_queued()  # raises if it fails again
         if error is not None:
             raise error  # the batch the writer thread lost, counted once
