@@ -743,3 +743,212 @@ def test_spans_queued_at_exit_are_made_before_a_later_provider_shuts_down() -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["exiting", "span demo.op0"]
+
+
+# -- review fixes: no lock on a call's path, context, force_flush, exit, close, adapters ----
+
+
+@pytest.mark.parametrize("mode", ["flush", "full batch"])
+def test_a_handler_that_traces_a_call_under_its_lock_cannot_deadlock_the_sink(mode: str) -> None:
+    """Thread B hands on (holding the sink's turn) and waits for a handler's lock that
+    thread A holds while A's handler makes a traced call: A must not wait for B."""
+    logger, recorder = _recorded_logger()
+    b_handing_on, a_in_handler = threading.Event(), threading.Event()
+    handler_lock = threading.Lock()
+    if mode == "flush":
+        sink = LoggingSink(logger, flush=True)
+    else:
+        sink = LoggingSink(logger, interval=None, batch_size=1)
+    tracer = Tracer(sink)
+
+    class Gate(logging.Filter):  # B's record: wait until A holds the handler's lock
+        def filter(self, record: logging.LogRecord) -> bool:
+            if threading.current_thread().name == "B":
+                b_handing_on.set()
+                a_in_handler.wait(5)
+                with handler_lock:  # waits for A to finish its handler
+                    pass
+            return True
+
+    logger.addFilter(Gate())
+
+    def thread_a() -> None:
+        with handler_lock:  # a handler that ships records with a traced call
+            b_handing_on.wait(5)
+            a_in_handler.set()
+            tracer.emit(_call(1))
+
+    b = threading.Thread(target=tracer.emit, args=(_call(0),), name="B")
+    a = threading.Thread(target=thread_a, name="A")
+    b.start()
+    a.start()
+    a.join(10)
+    b.join(10)
+    assert not a.is_alive() and not b.is_alive(), "deadlocked"
+    tracer.flush()
+    assert sorted(recorder.operations) == ["op0", "op1"]
+
+
+def test_a_record_is_made_in_the_context_of_its_call() -> None:
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    logger, recorder = _recorded_logger()
+
+    class RequestId(logging.Filter):  # the correlation-id pattern: a filter reads context
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.request_id = request_id.get()
+            return True
+
+    recorder.addFilter(RequestId())
+    sink = LoggingSink(logger, interval=None)
+    token = request_id.set("req-42")
+    sink.emit(_call(0))
+    request_id.reset(token)
+    sink.emit(_call(1))
+    request_id.set("req-flusher")  # the context of the thread handing on is not used
+    sink.write_queued()
+    assert [r.request_id for r in recorder.records] == ["req-42", "-"]  # type: ignore[attr-defined]
+
+
+def test_a_record_names_the_asyncio_task_of_its_call_and_no_source() -> None:
+    import asyncio
+
+    logger, recorder = _recorded_logger()
+    sink = LoggingSink(logger, interval=None)
+
+    async def traced(n: int) -> None:
+        sink.emit(_call(n))
+
+    async def main() -> None:
+        await asyncio.gather(
+            asyncio.create_task(traced(0), name="task-A"),
+            asyncio.create_task(traced(1), name="task-B"),
+        )
+
+    asyncio.run(main())
+    sink.emit(_call(2))  # no task
+    sink.write_queued()
+    assert [r.taskName for r in recorder.records] == ["task-A", "task-B", None]  # type: ignore[attr-defined]
+    record = recorder.records[0]
+    assert (record.pathname, record.lineno, record.funcName) == (
+        "(unknown file)",
+        0,
+        "(unknown function)",
+    )
+
+
+def test_a_logger_adapter_is_taken_with_its_extra_and_anything_else_is_refused() -> None:
+    from builder.runtime import errors
+
+    logger, recorder = _recorded_logger()
+    sink = LoggingSink(logging.LoggerAdapter(logger, {"service": "billing"}), flush=True)
+    sink.emit(_call(0))
+    [record] = recorder.records
+    assert record.service == "billing" and _op(record) == "op0"  # type: ignore[attr-defined]
+    with pytest.raises(errors.ConfigError, match="needs a logging.Logger"):
+        LoggingSink(object())
+
+
+def test_the_provider_s_force_flush_makes_the_queued_spans_first(
+    otel: tuple[Any, Any, Any],
+) -> None:
+    provider, exporter, _ = otel
+    tracer = Tracer(OpenTelemetrySink(provider, interval=3600))
+    tracer.emit(_call(0))
+    tracer.emit(_call(1))
+    assert _spans(exporter) == []
+    assert provider.force_flush() is True  # what a serverless handler calls at its end
+    assert [s.name for s in _spans(exporter)] == ["demo.op0", "demo.op1"]
+    assert provider.force_flush() is True  # nothing queued: nothing more
+    assert len(_spans(exporter)) == 2
+
+
+def test_a_global_provider_set_after_the_sink_is_flushed_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    proxy = trace.ProxyTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: proxy)
+    sink = OpenTelemetrySink(interval=3600)  # the global provider: not set yet
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    sink._tracer = provider.get_tracer("connector-builder")  # what the proxy tracer would do
+    sink.emit(_call(0))  # the first call queued looks the provider up again
+    provider.force_flush()
+    assert [s.name for s in _spans(exporter)] == ["demo.op0"]
+    sink.close()
+
+
+def test_a_call_queued_while_the_sink_closes_is_handed_on() -> None:
+    from collections import deque
+
+    logger, recorder = _recorded_logger()
+    sink = LoggingSink(logger, interval=None)
+
+    class ClosedMeanwhile(deque):  # type: ignore[type-arg]
+        """close() runs to its end between emit's look at the sink and its append."""
+
+        def append(self, item: Any) -> None:
+            if not sink._closed:
+                sink.close()
+            super().append(item)
+
+    sink.emit(_call(0))  # queued before
+    sink._queue = ClosedMeanwhile(sink._queue)
+    sink.emit(_call(1))  # began before close, queued after close's last hand-on
+    assert recorder.operations == ["op0", "op1"] and not sink._queue
+
+
+def test_the_writer_thread_survives_a_bug_of_the_sink_and_reports_it(
+    logged: tuple[logging.Logger, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger, recorder = logged
+    sink = LoggingSink(logger, interval=0.01)
+    monkeypatch.setattr(sink, "_hand_on", lambda entries: 1 / 0)
+    sink.emit(_call(0))
+    _wait_for(lambda: sink._unreported is not None)
+    assert sink._clock is not None and sink._clock.is_alive()
+    monkeypatch.undo()
+    with pytest.raises(ZeroDivisionError):
+        sink.emit(_call(1))  # the lost batch reported; this call logged at once
+    assert recorder.operations == ["op1"]
+    sink.emit(_call(2))
+    sink.close()
+    assert recorder.operations == ["op1", "op2"]
+
+
+def test_bad_batching_arguments_make_no_file(tmp_path: FilePath) -> None:
+    from builder.runtime.tracing import JsonlSink
+
+    with pytest.raises(ValueError, match="batch_size"):
+        JsonlSink(tmp_path / "t.jsonl", batch_size=0)
+    with pytest.raises(ValueError, match="interval"):
+        JsonlSink(tmp_path / "t.jsonl", interval=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_call_traced_by_an_exit_handler_after_ours_is_logged() -> None:
+    script = textwrap.dedent(
+        """
+        import atexit, logging, sys
+        from builder.runtime.tracing import LoggingSink, TracedCall, configure
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+        tracer = None
+        atexit.register(lambda: tracer.emit(TracedCall(0.0, "demo", "at_exit")))
+        tracer = configure(LoggingSink(interval=3600))
+        tracer.emit(TracedCall(0.0, "demo", "op0"))
+        print("exiting", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["exiting", "demo.op0 0.0 ms", "demo.at_exit 0.0 ms"]
