@@ -100,6 +100,7 @@ import connectors.openai.client as openai_client  # noqa: E402
 from builder.runtime import tracing  # noqa: E402
 from builder.runtime.operation import Operation  # noqa: E402
 from builder.runtime.pricing import Pricing  # noqa: E402
+from builder.runtime.sinks import _log_line  # noqa: E402
 from builder.runtime.tracing import (  # noqa: E402
     JsonlSink,
     LoggingSink,
@@ -647,7 +648,7 @@ def libraries_alone(directory: Path, call: tracing.TracedCall, number: int) -> d
     without tracing: the same log line logged through the same kind of logger and handler,
     and the same span (name, kind, times, attributes) made by the same kind of provider."""
     logger = _file_logger(directory / "alone.log")
-    line = tracing._log_line(call)
+    line = _log_line(call)
 
     def log() -> None:  # what the sink asks of logging: a record made and handled
         logger.handle(

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from builder.runtime.sinks import _log_line
 from builder.runtime.tracing import (
     SWITCH_OFF_AFTER,
     LoggingSink,
@@ -31,7 +32,6 @@ from builder.runtime.tracing import (
     TracedCall,
     TracedError,
     Tracer,
-    _log_line,
 )
 
 pytestmark = pytest.mark.timeout(30)
