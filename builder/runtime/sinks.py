@@ -259,7 +259,7 @@ class JsonlSink(_QueuedSink):
     one system call (see :class:`_QueuedSink` for when): what log shippers do, a reader
     sees each line within a second. ``flush=True`` encodes and writes each line on its
     call: every line is in the file (the operating system's cache) as soon as its call is
-    over, for some 25–30 µs more of CPU per call. ``interval=None`` writes full batches
+    over, for some 20–35 µs more of CPU per call. ``interval=None`` writes full batches
     only (the fewest system calls, for a steady, high call rate). A write that fails loses
     its lines, and is raised by the next ``emit``. Once closed, the sink raises on every
     call.
@@ -520,7 +520,7 @@ class OpenTelemetrySink(_QueuedSink):
 
     The spans are made in batches by default (see :class:`_QueuedSink`): the SDK makes a
     span in some 21–23 µs of CPU even with warm caches, and handing each call on at once
-    costs some 50 µs more per call in situ. So a span reaches the span processors up to
+    costs some 35–55 µs more per call in situ. So a span reaches the span processors up to
     ``interval`` after its call. The provider's ``force_flush()`` makes the queued spans
     first (the sink adds a span processor to an SDK provider that does so), so a
     serverless handler's closing ``force_flush()`` sends them all; call
