@@ -72,7 +72,7 @@ class _QueuedSink:
     A call is handed on within ``interval`` seconds (1 s) of the first queued, as soon as
     ``batch_size`` (256) are queued, by :meth:`write_queued` (:meth:`Tracer.flush`), on
     :meth:`close`, when the sink is dropped unclosed and when the interpreter exits. In
-    situ a call's tracing runs with cold caches (see the module's docstring): a line
+    situ a call's tracing runs with cold caches (see :mod:`builder.runtime.tracing`): a line
     encoded and written, a log record or a span made on each call costs some 25–70 µs of
     CPU more than queueing it and handing on a batch (``tests/benchmarks/tracing_cost.py``).
     What a process killed outright (``SIGKILL``, ``os._exit``) had queued is lost. A call is

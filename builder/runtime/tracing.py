@@ -684,6 +684,18 @@ class _Emitter:
             return f"u.{self.pieces_attr} is not None"
         return None
 
+    def open_child(
+        self, child: _Node, guarded: set[int] | None, pad: str
+    ) -> tuple[str, set[int], str]:
+        """Start a child's step: a fresh name for its value, what its subtree finds, and
+        the indent inside its guard (opened here unless an enclosing one checks the same)."""
+        codes = child.all_codes()
+        cond = self.guard(codes) if codes != guarded else None
+        if cond is None:
+            return self.name(), codes, pad
+        self.lines.append(f"{pad}if {cond}:")
+        return self.name(), codes, pad + "    "
+
     def leaf(self, code: int, x: str, pad: str) -> None:
         """``x`` is the value at the path, as Path.get gives it (None when there is none)."""
         lines = self.lines
@@ -760,13 +772,7 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         n = var[1:]
         lines.append(f"{pad}c{n} = type({var})")
         for key, child in node.children.items():
-            value = out.name()
-            codes = child.all_codes()
-            cond = out.guard(codes) if codes != guarded else None
-            inner = pad
-            if cond is not None:
-                lines.append(f"{inner}if {cond}:")
-                inner += "    "
+            value, codes, inner = out.open_child(child, guarded, pad)
             if isinstance(key, str):
                 # Path.get: a dict's key; a model's attribute, else what _step finds
                 # (a field under its alias, an extra); anything else: _step.
@@ -792,7 +798,7 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             for code in child.codes:
                 out.leaf(code, value, inner + "    ")
             if child.children:
-                walk(child, value, len(inner) // 4 + 1, codes if cond is not None else guarded)
+                walk(child, value, len(inner) // 4 + 1, codes if inner != pad else guarded)
 
     base = 2 if stream else 1  # a stream's reader runs inside a try
     if root.children:
@@ -951,13 +957,7 @@ def _compile_typed_reader(
             if shared:
                 lines.append(f"{pad}d{var[1:]} = {var}.__dict__")
             for key, child in children:
-                value = out.name()
-                codes = child.all_codes()
-                cond = out.guard(codes) if codes != guarded else None
-                inner = pad
-                if cond is not None:
-                    lines.append(f"{inner}if {cond}:")
-                    inner += "    "
+                value, codes, inner = out.open_child(child, guarded, pad)
                 if fields is not None:
                     if not isinstance(key, str) or key not in fields:
                         return False  # not a declared field (an alias, an extra, a property)
@@ -974,7 +974,7 @@ def _compile_typed_reader(
                     lines.append(f"{inner}{value} = {var}[{key}] if {bound} else None")
                     child_kind, child_class = ("model", cls) if cls is not None else ("other", None)
                     optional = True  # an empty list, or one too short
-                checked = codes if cond is not None else guarded  # what a guard above tested
+                checked = codes if inner != pad else guarded  # what a guard above tested
                 for code in child.codes:
                     if code == _FINISH:  # most chunks have none: one test
                         lines.append(f"{inner}if {value} is not None:")

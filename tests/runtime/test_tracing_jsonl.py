@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from builder.runtime.tracing import SWITCH_OFF_AFTER, JsonlSink, TracedCall, Tracer
+from tests.runtime._forking import in_forked_child
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,19 +159,12 @@ def test_a_forked_child_writes_its_own_lines_not_its_parents_queue(tmp_path: Fil
     target = tmp_path / "fork.jsonl"
     sink = JsonlSink(target, interval=60)
     sink.emit(_call(0))  # queued in the parent when it forks
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with a thread running
-        pid = os.fork()
-    if pid == 0:  # the child: queue a line of its own, write it, leave at once
-        code = 1
-        try:
-            sink.emit(_call(1))
-            sink.close()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> None:  # queue a line of its own and write it
+        sink.emit(_call(1))
+        sink.close()
+
+    in_forked_child(child)
     assert _operations(target) == ["op1"]  # the child's only
     sink.close()
     assert _operations(target) == ["op1", "op0"]  # the parent's once

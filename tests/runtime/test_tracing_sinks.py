@@ -33,6 +33,7 @@ from builder.runtime.tracing import (
     TracedError,
     Tracer,
 )
+from tests.runtime._forking import in_forked_child
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -406,19 +407,12 @@ def test_a_forked_child_does_not_log_its_parents_queue(tmp_path: FilePath) -> No
         sink = LoggingSink(logger, interval=60)
         sink.emit(_call(0))  # queued in the parent when it forks
         sink.emit(_call(1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with a thread running
-            pid = os.fork()
-        if pid == 0:  # the child: queue a record of its own, log it, leave at once
-            code = 1
-            try:
-                sink.emit(_call(2))
-                sink.close()
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+        def child() -> None:  # queue a record of its own and log it
+            sink.emit(_call(2))
+            sink.close()
+
+        pid = in_forked_child(child)
         assert target.read_text().splitlines() == [f"{pid} op2"]  # the child's only
         sink.close()
         parent = os.getpid()
