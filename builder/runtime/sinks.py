@@ -10,6 +10,7 @@ This module does not import the tracer: a sink needs only the call it is given.
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
 import threading
 import weakref
@@ -119,6 +120,7 @@ class _QueuedSink:
         self._clock_lock = threading.Lock()
         self._wake = threading.Event()  # a call is queued: hand on within interval
         self._stop = threading.Event()  # closed: hand on now and end
+        self._hurry = threading.Event()  # hand on now, not at the end of the interval
         _sinks.add(self)
         _watch_exit_and_fork()
 
@@ -143,7 +145,12 @@ class _QueuedSink:
             self._start_clock()
         # Full, or closed since _direct was read (the call must not wait for a clock).
         if len(queue) >= self.batch_size or self._direct:
-            self._hand_on_queued(wait=False)
+            self._hand_on_full()
+
+    def _hand_on_full(self) -> None:
+        """A full batch is queued (or the sink closed since the call read ``_direct``):
+        hand it on, on the call's thread."""
+        self._hand_on_queued(wait=False)
 
     def _emit_now(self, call: TracedCall) -> None:
         if self.flush:
@@ -170,7 +177,7 @@ class _QueuedSink:
             if self._clock is None:
                 self._clock = threading.Thread(
                     target=_write_after,
-                    args=(weakref.ref(self), self._wake, self._stop, self.interval),
+                    args=(weakref.ref(self), self._wake, self._stop, self._hurry, self.interval),
                     name=f"{self._thread_name} writer",
                     daemon=True,
                 )
@@ -226,6 +233,7 @@ class _QueuedSink:
         self._closed = True
         self._direct = True  # a call queued from now on hands itself on
         self._stop.set()
+        self._hurry.set()
         self._wake.set()  # the writer thread ends
         try:
             self._hand_on_queued(wait=True)
@@ -326,15 +334,17 @@ def _write_after(
     sink_ref: weakref.ref[_QueuedSink],
     wake: threading.Event,
     stop: threading.Event,
+    hurry: threading.Event,
     interval: float,
 ) -> None:
     """A queued sink's writer thread: once a call is queued, wait ``interval`` (or until
-    the sink is closed) and hand on what is queued. It holds the sink weakly, between
-    batches."""
+    the sink is closed, or hurried) and hand on what is queued. It holds the sink weakly,
+    between batches."""
     while True:
         wake.wait()
         wake.clear()  # before the batch: a call queued after it sets it again
-        stop.wait(interval)
+        if hurry.wait(interval) and not stop.is_set():
+            hurry.clear()  # before the batch, as wake
         sink = sink_ref()
         if sink is None:
             return
@@ -396,6 +406,7 @@ def _forget_after_fork() -> None:
         sink._clock = None
         sink._wake = threading.Event()
         sink._stop = threading.Event()
+        sink._hurry = threading.Event()
         sink._idle = sink.interval is not None
         sink._unreported = None  # a batch the parent lost is the parent's to report
         sink._direct = sink.flush or sink._closed
@@ -518,24 +529,48 @@ class OpenTelemetrySink(_QueuedSink):
     content is opt-in, as in the GenAI conventions: ``capture_content=True`` adds
     ``connector_builder.input`` and ``connector_builder.output`` as JSON text.
 
-    The spans are made in batches by default (see :class:`_QueuedSink`): the SDK makes a
-    span in some 21–23 µs of CPU even with warm caches, and handing each call on at once
-    costs some 35–55 µs more per call in situ. So a span reaches the span processors up to
-    ``interval`` after its call. The provider's ``force_flush()`` makes the queued spans
-    first (the sink adds a span processor to an SDK provider that does so), so a
-    serverless handler's closing ``force_flush()`` sends them all; call
-    :meth:`Tracer.close` (or :meth:`Tracer.flush`) before the provider's ``shutdown()``.
-    ``flush=True`` makes each span on its call.
+    Two ways to send the spans:
+
+    * **Through a tracer provider** (``tracer_provider``, else the global one): each span
+      is made with the SDK's ``start_span`` and ends in the provider's span processors
+      (sampler, processors, limits: all the provider's). The SDK makes a span in some
+      15–23 µs of CPU even with warm caches, so this way costs more than the 20 µs per call
+      tracing aims at. The spans are made in batches by default (see :class:`_QueuedSink`),
+      so a span reaches the processors up to ``interval`` after its call. The provider's
+      ``force_flush()`` makes the queued spans first (the sink wraps an SDK provider's
+      ``force_flush`` to do so), so a serverless handler's closing ``force_flush()`` sends
+      them all; call :meth:`Tracer.close` (or :meth:`Tracer.flush`) before the provider's
+      ``shutdown()``.
+    * **Straight to an exporter** (``exporter``, an SDK ``SpanExporter`` such as the OTLP
+      one): the sink is the batch span processor. It makes each queued call into a finished
+      ``ReadableSpan`` itself (about 1 µs, warm) and exports them from its writer thread, at
+      most ``batch_size`` to an ``export``, as the SDK's ``BatchSpanProcessor`` would; no
+      provider, span processor or sampler is involved. A span is sampled as its parent is
+      (none: sampled); ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` is applied; ``resource`` is
+      ``Resource.create()`` by default (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``).
+      A full batch wakes the writer thread rather than being exported on the call's thread
+      (with ``interval=None`` there is no writer thread: the call that fills a batch
+      exports it). If the exporter is slower than the calls, at most ``max_queued`` calls
+      wait: the oldest are dropped and counted. An export that fails or raises loses its
+      spans and logs a warning on ``connectors.tracing``, as the SDK's processor does; it
+      does not switch the sink off (an exporter retries on its own, and a sink that handed
+      each call on at once would make calls wait on the collector). :meth:`Tracer.flush`
+      exports what is queued and flushes the exporter; :meth:`Tracer.close` shuts it down.
+
+    ``flush=True`` makes each span on its call (and exports it, in exporter mode).
     """
 
     def __init__(
         self,
         tracer_provider: Any = None,
         *,
+        exporter: Any = None,
+        resource: Any = None,
         capture_content: bool = False,
         flush: bool = False,
         interval: float | None = 1.0,
         batch_size: int = 256,
+        max_queued: int = 4096,
     ) -> None:
         try:
             from opentelemetry import context, trace
@@ -543,15 +578,30 @@ class OpenTelemetrySink(_QueuedSink):
             raise ConfigError(
                 "OpenTelemetrySink needs the OpenTelemetry API: pip install opentelemetry-sdk"
             ) from None
+        _check_batching(interval, batch_size)
+        if max_queued < batch_size:
+            raise ValueError("max_queued must be at least batch_size")
         self._trace = trace
         self._current_context = context.get_current
-        self._tracer = trace.get_tracer("connector-builder", tracer_provider=tracer_provider)
         self._given_provider = tracer_provider
         self._hooked: Any = None  # the provider whose force_flush hands on the queue
+        self._exporter = exporter
+        self._export: _SpanExport | None = None
+        if exporter is not None:
+            if tracer_provider is not None:
+                raise ConfigError("OpenTelemetrySink takes a tracer_provider or an exporter")
+            self._export = _SpanExport(exporter, resource, trace)
+        elif resource is not None:
+            raise ConfigError("OpenTelemetrySink: a resource is given with an exporter")
+        else:
+            self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self.capture_content = capture_content
+        self.max_queued = max_queued
+        self._dropped = 0  # calls dropped from a full queue, not reported yet
         self._thread_name = "OpenTelemetrySink"
         super().__init__(flush=flush, interval=interval, batch_size=batch_size)
-        self._hook_force_flush()
+        if exporter is None:
+            self._hook_force_flush()
 
     def _hook_force_flush(self) -> None:
         """Have the provider's ``force_flush`` hand on the queue first (an SDK provider;
@@ -559,36 +609,59 @@ class OpenTelemetrySink(_QueuedSink):
         provider = self._given_provider or self._trace.get_tracer_provider()
         if provider is self._hooked or self.flush:
             return
-        add = getattr(provider, "add_span_processor", None)
-        if add is not None:
-            add(_flush_processor_class()(self, provider))
+        if callable(getattr(provider, "force_flush", None)) and hasattr(
+            provider, "add_span_processor"
+        ):  # an SDK provider (the API's default one has no spans to flush)
+            _hand_on_at_force_flush(self, provider)
             self._hooked = provider
 
     def _start_clock(self) -> None:
-        if self._hooked is None:
+        if self._hooked is None and self._export is None:
             self._hook_force_flush()  # a global provider set after the sink was made
         super()._start_clock()
+
+    def _hand_on_full(self) -> None:
+        if self._export is None or self._direct or self.interval is None:
+            super()._hand_on_full()
+            return
+        # An export may wait on the network: the writer thread does it, not the call's.
+        queue = self._queue
+        excess = len(queue) - self.max_queued
+        if excess > 0:
+            dropped = 0
+            try:
+                for _ in range(excess):
+                    queue.popleft()
+                    dropped += 1
+            except IndexError:  # the writer thread took the queue meanwhile
+                pass
+            with self._state_lock:
+                self._dropped += dropped
+        self._hurry.set()
 
     def _entry(self, call: TracedCall) -> tuple[TracedCall, Any]:
         return call, self._current_context()
 
-    def _hand_on(self, entries: list[tuple[TracedCall, Any]]) -> Exception | None:
+    def _name_and_attributes(self, call: TracedCall) -> tuple[str, dict[str, Any]]:
         from builder.runtime.tracing import _dumps  # loaded by now: the calls come from it
 
+        model = call.request_model or call.response_model
+        name = f"{call.operation} {model}" if model else f"{call.connector}.{call.operation}"
+        attributes = call.attributes()
+        if self.capture_content:
+            attributes["connector_builder.input"] = _dumps(call.input).decode()
+            attributes["connector_builder.output"] = _dumps(call.output).decode()
+        return name, attributes
+
+    def _hand_on(self, entries: list[tuple[TracedCall, Any]]) -> Exception | None:
+        if self._export is not None:
+            return self._export_spans(entries)
         trace = self._trace
         start_span, client = self._tracer.start_span, trace.SpanKind.CLIENT
         error: Exception | None = None
         for call, parent in entries:
             try:
-                model = call.request_model or call.response_model
-                if model:
-                    name = f"{call.operation} {model}"
-                else:
-                    name = f"{call.connector}.{call.operation}"
-                attributes = call.attributes()
-                if self.capture_content:
-                    attributes["connector_builder.input"] = _dumps(call.input).decode()
-                    attributes["connector_builder.output"] = _dumps(call.output).decode()
+                name, attributes = self._name_and_attributes(call)
                 start = int(call.timestamp * 1e9)
                 span = start_span(
                     name, parent, kind=client, start_time=start, attributes=attributes
@@ -600,57 +673,191 @@ class OpenTelemetrySink(_QueuedSink):
                 error = exc
         return error
 
+    def _export_spans(self, entries: list[tuple[TracedCall, Any]]) -> Exception | None:
+        export = self._export
+        assert export is not None
+        with self._state_lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            _logger().warning(
+                "OpenTelemetrySink: %d calls dropped, more than max_queued=%d waited for "
+                "the exporter",
+                dropped,
+                self.max_queued,
+            )
+        spans: list[Any] = []
+        error: Exception | None = None
+        span_for, describe = export.span, self._name_and_attributes
+        for call, context in entries:
+            try:
+                span = span_for(call, context, describe)
+                if span is not None:
+                    spans.append(span)
+            except Exception as exc:  # that span is lost, the others are exported
+                error = exc
+        size = self.batch_size
+        for start in range(0, len(spans), size):
+            export.send(spans[start : start + size])
+        return error
+
+    def write_queued(self) -> None:
+        """Hand on what is queued now; in exporter mode, then flush the exporter."""
+        try:
+            super().write_queued()
+        finally:
+            if self._export is not None:
+                self._export.flush()
+
+    def _release(self) -> None:
+        if self._export is not None:
+            self._export.shutdown()
+
     def __repr__(self) -> str:
+        if self._exporter is not None:
+            return f"OpenTelemetrySink(exporter={self._exporter!r})"
         return "OpenTelemetrySink()"
 
 
-def _flush_processor_class() -> type[_HandOnAtForceFlush]:
-    """:class:`_HandOnAtForceFlush`, on the SDK's ``SpanProcessor`` when there is one
-    (whatever a processor must have that it does not define, the SDK's does)."""
-    global _flush_processor
-    if _flush_processor is None:
+_SCOPE = "connector-builder"  # the instrumentation scope of the spans
+
+
+def _logger() -> Any:
+    import logging
+
+    return logging.getLogger(LOGGER_NAME)
+
+
+class _SpanExport:
+    """An :class:`OpenTelemetrySink`'s exporter mode: a call made into a finished SDK
+    ``ReadableSpan`` (what a provider's span is once ended), and spans sent to the
+    exporter."""
+
+    def __init__(self, exporter: Any, resource: Any, trace: Any) -> None:
+        if not callable(getattr(exporter, "export", None)):
+            raise ConfigError(f"OpenTelemetrySink needs a SpanExporter, not {exporter!r}")
         try:
-            from opentelemetry.sdk.trace import SpanProcessor
-
-            bases: tuple[type, ...] = (_HandOnAtForceFlush, SpanProcessor)
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
+            from opentelemetry.sdk.trace.export import SpanExportResult
+            from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         except ImportError:
-            bases = (_HandOnAtForceFlush,)
-        _flush_processor = type("_HandOnAtForceFlush", bases, {})
-    return _flush_processor
+            raise ConfigError(
+                "OpenTelemetrySink(exporter=...) needs the OpenTelemetry SDK: "
+                "pip install opentelemetry-sdk"
+            ) from None
+        self.exporter = exporter
+        self._shut = False
+        self._failure = SpanExportResult.FAILURE
+        self._readable = ReadableSpan
+        self._resource = Resource.create() if resource is None else resource
+        self._scope = InstrumentationScope(_SCOPE)
+        self._limit = SpanLimits().max_attribute_length  # None: no limit
+        ids = RandomIdGenerator()
+        self._new_trace_id, self._new_span_id = ids.generate_trace_id, ids.generate_span_id
+        self._span_context = trace.SpanContext
+        # Sampled, and (SDK 1.39+: W3C Trace Context level 2) whether the trace id is random.
+        flags = trace.TraceFlags
+        self._random = getattr(flags, "RANDOM_TRACE_ID", 0)
+        self._child_flags = (flags(flags.SAMPLED), flags(flags.SAMPLED | self._random))
+        self._root_flags = self._child_flags[1 if self._random else 0]
+        self._current_span, self._client = trace.get_current_span, trace.SpanKind.CLIENT
+        self._unset = trace.Status(trace.StatusCode.UNSET)
+        self._status, self._error = trace.Status, trace.StatusCode.ERROR
 
+    def span(
+        self,
+        call: TracedCall,
+        context: Any,
+        describe: Callable[[TracedCall], tuple[str, dict[str, Any]]],
+    ) -> Any:
+        """The finished span of ``call``, emitted in ``context``; None when its parent
+        is not sampled."""
+        parent = self._current_span(context).get_span_context()
+        if parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+            flags = self._child_flags[1 if parent.trace_flags & self._random else 0]
+            span_context = self._span_context(
+                parent.trace_id, self._new_span_id(), False, flags, parent.trace_state
+            )
+        else:
+            parent = None
+            span_context = self._span_context(
+                self._new_trace_id(), self._new_span_id(), False, self._root_flags
+            )
+        name, attributes = describe(call)
+        if self._limit is not None:
+            attributes = _truncated(attributes, self._limit)
+        error = call.error
+        start = int(call.timestamp * 1e9)
+        return self._readable(
+            name,
+            span_context,
+            parent,
+            self._resource,
+            attributes,
+            kind=self._client,
+            status=self._unset if error is None else self._status(self._error, error.message),
+            start_time=start,
+            end_time=start + int(call.latency * 1e9),
+            instrumentation_scope=self._scope,
+        )
 
-_flush_processor: type[_HandOnAtForceFlush] | None = None
+    def send(self, spans: list[Any]) -> None:
+        """Export ``spans``; a failure loses them and is logged (not raised)."""
+        try:
+            result = self.exporter.export(spans)
+        except Exception:
+            _logger().warning(
+                "OpenTelemetrySink: the exporter raised; %d spans lost", len(spans), exc_info=True
+            )
+            return
+        if result == self._failure:
+            _logger().warning(
+                "OpenTelemetrySink: the exporter failed to export %d spans", len(spans)
+            )
 
-
-class _HandOnAtForceFlush:
-    """A span processor that makes an :class:`OpenTelemetrySink`'s queued spans when its
-    provider is flushed, then flushes the provider again so they are sent too (the
-    provider flushes its processors in the order they were added, this one last)."""
-
-    def __init__(self, sink: OpenTelemetrySink, provider: Any) -> None:
-        self._sink = weakref.ref(sink)
-        self._provider = provider
-        self._inside = threading.local()  # the provider's second flush, from this one
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def _on_ending(self, span: Any) -> None:
-        pass
-
-    def on_end(self, span: Any) -> None:
-        pass
+    def flush(self) -> None:
+        force_flush = getattr(self.exporter, "force_flush", None)
+        if force_flush is not None and not self._shut:
+            force_flush()
 
     def shutdown(self) -> None:
-        pass
+        if not self._shut:
+            self._shut = True
+            self.exporter.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        sink = self._sink()
-        if sink is None or getattr(self._inside, "flushing", False) or not sink._queue:
-            return True
-        self._inside.flushing = True
-        try:
-            sink.write_queued()
-            return bool(self._provider.force_flush(timeout_millis))
-        finally:
-            self._inside.flushing = False
+
+def _truncated(attributes: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``attributes`` with strings (and strings in sequences) cut to ``limit`` characters,
+    as the SDK's attribute limits cut them."""
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            if len(value) > limit:
+                attributes[key] = value[:limit]
+        elif isinstance(value, tuple):
+            attributes[key] = tuple(
+                v[:limit] if isinstance(v, str) and len(v) > limit else v for v in value
+            )
+    return attributes
+
+
+def _hand_on_at_force_flush(sink: OpenTelemetrySink, provider: Any) -> None:
+    """Have ``provider.force_flush()`` hand on ``sink``'s queue, then flush as it would.
+
+    The provider's own method is wrapped on the instance: a span processor of ours would
+    be flushed last, after the processors the new spans go to, and flushing them again
+    from inside the provider's flush deadlocks a ``ConcurrentMultiSpanProcessor`` whose
+    threads are all busy with that flush."""
+    flush = provider.force_flush
+    held = weakref.ref(sink)
+
+    @functools.wraps(flush)
+    def force_flush(timeout_millis: int = 30000) -> bool:
+        queued = held()
+        if queued is not None and queued._queue:
+            queued.write_queued()
+        return bool(flush(timeout_millis))
+
+    provider.force_flush = force_flush

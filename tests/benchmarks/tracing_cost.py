@@ -25,6 +25,11 @@ created once (pooled connections), all alike but for their tracer:
                   the last batch (what an exporter sends is not timed); calls queued and
                   their spans made in batches; when the SDK is installed
   otel, each call ``OpenTelemetrySink(provider, flush=True)``: each span made on its call
+  otel exporter   ``Tracer(OpenTelemetrySink(exporter=...))``, the same kind of exporter
+                  with no provider: the sink makes each finished span itself (an SDK
+                  ``ReadableSpan``) and exports them from its writer thread, in batches
+  otel exporter, each call  the same with ``flush=True``: each span made and exported on
+                  its call
 
 Rows:
   POST chat       ``create_chat_completion`` (sync): one TracedCall with tokens, cost, model
@@ -134,7 +139,11 @@ VARIANTS = (
     "jsonl, each line",
     "logging",
     "logging, each call",
-) + (("otel", "otel, each call") if TracerProvider is not None else ())
+) + (
+    ("otel", "otel, each call", "otel exporter", "otel exporter, each call")
+    if TracerProvider is not None
+    else ()
+)
 REWARM = 1  # an untimed call before each timed round (uvicorn drops idle connections)
 
 CHAT_USAGE = UsageMap(
@@ -217,7 +226,14 @@ def tracers(directory: Path) -> dict[str, Tracer | None]:
         "logging": Tracer(LoggingSink(_file_logger(directory / "traces.log"))),
         "logging, each call": Tracer(LoggingSink(_file_logger(directory / "each.log"), flush=True)),
         **(
-            {"otel": Tracer(_otel_sink()), "otel, each call": Tracer(_otel_sink(flush=True))}
+            {
+                "otel": Tracer(_otel_sink()),
+                "otel, each call": Tracer(_otel_sink(flush=True)),
+                "otel exporter": Tracer(OpenTelemetrySink(exporter=_KeepLastBatch())),
+                "otel exporter, each call": Tracer(
+                    OpenTelemetrySink(exporter=_KeepLastBatch(), flush=True)
+                ),
+            }
             if "otel" in VARIANTS
             else {}
         ),
@@ -273,6 +289,8 @@ def _last_trace(tracer: Tracer | None) -> Any:
         with open(handler.baseFilename, encoding="utf-8") as lines:  # type: ignore[attr-defined]
             return lines.readlines()[-1]
     if isinstance(sink, OpenTelemetrySink):
+        if sink._exporter is not None:  # exporter mode: tracer.flush() exported them
+            return sink._exporter.last[-1]
         sink.provider.force_flush()  # type: ignore[attr-defined]
         return sink.provider.exporter.last[-1]  # type: ignore[attr-defined]
     assert isinstance(sink, JsonlSink)
@@ -362,8 +380,8 @@ def _hand_on(tracer: Tracer | None) -> Callable[[], None]:
     if tracer is None:
         return _nothing
     sink = tracer.sinks[0]
-    if not isinstance(sink, OpenTelemetrySink):
-        return tracer.flush
+    if not isinstance(sink, OpenTelemetrySink) or sink._exporter is not None:
+        return tracer.flush  # exporter mode: the sink exports, in the round's clock
     provider = sink.provider  # type: ignore[attr-defined]
 
     def spans_out() -> None:

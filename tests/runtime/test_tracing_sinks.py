@@ -858,6 +858,32 @@ def test_the_provider_s_force_flush_makes_the_queued_spans_first(
     assert len(_spans(exporter)) == 2
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_force_flush_with_a_concurrent_span_processor_sends_the_queued_spans(
+    threads: int,
+) -> None:
+    # Its processors are flushed on its own threads: a sink that flushed the provider
+    # again from inside that flush waited for a thread of its own (timed out, sent none).
+    from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider(
+        active_span_processor=ConcurrentMultiSpanProcessor(threads), shutdown_on_exit=False
+    )
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
+    tracer = Tracer(OpenTelemetrySink(provider, interval=3600))
+    tracer.emit(_call(0))
+    tracer.emit(_call(1))
+    started = time.monotonic()
+    assert provider.force_flush(5_000) is True
+    assert time.monotonic() - started < 2
+    assert [s.name for s in _spans(exporter)] == ["demo.op0", "demo.op1"]
+    tracer.close()
+    provider.shutdown()
+
+
 def test_a_global_provider_set_after_the_sink_is_flushed_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
