@@ -389,7 +389,7 @@ def _write_at_exit() -> None:
         try:
             sink._closed = True  # no more queueing (a JSONL file stays open)
             sink._direct = True
-            sink._hand_on_queued(wait=True)
+            sink.write_queued()  # an exporter flushed too
         except Exception:  # the process is ending: nothing to report to
             pass
 
@@ -409,6 +409,8 @@ def _forget_after_fork() -> None:
         sink._hurry = threading.Event()
         sink._idle = sink.interval is not None
         sink._unreported = None  # a batch the parent lost is the parent's to report
+        if isinstance(sink, OpenTelemetrySink):
+            sink._dropped = 0  # the parent's to report, as its queue
         sink._direct = sink.flush or sink._closed
 
 
@@ -621,10 +623,9 @@ class OpenTelemetrySink(_QueuedSink):
         super()._start_clock()
 
     def _hand_on_full(self) -> None:
-        if self._export is None or self._direct or self.interval is None:
+        if self._export is None or self._direct:
             super()._hand_on_full()
             return
-        # An export may wait on the network: the writer thread does it, not the call's.
         queue = self._queue
         excess = len(queue) - self.max_queued
         if excess > 0:
@@ -637,7 +638,10 @@ class OpenTelemetrySink(_QueuedSink):
                 pass
             with self._state_lock:
                 self._dropped += dropped
-        self._hurry.set()
+        if self.interval is None:  # no writer thread: this call's thread exports
+            super()._hand_on_full()
+        else:  # an export may wait on the network: the writer thread does it
+            self._hurry.set()
 
     def _entry(self, call: TracedCall) -> tuple[TracedCall, Any]:
         return call, self._current_context()
