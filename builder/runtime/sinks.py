@@ -199,8 +199,8 @@ class _QueuedSink:
                 # clock; one queued before is in this batch.
                 if self.interval is not None:
                     self._idle = True
-                while queue:
-                    entries = [queue.popleft() for _ in range(len(queue))]
+                entries = _take(queue)
+                if entries:
                     try:
                         error = self._hand_on(entries)
                     except Exception as exc:  # the sink's own bug: the batch is lost
@@ -212,9 +212,13 @@ class _QueuedSink:
                     self._direct = True  # until a batch succeeds: each call at once
             finally:
                 lock.release()
-            if not queue:
+            # Of what was queued meanwhile, a full batch (its call left it to this thread)
+            # and calls handed on at once are this thread's; the others have a clock
+            # running (without an interval, they wait for a full batch). So a flush waits
+            # for one batch, not for the calls to stop.
+            if len(queue) < self.batch_size and not (queue and self._direct):
                 break
-            wait = False  # queued while the lock was let go: this thread, or another's
+            wait = False  # this thread, or another's
         if failed is None:
             return
         if deferred:
@@ -251,6 +255,19 @@ class _QueuedSink:
                 self.close()
         except Exception:  # nothing to report to at this point
             pass
+
+
+def _take(queue: deque[Any]) -> list[Any]:
+    """What is queued now, oldest first (calls dropped from a full queue meanwhile are
+    not waited for)."""
+    taken: list[Any] = []
+    take, pop = taken.append, queue.popleft
+    try:
+        for _ in range(len(queue)):
+            take(pop())
+    except IndexError:
+        pass
+    return taken
 
 
 def _check_batching(interval: float | None, batch_size: int) -> None:
@@ -335,7 +352,7 @@ def _write_after(
     wake: threading.Event,
     stop: threading.Event,
     hurry: threading.Event,
-    interval: float,
+    interval: float | None,
 ) -> None:
     """A queued sink's writer thread: once a call is queued, wait ``interval`` (or until
     the sink is closed, or hurried) and hand on what is queued. It holds the sink weakly,
@@ -534,30 +551,26 @@ class OpenTelemetrySink(_QueuedSink):
     Two ways to send the spans:
 
     * **Through a tracer provider** (``tracer_provider``, else the global one): each span
-      is made with the SDK's ``start_span`` and ends in the provider's span processors
-      (sampler, processors, limits: all the provider's). The SDK makes a span in some
-      15–23 µs of CPU even with warm caches, so this way costs more than the 20 µs per call
-      tracing aims at. The spans are made in batches by default (see :class:`_QueuedSink`),
-      so a span reaches the processors up to ``interval`` after its call. The provider's
-      ``force_flush()`` makes the queued spans first (the sink wraps an SDK provider's
-      ``force_flush`` to do so), so a serverless handler's closing ``force_flush()`` sends
-      them all; call :meth:`Tracer.close` (or :meth:`Tracer.flush`) before the provider's
-      ``shutdown()``.
-    * **Straight to an exporter** (``exporter``, an SDK ``SpanExporter`` such as the OTLP
-      one): the sink is the batch span processor. It makes each queued call into a finished
-      ``ReadableSpan`` itself (about 1 µs, warm) and exports them from its writer thread, at
-      most ``batch_size`` to an ``export``, as the SDK's ``BatchSpanProcessor`` would; no
-      provider, span processor or sampler is involved. A span is sampled as its parent is
-      (none: sampled); ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` is applied; ``resource`` is
-      ``Resource.create()`` by default (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``).
-      A full batch wakes the writer thread rather than being exported on the call's thread
-      (with ``interval=None`` there is no writer thread: the call that fills a batch
-      exports it). If the exporter is slower than the calls, at most ``max_queued`` calls
-      wait: the oldest are dropped and counted. An export that fails or raises loses its
-      spans and logs a warning on ``connectors.tracing``, as the SDK's processor does; it
-      does not switch the sink off (an exporter retries on its own, and a sink that handed
-      each call on at once would make calls wait on the collector). :meth:`Tracer.flush`
-      exports what is queued and flushes the exporter; :meth:`Tracer.close` shuts it down.
+      is made with the SDK's ``start_span`` and ends in the provider's processors (its
+      sampler, processors and limits apply). The SDK alone takes some 15–23 µs of CPU per
+      span, warm. The spans are made in batches (see :class:`_QueuedSink`), up to
+      ``interval`` after their calls; the provider's ``force_flush()`` makes the queued
+      spans first (the sink wraps it), so a serverless handler's closing ``force_flush()``
+      sends them all. Call :meth:`Tracer.close` before the provider's ``shutdown()``.
+    * **Straight to an exporter** (``exporter``: an SDK ``SpanExporter``, such as the OTLP
+      one; ``resource`` defaults to ``Resource.create()``): the sink is the batch span
+      processor. It makes each call's finished ``ReadableSpan`` itself, some 3 µs more
+      than the memory sink per call, and its writer thread exports them, at most
+      ``batch_size`` to an ``export``, with instrumentation suppressed. A span is sampled
+      as its parent is (a root span always); ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``
+      applies; no sampler, processor or id generator of a provider is involved
+      (``OTEL_TRACES_SAMPLER`` and ``OTEL_SDK_DISABLED`` are not read). A call never
+      exports: a full batch wakes the writer thread, and at most ``max_queued`` calls
+      wait for a slow exporter (the oldest are dropped, and counted in a warning). A
+      failed export is logged on ``connectors.tracing`` and its spans lost, as the SDK's
+      processor does; it does not count towards switching the sink off (the exporter
+      retries on its own). :meth:`Tracer.flush` and exit export the queue and flush the
+      exporter; :meth:`Tracer.close` shuts it down, after which the sink raises.
 
     ``flush=True`` makes each span on its call (and exports it, in exporter mode).
     """
@@ -581,7 +594,7 @@ class OpenTelemetrySink(_QueuedSink):
                 "OpenTelemetrySink needs the OpenTelemetry API: pip install opentelemetry-sdk"
             ) from None
         _check_batching(interval, batch_size)
-        if max_queued < batch_size:
+        if exporter is not None and max_queued < batch_size:
             raise ValueError("max_queued must be at least batch_size")
         self._trace = trace
         self._current_context = context.get_current
@@ -594,7 +607,9 @@ class OpenTelemetrySink(_QueuedSink):
                 raise ConfigError("OpenTelemetrySink takes a tracer_provider or an exporter")
             self._export = _SpanExport(exporter, resource, trace)
         elif resource is not None:
-            raise ConfigError("OpenTelemetrySink: a resource is given with an exporter")
+            raise ConfigError(
+                "OpenTelemetrySink: resource= goes with exporter= (a provider has its own)"
+            )
         else:
             self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self.capture_content = capture_content
@@ -626,22 +641,19 @@ class OpenTelemetrySink(_QueuedSink):
         if self._export is None or self._direct:
             super()._hand_on_full()
             return
+        # An export may wait on the network: the writer thread does it, also without an
+        # interval, and the calls queued meanwhile are bounded.
         queue = self._queue
-        excess = len(queue) - self.max_queued
-        if excess > 0:
-            dropped = 0
-            try:
-                for _ in range(excess):
-                    queue.popleft()
-                    dropped += 1
-            except IndexError:  # the writer thread took the queue meanwhile
-                pass
-            with self._state_lock:
-                self._dropped += dropped
-        if self.interval is None:  # no writer thread: this call's thread exports
-            super()._hand_on_full()
-        else:  # an export may wait on the network: the writer thread does it
-            self._hurry.set()
+        if len(queue) > self.max_queued:
+            with self._state_lock:  # one thread drops at a time: none drops too many
+                try:
+                    while len(queue) > self.max_queued:
+                        queue.popleft()
+                        self._dropped += 1
+                except IndexError:  # the writer thread took the queue meanwhile
+                    pass
+        self._start_clock()
+        self._hurry.set()
 
     def _entry(self, call: TracedCall) -> tuple[TracedCall, Any]:
         return call, self._current_context()
@@ -680,6 +692,8 @@ class OpenTelemetrySink(_QueuedSink):
     def _export_spans(self, entries: list[tuple[TracedCall, Any]]) -> Exception | None:
         export = self._export
         assert export is not None
+        if export.shut:
+            return ValueError("the OpenTelemetrySink is closed (its exporter is shut down)")
         with self._state_lock:
             dropped, self._dropped = self._dropped, 0
         if dropped:
@@ -715,6 +729,9 @@ class OpenTelemetrySink(_QueuedSink):
     def _release(self) -> None:
         if self._export is not None:
             self._export.shutdown()
+        sinks = None if self._hooked is None else _flushed_with.get(self._hooked)
+        if sinks is not None:
+            sinks.discard(self)
 
     def __repr__(self) -> str:
         if self._exporter is not None:
@@ -751,12 +768,20 @@ class _SpanExport:
                 "pip install opentelemetry-sdk"
             ) from None
         self.exporter = exporter
-        self._shut = False
+        self.shut = False
         self._failure = SpanExportResult.FAILURE
         self._readable = ReadableSpan
         self._resource = Resource.create() if resource is None else resource
         self._scope = InstrumentationScope(_SCOPE)
-        self._limit = SpanLimits().max_attribute_length  # None: no limit
+        self._limit = SpanLimits().max_span_attribute_length  # None: no limit
+        from opentelemetry import context
+
+        self._attach, self._detach, self._set_value = (
+            context.attach,
+            context.detach,
+            context.set_value,
+        )
+        self._suppress = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
         ids = RandomIdGenerator()
         self._new_trace_id, self._new_span_id = ids.generate_trace_id, ids.generate_span_id
         self._span_context = trace.SpanContext
@@ -810,26 +835,29 @@ class _SpanExport:
 
     def send(self, spans: list[Any]) -> None:
         """Export ``spans``; a failure loses them and is logged (not raised)."""
+        # As the SDK's processors do: an instrumented HTTP client makes no span of this.
+        token = self._attach(self._set_value(self._suppress, True)) if self._suppress else None
         try:
-            result = self.exporter.export(spans)
+            if self.exporter.export(spans) == self._failure:
+                _logger().warning(
+                    "OpenTelemetrySink: the exporter failed to export %d spans", len(spans)
+                )
         except Exception:
             _logger().warning(
                 "OpenTelemetrySink: the exporter raised; %d spans lost", len(spans), exc_info=True
             )
-            return
-        if result == self._failure:
-            _logger().warning(
-                "OpenTelemetrySink: the exporter failed to export %d spans", len(spans)
-            )
+        finally:
+            if token is not None:
+                self._detach(token)
 
     def flush(self) -> None:
         force_flush = getattr(self.exporter, "force_flush", None)
-        if force_flush is not None and not self._shut:
+        if force_flush is not None and not self.shut:
             force_flush()
 
     def shutdown(self) -> None:
-        if not self._shut:
-            self._shut = True
+        if not self.shut:
+            self.shut = True
             self.exporter.shutdown()
 
 
@@ -847,21 +875,30 @@ def _truncated(attributes: dict[str, Any], limit: int) -> dict[str, Any]:
     return attributes
 
 
+# Per SDK provider, the sinks its force_flush hands on first (one wrapper per provider).
+_flushed_with: weakref.WeakKeyDictionary[Any, weakref.WeakSet[OpenTelemetrySink]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _hand_on_at_force_flush(sink: OpenTelemetrySink, provider: Any) -> None:
     """Have ``provider.force_flush()`` hand on ``sink``'s queue, then flush as it would.
 
-    The provider's own method is wrapped on the instance: a span processor of ours would
-    be flushed last, after the processors the new spans go to, and flushing them again
-    from inside the provider's flush deadlocks a ``ConcurrentMultiSpanProcessor`` whose
-    threads are all busy with that flush."""
-    flush = provider.force_flush
-    held = weakref.ref(sink)
+    The provider's own method is wrapped on the instance, once: a span processor of ours
+    would be flushed last, after the processors the new spans go to, and flushing them
+    again from inside the provider's flush deadlocks a ``ConcurrentMultiSpanProcessor``
+    whose threads are all busy with that flush."""
+    sinks = _flushed_with.get(provider)
+    if sinks is None:
+        sinks = _flushed_with[provider] = weakref.WeakSet()
+        flush = provider.force_flush
 
-    @functools.wraps(flush)
-    def force_flush(timeout_millis: int = 30000) -> bool:
-        queued = held()
-        if queued is not None and queued._queue:
-            queued.write_queued()
-        return bool(flush(timeout_millis))
+        @functools.wraps(flush)
+        def force_flush(timeout_millis: int = 30000) -> bool:
+            for queued in list(sinks):
+                if queued._queue:  # a failure is raised by the sink's next call
+                    queued._hand_on_queued(wait=True, deferred=True)
+            return bool(flush(timeout_millis))
 
-    provider.force_flush = force_flush
+        provider.force_flush = force_flush
+    sinks.add(sink)

@@ -364,7 +364,7 @@ def test_flush_true_exports_each_span_on_its_call_s_thread_before_it_returns() -
     tracer.close()
 
 
-def test_without_an_interval_the_call_that_fills_the_batch_exports_it() -> None:
+def test_without_an_interval_a_full_batch_is_exported_by_the_writer_thread() -> None:
     exporter = Recording()
     sink = OpenTelemetrySink(exporter=exporter, batch_size=4, interval=None)
 
@@ -375,11 +375,13 @@ def test_without_an_interval_the_call_that_fills_the_batch_exports_it() -> None:
     first = threading.Thread(target=emit, args=(0, 1, 2), name="first")
     first.start()
     first.join()
-    assert exporter.exports == []  # no writer thread, no batch yet
+    _pause(0.05)
+    assert exporter.exports == []  # no clock: no batch yet
     filler = threading.Thread(target=emit, args=(3,), name="filler")
     filler.start()
     filler.join()
-    assert exporter.threads == [filler]
+    _wait_for(lambda: len(exporter.exports) == 1)
+    assert exporter.threads[0] not in (filler, first, threading.current_thread())
     assert exporter.names == [f"demo.op{n}" for n in range(4)]
     sink.close()
 
@@ -442,9 +444,10 @@ def test_flush_calls_force_flush_after_exporting_and_close_shuts_down_once() -> 
     tracer.close()
     sink.close()
     assert exporter.events.count("shutdown") == 1  # closing again shuts nothing down
-    tracer.emit(_call(3))  # closed: exported at once, on the call
-    assert exporter.names[-1] == "demo.op3"
-    assert exporter.threads[-1] is threading.current_thread()
+    exported = len(exporter.exports)
+    with pytest.raises(ValueError, match="closed"):  # counted by a tracer, as a JSONL file's
+        sink.emit(_call(3))
+    assert len(exporter.exports) == exported
 
 
 def test_an_exporter_without_force_flush_is_flushed_and_closed() -> None:
@@ -476,7 +479,7 @@ def test_an_exporter_without_force_flush_is_flushed_and_closed() -> None:
 # -- export failures -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["writer thread", "calling thread"])
+@pytest.mark.parametrize("where", ["interval", "no interval"])
 @pytest.mark.parametrize("failure", ["FAILURE", "raises"])
 def test_a_failed_export_is_logged_and_never_counts_against_the_sink(
     where: str, failure: str, caplog: pytest.LogCaptureFixture
@@ -488,7 +491,7 @@ def test_a_failed_export_is_logged_and_never_counts_against_the_sink(
         exporter.result = SpanExportResult.FAILURE
     else:
         exporter.error = problem
-    interval = 60 if where == "writer thread" else None
+    interval = 60 if where == "interval" else None
     sink = OpenTelemetrySink(exporter=exporter, batch_size=2, interval=interval)
     tracer = Tracer(sink)
     for batch in range(6):  # six failed batches, twice the tracer's switch-off count
@@ -501,10 +504,7 @@ def test_a_failed_export_is_logged_and_never_counts_against_the_sink(
         _wait_for(lambda batch=batch: len(_warnings(caplog)) == batch + 1)  # type: ignore[misc]
     assert [len(spans) for _, spans in exporter.exports] == [2] * 6
     main = threading.current_thread()
-    if where == "writer thread":
-        assert all(thread is not main for thread in exporter.threads)
-    else:
-        assert all(thread is main for thread in exporter.threads)
+    assert all(thread is not main for thread in exporter.threads)  # the writer thread
     assert tracer.switched_off == [] and tracer.sinks == [sink] and tracer.active
     assert tracer._slots[0].failures == 0
     records = _warnings(caplog)
@@ -554,15 +554,16 @@ def test_the_oldest_calls_beyond_max_queued_are_dropped_and_counted(
 
 
 def test_without_an_interval_the_queue_is_bounded_too(caplog: pytest.LogCaptureFixture) -> None:
-    # No writer thread: the thread that filled a batch exports it, and while it waits on
-    # the exporter the calls of other threads must not pile up without limit.
+    # While the writer thread waits on the exporter, calls must not pile up without limit
+    # (nor wait for it: a call's thread never exports).
     caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
     exporter = Recording()
     exporter.gate = threading.Event()
     sink = OpenTelemetrySink(exporter=exporter, batch_size=4, max_queued=8, interval=None)
     filler = threading.Thread(target=lambda: [sink.emit(_call(n)) for n in range(4)])
     filler.start()
-    assert exporter.entered.wait(5)  # the filling thread is stuck in a slow export
+    assert exporter.entered.wait(5)  # the writer thread is stuck in a slow export
+    assert exporter.exports == [] and filler.join(5) is None and not filler.is_alive()
     for n in range(4, 104):
         sink.emit(_call(n))
         assert len(sink._queue) <= 8
@@ -894,3 +895,70 @@ print("exiting", flush=True)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["exiting", "export demo.op0", "force_flush"]
+
+
+# -- what the review found ------------------------------------------------------------------
+
+
+def test_an_export_runs_with_instrumentation_suppressed() -> None:
+    # As the SDK's processors: an instrumented HTTP client makes no span of the export.
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+    seen: list[Any] = []
+
+    class Checking(Recording):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            seen.append(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+            return super().export(spans)
+
+    for flush in (False, True):
+        sink = OpenTelemetrySink(exporter=Checking(), flush=flush, interval=60)
+        sink.emit(_call(0))
+        sink.close()
+    assert seen == [True, True]
+    assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None  # not left on the caller
+
+
+def test_the_span_attribute_length_limit_is_the_one_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")
+    exporter = Recording()
+    sink = OpenTelemetrySink(exporter=exporter, interval=60)
+    sink.emit(_call(0, error=TracedError("RateLimitedError", "slow down")))
+    sink.close()
+    [span] = exporter.spans
+    assert span.attributes["error.type"] == "RateLimi"
+
+
+def test_a_flush_waits_for_one_batch_not_for_the_calls_to_stop() -> None:
+    exporter = Recording()
+
+    stop = threading.Event()
+
+    class Slow(Recording):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            if not stop.is_set():  # slow while the calls come
+                _pause(0.02)
+            return exporter.export(spans)
+
+    sink = OpenTelemetrySink(exporter=Slow(), batch_size=16, interval=0.01)
+
+    def calls() -> None:  # a steady stream of calls, until the flush is over (or 15 s)
+        n, until = 0, time.monotonic() + 15
+        while not stop.is_set() and time.monotonic() < until:
+            sink.emit(_call(n))
+            n += 1
+            _pause(0.0005)
+
+    caller = threading.Thread(target=calls)
+    caller.start()
+    _wait_for(lambda: len(exporter.exports) >= 3)
+    started = time.monotonic()
+    sink.write_queued()
+    took = time.monotonic() - started
+    stopped_by_flush = caller.is_alive()
+    stop.set()
+    caller.join(30)
+    sink.close()
+    assert stopped_by_flush and took < 3, took

@@ -884,6 +884,55 @@ def test_force_flush_with_a_concurrent_span_processor_sends_the_queued_spans(
     provider.shutdown()
 
 
+def test_one_force_flush_wrapper_per_provider_whatever_the_sinks(
+    otel: tuple[Any, Any, Any],
+) -> None:
+    provider, exporter, _ = otel
+    original = provider.force_flush
+    for _ in range(50):  # sinks made and closed: none leaves a wrapper behind
+        OpenTelemetrySink(provider, interval=3600).close()
+    wrapper = provider.force_flush
+    assert wrapper.__wrapped__ == original
+    live = [Tracer(OpenTelemetrySink(provider, interval=3600)) for _ in range(3)]
+    assert provider.force_flush is wrapper
+    for n, tracer in enumerate(live):
+        tracer.emit(_call(n))
+    assert provider.force_flush() is True
+    assert sorted(s.name for s in _spans(exporter)) == ["demo.op0", "demo.op1", "demo.op2"]
+    for tracer in live:
+        tracer.close()
+
+
+def test_a_sink_failing_in_force_flush_does_not_stop_the_provider_s_flush() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    class Refusing(SpanProcessor):  # a processor with a bug for the sink's spans
+        def on_end(self, span: Any) -> None:
+            if span.name.startswith("demo."):
+                raise ValueError("processor bug")
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
+    provider.add_span_processor(Refusing())
+    sink = OpenTelemetrySink(provider, interval=3600)
+    provider.get_tracer("app").start_span("handler").end()  # the application's own span
+    sink.emit(_call(0))
+    assert provider.force_flush() is True  # the sink's error is not the provider's
+    assert [s.name for s in exporter.get_finished_spans()] == ["handler", "demo.op0"]
+    with pytest.raises(ValueError, match="processor bug"):
+        sink.emit(_call(1))  # raised by the sink's next call, counted by a tracer
+    sink.close()
+    provider.shutdown()
+
+
+def test_a_provider_sink_takes_any_batch_size() -> None:
+    sink = OpenTelemetrySink(batch_size=10_000)  # max_queued is the exporter mode's
+    sink.close()
+
+
 def test_a_global_provider_set_after_the_sink_is_flushed_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
