@@ -191,9 +191,9 @@ class _QueuedSink:
         A failure is raised, or kept for the next ``emit`` to raise (``deferred``)."""
         lock, queue = self._lock, self._queue
         failed: Exception | None = None
+        if not lock.acquire(blocking=wait):
+            return  # the thread handing on looks at the queue again before it stops
         while True:
-            if not lock.acquire(blocking=wait):
-                return  # the thread handing on looks at the queue again before it stops
             try:
                 # Idle before the queue is taken: a call queued after this starts a new
                 # clock; one queued before is in this batch.
@@ -212,13 +212,9 @@ class _QueuedSink:
                     self._direct = True  # until a batch succeeds: each call at once
             finally:
                 lock.release()
-            # Of what was queued meanwhile, a full batch (its call left it to this thread)
-            # and calls handed on at once are this thread's; the others have a clock
-            # running (without an interval, they wait for a full batch). So a flush waits
-            # for one batch, not for the calls to stop.
-            if len(queue) < self.batch_size and not (queue and self._direct):
-                break
-            wait = False  # this thread, or another's
+            # What was queued meanwhile: its calls may have left it to this thread.
+            if not queue or not lock.acquire(blocking=False):
+                break  # (or another thread hands on now, and looks at the queue again)
         if failed is None:
             return
         if deferred:

@@ -929,36 +929,3 @@ def test_the_span_attribute_length_limit_is_the_one_applied(
     sink.close()
     [span] = exporter.spans
     assert span.attributes["error.type"] == "RateLimi"
-
-
-def test_a_flush_waits_for_one_batch_not_for_the_calls_to_stop() -> None:
-    exporter = Recording()
-
-    stop = threading.Event()
-
-    class Slow(Recording):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            if not stop.is_set():  # slow while the calls come
-                _pause(0.02)
-            return exporter.export(spans)
-
-    sink = OpenTelemetrySink(exporter=Slow(), batch_size=16, interval=0.01)
-
-    def calls() -> None:  # a steady stream of calls, until the flush is over (or 15 s)
-        n, until = 0, time.monotonic() + 15
-        while not stop.is_set() and time.monotonic() < until:
-            sink.emit(_call(n))
-            n += 1
-            _pause(0.0005)
-
-    caller = threading.Thread(target=calls)
-    caller.start()
-    _wait_for(lambda: len(exporter.exports) >= 3)
-    started = time.monotonic()
-    sink.write_queued()
-    took = time.monotonic() - started
-    stopped_by_flush = caller.is_alive()
-    stop.set()
-    caller.join(30)
-    sink.close()
-    assert stopped_by_flush and took < 3, took
