@@ -753,6 +753,7 @@ class _SpanExport:
         if not callable(getattr(exporter, "export", None)):
             raise ConfigError(f"OpenTelemetrySink needs a SpanExporter, not {exporter!r}")
         try:
+            from opentelemetry import context
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
             from opentelemetry.sdk.trace.export import SpanExportResult
@@ -770,13 +771,7 @@ class _SpanExport:
         self._resource = Resource.create() if resource is None else resource
         self._scope = InstrumentationScope(_SCOPE)
         self._limit = SpanLimits().max_span_attribute_length  # None: no limit
-        from opentelemetry import context
-
-        self._attach, self._detach, self._set_value = (
-            context.attach,
-            context.detach,
-            context.set_value,
-        )
+        self._context = context  # an export runs with instrumentation suppressed
         self._suppress = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
         ids = RandomIdGenerator()
         self._new_trace_id, self._new_span_id = ids.generate_trace_id, ids.generate_span_id
@@ -832,7 +827,8 @@ class _SpanExport:
     def send(self, spans: list[Any]) -> None:
         """Export ``spans``; a failure loses them and is logged (not raised)."""
         # As the SDK's processors do: an instrumented HTTP client makes no span of this.
-        token = self._attach(self._set_value(self._suppress, True)) if self._suppress else None
+        context, suppress = self._context, self._suppress
+        token = context.attach(context.set_value(suppress, True)) if suppress else None
         try:
             if self.exporter.export(spans) == self._failure:
                 _logger().warning(
@@ -844,7 +840,7 @@ class _SpanExport:
             )
         finally:
             if token is not None:
-                self._detach(token)
+                context.detach(token)
 
     def flush(self) -> None:
         force_flush = getattr(self.exporter, "force_flush", None)
