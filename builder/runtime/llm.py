@@ -42,6 +42,7 @@ from builder.runtime.errors import (
     TransportError,
 )
 from builder.runtime.paths import EventPaths, Path
+from builder.runtime.tracing import ReadChunk, UsageMap, _Usage
 
 if TYPE_CHECKING:
     from builder.runtime.operation import Operation, Service
@@ -180,6 +181,8 @@ class StreamMap(_ChatRequestMap):
         "tokens_input",
         "tokens_output",
         "by_event",
+        "_usage_paths",
+        "_reading",
     )
 
     def __init__(
@@ -209,6 +212,32 @@ class StreamMap(_ChatRequestMap):
             isinstance(v, Mapping)
             for v in (text, finish_reason, response_model, tokens_input, tokens_output)
         )
+        # As UsageMap takes them: model, tokens_input, tokens_output, text, finish_reason.
+        self._usage_paths = (response_model, tokens_input, tokens_output, text, finish_reason)
+        self._reading: UsageMap | None = None
+
+    @property
+    def reading(self) -> UsageMap:
+        """The paths compiled into the readers tracing uses (one walk per chunk): the
+        operation's own usage map when it names the same paths (the generator's), else
+        one made on first use."""
+        reading = self._reading
+        if reading is None:
+            paths = self._usage_paths
+            usage = self.operation.usage
+            if usage is not None and paths == (
+                usage.model,
+                usage.tokens_input,
+                usage.tokens_output,
+                usage.text,
+                usage.finish_reason,
+            ):
+                reading = usage
+            else:
+                model, tokens_input, tokens_output, text, finish_reason = paths
+                reading = UsageMap(model, tokens_input, tokens_output, text, finish_reason)
+            self._reading = reading
+        return reading
 
 
 class EmbedMap(_RequestMap):
@@ -486,62 +515,65 @@ def _chat_result(
 
 class _StreamAccumulator:
     """Reads each event of a stream: the text piece it carries, the model (the first one
-    seen), and the token counts and finish reason (the last ones seen), as tracing does."""
+    seen), and the token counts and finish reason (the last ones seen), with the readers
+    tracing uses (one compiled walk per chunk, written for the chunks' model class)."""
 
     __slots__ = (
-        "_map",
-        "_parts",
-        "_model",
-        "_tokens_in",
-        "_tokens_out",
-        "_finish",
+        "_reading",
+        "_usage",
+        "_cls",
+        "_read",
+        "_by_event",
         "_requested",
         "_pricing",
         "provider",
     )
 
     def __init__(self, m: StreamMap, requested: str, provider: str, pricing: Pricing | None):
-        self._map = m
+        self._reading = m.reading
         self._requested = requested
         self._pricing = pricing
         self.provider = provider
-        self._parts: list[str] = []
-        self._model: str | None = None
-        self._tokens_in: int | None = None
-        self._tokens_out: int | None = None
-        self._finish: str | None = None
+        self._usage = _Usage(text=True)
+        self._cls: type | None = None  # the class the readers below were chosen for
+        self._read: ReadChunk | None = None
+        self._by_event: dict[str, ReadChunk] = {}
 
     def feed(self, chunk: Any, event: str | None) -> str | None:
-        m = self._map
-        piece = _text(m.text.get(event, chunk))
-        if piece:
-            self._parts.append(piece)
-        if m.response_model is not None and self._model is None:
-            self._model = _text(m.response_model.get(event, chunk))
-        if m.tokens_input is not None:
-            found = _count(m.tokens_input.get(event, chunk))
-            self._tokens_in = found if found is not None else self._tokens_in
-        if m.tokens_output is not None:
-            found = _count(m.tokens_output.get(event, chunk))
-            self._tokens_out = found if found is not None else self._tokens_out
-        if m.finish_reason is not None:
-            self._finish = _reason(m.finish_reason.get(event, chunk)) or self._finish
-        return piece or None
+        cls = type(chunk)
+        if cls is not self._cls:
+            if self._reading.wants_events:
+                self._read, self._by_event = self._reading.event_readers(cls)
+            else:
+                self._read = self._reading.chunk_reader(cls)
+            self._cls = cls
+        read = self._by_event.get(event, self._read) if event else self._read
+        assert read is not None
+        u = self._usage
+        pieces = u.pieces
+        assert pieces is not None
+        before = len(pieces)
+        read(u, event, chunk)
+        added = len(pieces) - before
+        if not added:
+            return None
+        return pieces[-1] if added == 1 else "".join(pieces[before:])
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        return "".join(self._usage.pieces or ())
 
     def result(self, latency: float) -> ChatResult:
-        model = self._model or self._requested
+        u = self._usage
+        model = u.model or self._requested
         return ChatResult(
             content=self.text,
             model=model,
-            tokens_input=self._tokens_in,
-            tokens_output=self._tokens_out,
-            cost=_cost(self._pricing, model, self._tokens_in, self._tokens_out),
+            tokens_input=u.tokens_input,
+            tokens_output=u.tokens_output,
+            cost=_cost(self._pricing, model, u.tokens_input, u.tokens_output),
             latency=latency,
-            finish_reason=self._finish,
+            finish_reason=u.finish_reason,
             raw=None,
             provider=self.provider,
         )

@@ -530,6 +530,11 @@ class UsageMap:
         generic = self._read_plain if stream else self._fill_call
         return _compile_typed_reader(self._plain, cls, stream=stream, generic=generic)
 
+    @property
+    def wants_events(self) -> bool:
+        """True when some path is declared per SSE event name (see :meth:`event_readers`)."""
+        return bool(self._read_event)
+
     def wants_event(self, event: str) -> bool:
         """True when a path is declared for this SSE event by name."""
         return event in self._read_event
@@ -624,6 +629,13 @@ def _model_step(value: Any, key: str) -> Any:
     return _step_or_none(value, key)
 
 
+def _joined(value: Any) -> Any:
+    """A ``*`` text path's value: the text of its parts (Anthropic's content blocks)."""
+    if isinstance(value, list):
+        return "".join(part for part in value if isinstance(part, str))
+    return value
+
+
 def _first_reason(value: list[Any]) -> Any:
     """A ``*`` path's finish reasons: the first one set."""
     return next((r for r in value if r is not None), None)
@@ -713,11 +725,13 @@ class _Emitter:
             lines.append(f"{pad}    u.finish_reason = {x}")
             lines.append(f"{pad}elif {x} is not None:")
             lines.append(f"{pad}    u.finish_reason = str(getattr({x}, 'value', {x}))")
-        else:  # a token count: an int (a float is truncated); a bool or anything else: none
+        else:  # a token count: an int (a float is truncated, digits are read); else none
             name = "tokens_input" if code == _TOKENS_IN else "tokens_output"
             lines.append(f"{pad}if type({x}) is int:")
             lines.append(f"{pad}    u.{name} = {x}")
             lines.append(f"{pad}elif type({x}) is float:")
+            lines.append(f"{pad}    u.{name} = int({x})")
+            lines.append(f"{pad}elif type({x}) is str and {x}.isascii() and {x}.isdigit():")
             lines.append(f"{pad}    u.{name} = int({x})")
 
 
@@ -759,6 +773,7 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         "_model_step": _model_step,
         "_MS": _MODELS,
         "_first_reason": _first_reason,
+        "_joined": _joined,
         "_internal_error": _internal_error,
     }
     out = _Emitter(stream)
@@ -811,6 +826,8 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
             lines.append(f"{pad}if {cond}:")
             pad += "    "
         lines.append(f"{pad}s{i} = _star{i}(v0)")
+        if code == _TEXT:  # the text of every part, as one piece
+            lines.append(f"{pad}s{i} = _joined(s{i})")
         out.leaf(code, f"s{i}", pad)
     if not lines:
         lines.append("    " * base + "pass")

@@ -996,6 +996,8 @@ def _reference_read(paths: list[tuple[int, str]], value: Any, usage: Any) -> Non
         if code == tracing._TEXT:
             if usage.pieces is not None:
                 piece = get(value)
+                if "*" in text and isinstance(piece, list):  # the text of every part
+                    piece = "".join(p for p in piece if isinstance(p, str))
                 if isinstance(piece, str) and piece:
                     usage.pieces.append(piece)
         elif code == tracing._MODEL:
@@ -1012,8 +1014,10 @@ def _reference_read(paths: list[tuple[int, str]], value: Any, usage: Any) -> Non
             elif reason is not None:
                 usage.finish_reason = str(getattr(reason, "value", reason))
         else:
-            found = get(value)  # a token count: an int, a float truncated, nothing else
+            found = get(value)  # a token count: an int, a float truncated, ASCII digits
             count = found if type(found) is int else int(found) if type(found) is float else None
+            if type(found) is str and found.isascii() and found.isdigit():
+                count = int(found)
             if count is not None:
                 if code == tracing._TOKENS_IN:
                     usage.tokens_input = count
