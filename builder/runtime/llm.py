@@ -42,7 +42,7 @@ from builder.runtime.errors import (
     TransportError,
 )
 from builder.runtime.paths import EventPaths, Path
-from builder.runtime.tracing import ReadChunk, UsageMap, _Usage
+from builder.runtime.tracing import ReadChunk, UsageMap, _StrictUsage
 
 if TYPE_CHECKING:
     from builder.runtime.operation import Operation, Service
@@ -534,7 +534,7 @@ class _StreamAccumulator:
         self._requested = requested
         self._pricing = pricing
         self.provider = provider
-        self._usage = _Usage(text=True)
+        self._usage = _StrictUsage(text=True)  # a reader's error is the stream's
         self._cls: type | None = None  # the class the readers below were chosen for
         self._read: ReadChunk | None = None
         self._by_event: dict[str, ReadChunk] = {}

@@ -91,9 +91,15 @@ class _QueuedSink:
 
     A batch that fails (all of it, or some of its calls) is raised by the next ``emit``,
     so the tracer counts it towards switching the sink off (see :data:`SWITCH_OFF_AFTER`);
-    until a batch succeeds again, each call is handed on at once, so that every further
-    failure is counted too. A child process made by ``fork`` starts with an empty queue:
-    what the parent had queued is the parent's to hand on.
+    until a batch succeeds again, each call is handed on at once (an exporter's, by the
+    writer thread), so that every further failure is counted too. A child process made by
+    ``fork`` starts with an empty queue: what the parent had queued is the parent's to
+    hand on.
+
+    A flush (:meth:`write_queued`, :meth:`close`, exit, a provider's ``force_flush``)
+    queues a mark after the calls it waits for, and returns once the mark is met: it
+    waits for those calls, not for an empty queue, which calls that keep coming could
+    put off for as long as they come.
     """
 
     _thread_name: str
@@ -121,6 +127,7 @@ class _QueuedSink:
         self._wake = threading.Event()  # a call is queued: hand on within interval
         self._stop = threading.Event()  # closed: hand on now and end
         self._hurry = threading.Event()  # hand on now, not at the end of the interval
+        self._flushes = 0  # flush marks queued, not met yet (under _state_lock)
         _sinks.add(self)
         _watch_exit_and_fork()
 
@@ -185,33 +192,40 @@ class _QueuedSink:
                 _register_exit()  # after what was set up before the first call
         self._wake.set()
 
-    def _hand_on_queued(self, *, wait: bool, deferred: bool = False) -> None:
+    def _hand_on_queued(
+        self, *, wait: bool, deferred: bool = False, until: _FlushMark | None = None
+    ) -> None:
         """Hand on the queued calls, in order. ``wait``: wait for the thread handing on
-        now, if any (flush, close, exit, the writer thread); else leave the queue to it.
-        A failure is raised, or kept for the next ``emit`` to raise (``deferred``)."""
+        now, if any (the writer thread); else leave the queue to it. ``until``: a flush's
+        mark, queued after the calls it waits for: hand on until it is met, by this
+        thread or the one handing on now (not until the queue is empty: calls may keep
+        coming). A failure is raised, or kept for the next ``emit`` to raise (``deferred``).
+        """
         lock, queue = self._lock, self._queue
         failed: Exception | None = None
-        if not lock.acquire(blocking=wait):
-            return  # the thread handing on looks at the queue again before it stops
+        if until is None:
+            if not lock.acquire(blocking=wait):
+                return  # the thread handing on looks at the queue again before it stops
+        else:
+            while not lock.acquire(blocking=False):
+                if until.wait(_FLUSH_POLL):  # met by the thread handing on
+                    return
         while True:
             try:
                 # Idle before the queue is taken: a call queued after this starts a new
                 # clock; one queued before is in this batch.
                 if self.interval is not None:
                     self._idle = True
-                entries = _take(queue)
-                if entries:
-                    try:
-                        error = self._hand_on(entries)
-                    except Exception as exc:  # the sink's own bug: the batch is lost
-                        error = exc
-                    failed = failed or error
+                error = self._hand_on_taken(_take(queue))
+                failed = failed or error
                 if failed is None:
                     self._direct = self.flush or self._closed or self._unreported is not None
                 else:
                     self._direct = True  # until a batch succeeds: each call at once
             finally:
                 lock.release()
+            if until is not None and until.is_set():
+                break  # what was queued since is the writer thread's (or the next call's)
             # What was queued meanwhile: its calls may have left it to this thread.
             if not queue or not lock.acquire(blocking=False):
                 break  # (or another thread hands on now, and looks at the queue again)
@@ -223,9 +237,38 @@ class _QueuedSink:
             return
         raise failed
 
+    def _hand_on_taken(self, entries: list[Any]) -> Exception | None:
+        """Hand on ``entries`` (taken from the queue, under ``_lock``), then set the flush
+        marks among them; the batch's failure is returned."""
+        marks = _marks_in(entries) if self._flushes else None
+        error: Exception | None = None
+        if entries:
+            try:
+                error = self._hand_on(entries)
+            except Exception as exc:  # the sink's own bug: the batch is lost
+                error = exc
+        if marks:
+            self._met(marks)
+        return error
+
+    def _met(self, marks: list[_FlushMark]) -> None:
+        with self._state_lock:
+            self._flushes -= len(marks)
+        for mark in marks:
+            mark.set()
+
+    def _flush_queued(self, *, deferred: bool = False) -> None:
+        """Hand on every call queued before now, whatever is queued meanwhile."""
+        mark = _FlushMark()
+        with self._state_lock:
+            self._flushes += 1  # before the mark is queued: whoever takes it looks for it
+        self._queue.append(mark)
+        self._hand_on_queued(wait=True, deferred=deferred, until=mark)
+
     def write_queued(self) -> None:
-        """Hand on what is queued now (an error of that batch is raised)."""
-        self._hand_on_queued(wait=True)
+        """Hand on what is queued now (an error of a batch this thread hands on is
+        raised); calls queued meanwhile are not waited for."""
+        self._flush_queued()
 
     def close(self) -> None:
         """Hand on what is queued, and each later call at once (an error of that batch
@@ -235,11 +278,17 @@ class _QueuedSink:
         self._stop.set()
         self._hurry.set()
         self._wake.set()  # the writer thread ends
+        error: Exception | None = None
         try:
-            self._hand_on_queued(wait=True)
+            self._flush_queued()
         finally:
             with self._lock:
-                self._release()
+                try:  # calls that met the sink still open, queued after the flush's mark
+                    error = self._hand_on_taken(_take(self._queue))
+                finally:
+                    self._release()
+        if error is not None:
+            raise error
 
     def _release(self) -> None:
         """Release what the sink holds, on close (called again by a second close)."""
@@ -251,6 +300,22 @@ class _QueuedSink:
                 self.close()
         except Exception:  # nothing to report to at this point
             pass
+
+
+class _FlushMark(threading.Event):
+    """Queued by a flush after the calls it waits for; set once they are handed on (or
+    dropped from a full queue)."""
+
+
+_FLUSH_POLL = 0.05  # s: how often a waiting flush tries the lock (its holder may have died)
+
+
+def _marks_in(entries: list[Any]) -> list[_FlushMark]:
+    """Take the flush marks out of ``entries`` (in place); return them."""
+    marks = [entry for entry in entries if entry.__class__ is _FlushMark]
+    if marks:
+        entries[:] = [entry for entry in entries if entry.__class__ is not _FlushMark]
+    return marks
 
 
 def _take(queue: deque[Any]) -> list[Any]:
@@ -422,6 +487,7 @@ def _forget_after_fork() -> None:
         sink._hurry = threading.Event()
         sink._idle = sink.interval is not None
         sink._unreported = None  # a batch the parent lost is the parent's to report
+        sink._flushes = 0  # the parent's flushes wait on the parent's queue
         if isinstance(sink, OpenTelemetrySink):
             sink._dropped = 0  # the parent's to report, as its queue
         sink._direct = sink.flush or sink._closed
@@ -633,8 +699,21 @@ class OpenTelemetrySink(_QueuedSink):
             self._hook_force_flush()  # a global provider set after the sink was made
         super()._start_clock()
 
+    def _emit_now(self, call: TracedCall) -> None:
+        if self._export is None or self.flush or self._closed:
+            super()._emit_now(call)
+            return
+        # After a span failed to build: each call hurries the writer thread (its export may
+        # wait on the network), whose failure the next call raises, so each is counted.
+        with self._state_lock:
+            error, self._unreported = self._unreported, None
+        self._queue.append(self._entry(call))
+        self._hand_on_full()
+        if error is not None:
+            raise error
+
     def _hand_on_full(self) -> None:
-        if self._export is None or self._direct:
+        if self._export is None or self.flush or self._closed:
             super()._hand_on_full()
             return
         # An export may wait on the network: the writer thread does it, also without an
@@ -644,8 +723,12 @@ class OpenTelemetrySink(_QueuedSink):
             with self._state_lock:  # one thread drops at a time: none drops too many
                 try:
                     while len(queue) > self.max_queued:
-                        queue.popleft()
-                        self._dropped += 1
+                        dropped = queue.popleft()
+                        if dropped.__class__ is _FlushMark:  # what it waits for is gone
+                            self._flushes -= 1
+                            dropped.set()
+                        else:
+                            self._dropped += 1
                 except IndexError:  # the writer thread took the queue meanwhile
                     pass
         self._start_clock()
@@ -889,7 +972,7 @@ def _hand_on_at_force_flush(sink: OpenTelemetrySink, provider: Any) -> None:
         def force_flush(timeout_millis: int = 30000) -> bool:
             for queued in list(sinks):
                 if queued._queue:  # a failure is raised by the sink's next call
-                    queued._hand_on_queued(wait=True, deferred=True)
+                    queued._flush_queued(deferred=True)
             return bool(flush(timeout_millis))
 
         provider.force_flush = force_flush

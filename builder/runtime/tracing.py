@@ -83,6 +83,7 @@ chunk would cost as much again.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import keyword
 import threading
 import time
@@ -488,7 +489,10 @@ class UsageMap:
         class where one can be written (:func:`_compile_typed_reader`), else the one for
         any value; remembered per class (``_fills``, read first by the call path)."""
         return _remembered(
-            self._fills, cls, lambda: self._typed(cls, stream=False) or self._fill_call
+            self._fills,
+            cls,
+            lambda: self._typed(cls, stream=False) or self._fill_call,
+            self._fill_call,
         )
 
     def chunk_reader(self, cls: Any) -> ReadChunk:
@@ -497,7 +501,10 @@ class UsageMap:
         if not isinstance(cls, type):
             return self._read_plain
         return _remembered(
-            self._readers, cls, lambda: self._typed(cls, stream=True) or self._read_plain
+            self._readers,
+            cls,
+            lambda: self._typed(cls, stream=True) or self._read_plain,
+            self._read_plain,
         )
 
     def chunk_decoder(self, cls: Any) -> DecodeRead:
@@ -522,7 +529,7 @@ class UsageMap:
                 by_event[event] = reader or generic
             return self.chunk_reader(cls), by_event
 
-        return _remembered(self._event_readers, cls, typed)
+        return _remembered(self._event_readers, cls, typed, (self._read_plain, self._read_event))
 
     def _typed(self, cls: type, *, stream: bool) -> Any:
         if not _is_model(cls):
@@ -576,13 +583,16 @@ _TYPED_CLASSES = 64  # typed readers kept per usage map: classes a process meets
 _Made = typing.TypeVar("_Made")
 
 
-def _remembered(cache: dict[type, _Made], cls: type, make: Callable[[], _Made]) -> _Made:
-    """``cache[cls]``, made on first use; at most :data:`_TYPED_CLASSES` are kept."""
+def _remembered(
+    cache: dict[type, _Made], cls: type, make: Callable[[], _Made], generic: _Made
+) -> _Made:
+    """``cache[cls]``, made on first use; once :data:`_TYPED_CLASSES` are kept, any other
+    class gets ``generic`` (not a reader written again on every look-up)."""
     found = cache.get(cls)
     if found is None:
-        found = make()
-        if len(cache) < _TYPED_CLASSES:
-            cache[cls] = found
+        if len(cache) >= _TYPED_CLASSES:
+            return generic
+        found = cache[cls] = make()
     return found
 
 
@@ -601,6 +611,10 @@ class _Usage:
 
     __slots__ = ("model", "tokens_input", "tokens_output", "finish_reason", "pieces", "decode")
 
+    # A reader's error is reported (once per process) and the chunk skipped: a trace never
+    # breaks a call. A strict one (the LLM role's, whose result it is) raises it.
+    strict: typing.ClassVar[bool] = False
+
     def __init__(self, text: bool = False) -> None:
         self.model: str | None = None
         self.tokens_input: int | None = None
@@ -609,6 +623,13 @@ class _Usage:
         self.pieces: list[str] | None = [] if text else None
         # A stream's chunk decoder (bytes to chunk), for decode_read (see StreamTrace).
         self.decode: Callable[[bytes], Any] | None = None
+
+
+class _StrictUsage(_Usage):
+    """A :class:`_Usage` whose readers raise their errors."""
+
+    __slots__ = ()
+    strict = True
 
 
 def _step_or_none(value: Any, key: str | int) -> Any:
@@ -715,23 +736,31 @@ class _Emitter:
             pieces = self.pieces_attr
             lines.append(f"{pad}if u.{pieces} is not None and isinstance({x}, str) and {x}:")
             lines.append(f"{pad}    u.{pieces}.append({x})")
-        elif code == _MODEL:
-            lines.append(f"{pad}if u.{self.model_attr} is None and isinstance({x}, str) and {x}:")
-            lines.append(f"{pad}    u.{self.model_attr} = {x}")
-        elif code == _FINISH:
+        elif code == _MODEL:  # a non-empty str, or an enum's value
+            model = f"u.{self.model_attr}"
+            lines.append(f"{pad}if {model} is None:")
+            lines.append(f"{pad}    if type({x}) is str:")
+            lines.append(f"{pad}        {model} = {x} or None")
+            lines.append(f"{pad}    elif isinstance({x}, _Enum):")
+            lines.append(f"{pad}        {model} = str({x}.value) or None")
+        elif code == _FINISH:  # a non-empty str, else what an enum or a value says
             lines.append(f"{pad}if isinstance({x}, list):")
             lines.append(f"{pad}    {x} = _first_reason({x})")
-            lines.append(f"{pad}if isinstance({x}, str):")
-            lines.append(f"{pad}    u.finish_reason = {x}")
+            lines.append(f"{pad}if type({x}) is str:")
+            lines.append(f"{pad}    if {x}:")
+            lines.append(f"{pad}        u.finish_reason = {x}")
             lines.append(f"{pad}elif {x} is not None:")
-            lines.append(f"{pad}    u.finish_reason = str(getattr({x}, 'value', {x}))")
-        else:  # a token count: an int (a float is truncated, digits are read); else none
+            lines.append(
+                f"{pad}    u.finish_reason = str(getattr({x}, 'value', {x})) or u.finish_reason"
+            )
+        else:  # a token count: an int, a finite float (truncated), up to 18 ASCII digits
             name = "tokens_input" if code == _TOKENS_IN else "tokens_output"
             lines.append(f"{pad}if type({x}) is int:")
             lines.append(f"{pad}    u.{name} = {x}")
-            lines.append(f"{pad}elif type({x}) is float:")
+            lines.append(f"{pad}elif type({x}) is float and {x} - {x} == 0:")
             lines.append(f"{pad}    u.{name} = int({x})")
-            lines.append(f"{pad}elif type({x}) is str and {x}.isascii() and {x}.isdigit():")
+            digits = f"len({x}) <= 18 and {x}.isascii() and {x}.isdigit()"
+            lines.append(f"{pad}elif type({x}) is str and {digits}:")
             lines.append(f"{pad}    u.{name} = int({x})")
 
 
@@ -774,6 +803,7 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
         "_MS": _MODELS,
         "_first_reason": _first_reason,
         "_joined": _joined,
+        "_Enum": enum.Enum,
         "_internal_error": _internal_error,
     }
     out = _Emitter(stream)
@@ -832,7 +862,12 @@ def _compile_reader(paths: Sequence[tuple[int, Path]], *, stream: bool) -> Any:
     if not lines:
         lines.append("    " * base + "pass")
     if stream:
-        tail = ["    except Exception as exc:", "        _internal_error(exc)"]
+        tail = [
+            "    except Exception as exc:",
+            "        if u.strict:",
+            "            raise",
+            "        _internal_error(exc)",
+        ]
         source = "\n".join(["def read(u, event, v0):", "    try:", *lines, *tail]) + "\n"
         # The same walk, after decoding the chunk (u.decode: its operation's decoder, whose
         # errors are raised): a stream reads each chunk in the frame that decodes it.
@@ -949,6 +984,7 @@ def _compile_typed_reader(
         "_Untyped": _Untyped,
         "_generic": generic,
         "_first_reason": _first_reason,
+        "_Enum": enum.Enum,
         "_internal_error": _internal_error,
         "_C0": root_class,
     }
@@ -1052,6 +1088,8 @@ def _compile_typed_reader(
             "        except (_Untyped, AttributeError, KeyError):",
             "            _generic(u, event, v0)",
             "    except Exception as exc:",
+            "        if u.strict:",
+            "            raise",
             "        _internal_error(exc)",
             *tail,
         ]

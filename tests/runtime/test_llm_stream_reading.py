@@ -5,6 +5,7 @@ it did before), one walk per chunk, written for the chunks' model class."""
 from __future__ import annotations
 
 import enum
+import warnings
 from typing import Any
 
 import pytest
@@ -233,3 +234,58 @@ def test_a_traced_token_count_is_an_int_a_float_or_ascii_digits(value: Any, kept
         usage = _Usage()
         usage_map.chunk_reader(cls)(usage, None, {"usage": {"n": value}})
         assert usage.tokens_input == kept
+
+
+def test_counts_that_cannot_be_counts_lose_nothing_else_of_their_chunk() -> None:
+    m = _map()
+    chunks: list[tuple[str | None, Any]] = [
+        (None, _chunk("Hel", usage=(float("nan"), 7.0))),
+        (None, _chunk("lo", reason="stop", usage=(float("inf"), "9" * 5000))),
+    ]
+    got = _accumulated(m, chunks)
+    assert got == {"text": "Hello", "model": "asked", "tokens": (None, 7), "finish": "stop"}
+
+
+class StrReason(str, enum.Enum):  # noqa: UP042  (str() is not the value: 3.11)
+    STOP = "stop"
+
+
+def test_an_empty_finish_reason_keeps_the_last_one_and_a_str_enum_gives_its_value() -> None:
+    m = _map()
+    acc = _StreamAccumulator(m, "asked", "test", None)
+    for reason in ["stop", "", None]:
+        acc.feed({"choices": [{"delta": {}, "finish_reason": reason}]}, None)
+    assert acc.result(0.0).finish_reason == "stop"
+    acc = _StreamAccumulator(m, "asked", "test", None)
+    acc.feed(_chunk(reason=StrReason.STOP), None)
+    reason = acc.result(0.0).finish_reason
+    assert type(reason) is str and reason == "stop"
+
+
+class Raising(BaseModel):
+    @property
+    def text(self) -> str:
+        raise RuntimeError("boom")
+
+
+def test_a_readers_error_is_raised_by_the_role_and_only_reported_by_a_trace() -> None:
+    m = _map(text="parts.*.text")
+    chunk = {"parts": [{"text": "a"}, Raising()]}
+    acc = _StreamAccumulator(m, "asked", "test", None)
+    with pytest.raises(RuntimeError, match="boom"):
+        acc.feed(chunk, None)
+    traced = _Usage(text=True)
+    with warnings.catch_warnings():  # reported once per process: maybe here, maybe before
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m.reading.chunk_reader(dict)(traced, None, chunk)  # a trace never breaks a call
+    assert traced.pieces == []
+
+
+def test_once_64_classes_are_kept_another_class_gets_the_generic_reader() -> None:
+    usage_map = UsageMap(model="model", text="choices.0.delta.content")
+    classes = [type(f"Chunk{n}", (Chunk,), {}) for n in range(70)]
+    readers = [usage_map.chunk_reader(cls) for cls in classes]
+    assert len(usage_map._readers) == 64
+    assert all(reader is not usage_map._read_plain for reader in readers[:64])
+    assert all(reader is usage_map._read_plain for reader in readers[64:])
+    assert usage_map.chunk_reader(classes[3]) is readers[3]  # still remembered

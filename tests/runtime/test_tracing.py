@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -1003,20 +1004,26 @@ def _reference_read(paths: list[tuple[int, str]], value: Any, usage: Any) -> Non
         elif code == tracing._MODEL:
             if usage.model is None:
                 model = get(value)
-                if isinstance(model, str) and model:
+                if isinstance(model, enum.Enum):
+                    model = str(model.value)
+                if type(model) is str and model:
                     usage.model = model
         elif code == tracing._FINISH:
             reason = get(value)
             if isinstance(reason, list):
                 reason = next((r for r in reason if r is not None), None)
-            if isinstance(reason, str):
+            if reason is not None and type(reason) is not str:
+                reason = str(getattr(reason, "value", reason))
+            if reason:  # an empty one says nothing
                 usage.finish_reason = reason
-            elif reason is not None:
-                usage.finish_reason = str(getattr(reason, "value", reason))
         else:
-            found = get(value)  # a token count: an int, a float truncated, ASCII digits
-            count = found if type(found) is int else int(found) if type(found) is float else None
-            if type(found) is str and found.isascii() and found.isdigit():
+            # A token count: an int, a finite float truncated, up to 18 ASCII digits.
+            found, count = get(value), None
+            if type(found) is int:
+                count = found
+            elif type(found) is float and math.isfinite(found):
+                count = int(found)
+            elif type(found) is str and len(found) <= 18 and found.isascii() and found.isdigit():
                 count = int(found)
             if count is not None:
                 if code == tracing._TOKENS_IN:
@@ -1114,6 +1121,8 @@ _GRID_VALUES: list[Any] = [
     Plain(a=Plain(b=6), items=[7], model="m"),
     MappingProxyType({"items": [8], "a": {"b": "mapped"}}),
     {"items": [{"type": "t"}, Tagged(type=11)], "a": []},
+    {"a": {"b": float("nan"), "type": float("inf")}, "model": StrReason.STOP, "b": ""},
+    {"a": ["9" * 19, "9" * 18, " 12"], "items": ["", "-3"], "model": Reason.STOP},
 ]
 _GRID_PATHS = [
     "a",

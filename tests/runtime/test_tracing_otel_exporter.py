@@ -6,6 +6,7 @@ real OTLP/HTTP export and fork."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -929,3 +930,55 @@ def test_the_span_attribute_length_limit_is_the_one_applied(
     sink.close()
     [span] = exporter.spans
     assert span.attributes["error.type"] == "RateLimi"
+
+
+def _broken_spans(monkeypatch: pytest.MonkeyPatch) -> tuple[Recording, OpenTelemetrySink]:
+    """A sink in exporter mode whose spans of calls named ``bad...`` fail to build (a bug
+    of ours, not a failed export), after one such failure was raised by a flush."""
+    exporter = Recording()
+    sink = OpenTelemetrySink(exporter=exporter, batch_size=8, interval=60)
+    describe = sink._name_and_attributes
+
+    def broken(call: TracedCall) -> tuple[str, dict[str, Any]]:
+        if call.operation.startswith("bad"):
+            raise RuntimeError("span bug")
+        return describe(call)
+
+    monkeypatch.setattr(sink, "_name_and_attributes", broken)
+    sink.emit(TracedCall(1_700_000_000.0, "demo", "bad0"))
+    with pytest.raises(RuntimeError, match="span bug"):
+        sink.write_queued()  # handed on here: its failure raised here
+    assert sink._direct  # each call at once, until a batch succeeds
+    return exporter, sink
+
+
+def test_after_a_span_fails_to_build_calls_are_still_exported_by_the_writer_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter, sink = _broken_spans(monkeypatch)
+    tracer = Tracer(sink)
+    tracer.record("demo", "op1")  # long before the 60 s interval: at once, but not here
+    _wait_for(lambda: "demo.op1" in exporter.names)
+    main = threading.current_thread()
+    assert exporter.threads and all(thread is not main for thread in exporter.threads)
+    _wait_for(lambda: not sink._direct)  # that batch succeeded: batches again
+    tracer.record("demo", "op2")
+    _pause(0.1)
+    assert "demo.op2" not in exporter.names  # queued for the interval
+    sink.close()
+    assert "demo.op2" in exporter.names
+
+
+def test_spans_that_keep_failing_to_build_are_counted_and_switch_the_sink_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter, sink = _broken_spans(monkeypatch)
+    tracer = Tracer(sink)
+    with pytest.warns(RuntimeWarning, match="switched off"):
+        for n in range(1, 5):  # each fails on the writer thread, raised by the next call
+            tracer.record("demo", f"bad{n}")
+            _wait_for(lambda: sink._unreported is not None or sink not in tracer.sinks)
+    assert tracer.switched_off == [sink]
+    assert exporter.exports == []  # no span was ever made
+    with contextlib.suppress(RuntimeError):  # the last one, if the writer has not met it
+        sink.close()

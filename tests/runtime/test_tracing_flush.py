@@ -1,0 +1,249 @@
+"""A flush (``write_queued``, ``Tracer.flush``, ``close``, a provider's ``force_flush``)
+hands on the calls queued before it and returns, however many calls keep coming: it waits
+for its own mark in the queue, not for the queue to be empty."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path as FilePath
+from typing import Any
+
+import pytest
+
+from builder.runtime import sinks as sinks_module
+from builder.runtime.tracing import JsonlSink, OpenTelemetrySink, TracedCall, Tracer
+from tests.runtime._forking import in_forked_child
+
+pytestmark = pytest.mark.timeout(60)
+
+_sleep = time.sleep  # the real one: the runtime tests' fixture makes time.sleep a no-op
+
+LOAD_SECONDS = 15.0  # how long the steady callers go on at most (a flush waiting for an
+# empty queue returns only when they stop)
+
+
+def _call(name: str) -> TracedCall:
+    return TracedCall(1_700_000_000.0, "demo", name)
+
+
+class SlowJsonlSink(JsonlSink):
+    """Takes ``delay`` per batch: fewer calls a second than SteadyCalls makes, so the queue
+    is never empty while they go on."""
+
+    delay = 0.005
+
+    def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+        _sleep(self.delay)
+        return super()._hand_on(entries)
+
+
+class SteadyCalls:
+    """Threads emitting calls named ``load`` without pause, until stopped (or for
+    LOAD_SECONDS); errors from a closed sink are counted, not raised."""
+
+    def __init__(self, emit: Callable[[TracedCall], None], threads: int = 2) -> None:
+        self.stop = threading.Event()
+        self.emitted = 0
+        self.refused = 0
+        self._emit = emit
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + LOAD_SECONDS
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                self._emit(_call("load"))
+                self.emitted += 1
+            except Exception:
+                self.refused += 1
+            _sleep(0.0002)  # some 4,000 calls a second each: more than the sink takes
+
+    def __enter__(self) -> SteadyCalls:
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while self.emitted < 200 and time.monotonic() < deadline:
+            _sleep(0.001)  # under way
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    @property
+    def running(self) -> bool:
+        return not self.stop.is_set() and any(t.is_alive() for t in self._threads)
+
+
+def _names(target: FilePath) -> list[str]:
+    """The calls in the file's complete lines (a batch may be half-written as it is read)."""
+    lines = target.read_text().split("\n")[:-1]
+    return [json.loads(line)["operation"] for line in lines]
+
+
+@pytest.fixture
+def target(tmp_path: FilePath) -> Iterator[FilePath]:
+    yield tmp_path / "t.jsonl"
+
+
+@pytest.mark.parametrize("interval", [1.0, None])
+@pytest.mark.parametrize("how", ["write_queued", "Tracer.flush"])
+def test_a_flush_under_steady_calls_returns_once_what_was_queued_before_it_is_written(
+    target: FilePath, interval: float | None, how: str
+) -> None:
+    sink = SlowJsonlSink(target, interval=interval, batch_size=16)
+    tracer = Tracer(sink)
+    with SteadyCalls(sink.emit) as load:
+        for n in range(50):
+            sink.emit(_call(f"mine{n}"))
+        started = time.monotonic()
+        (sink.write_queued if how == "write_queued" else tracer.flush)()
+        took = time.monotonic() - started
+        still_running = load.running
+        written = _names(target)
+    assert still_running, "the calls stopped before the flush returned"
+    assert took < LOAD_SECONDS / 2
+    mine = [name for name in written if name.startswith("mine")]
+    assert mine == [f"mine{n}" for n in range(50)]  # all of them, in order, at return
+    sink.delay = 0  # the calls queued since: written at once
+    sink.close()
+    assert load.refused == 0
+
+
+def test_close_under_steady_calls_returns_and_writes_what_came_before_it(
+    target: FilePath,
+) -> None:
+    sink = SlowJsonlSink(target, interval=1.0, batch_size=16)
+    with SteadyCalls(sink.emit) as load:
+        for n in range(50):
+            sink.emit(_call(f"mine{n}"))
+        started = time.monotonic()
+        sink.close()
+        took = time.monotonic() - started
+        still_running = load.running
+        written = _names(target)
+        _sleep(0.1)  # calls after close
+    assert still_running and took < LOAD_SECONDS / 2
+    assert [name for name in written if name.startswith("mine")] == [f"mine{n}" for n in range(50)]
+    assert _names(target) == written  # nothing written once closed
+
+
+def test_a_flush_whose_lock_holder_never_hands_on_does_it_itself(target: FilePath) -> None:
+    # The thread handing on died (or hangs) holding the lock: the flush does not wait for
+    # it forever; it hands on itself once the lock is free.
+    sink = JsonlSink(target, interval=None)
+    sink.emit(_call("a"))
+    sink._lock.acquire()
+    release = threading.Timer(0.3, sink._lock.release)
+    release.start()
+    started = time.monotonic()
+    sink.write_queued()
+    assert 0.25 < time.monotonic() - started < 5
+    assert _names(target) == ["a"]
+    sink.close()
+
+
+def test_a_flush_mark_never_reaches_the_sink_and_the_count_returns_to_zero(
+    target: FilePath,
+) -> None:
+    seen: list[Any] = []
+
+    class Recording(JsonlSink):
+        def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+            seen.extend(entries)
+            return super()._hand_on(entries)
+
+    sink = Recording(target, interval=None)
+    for n in range(3):
+        sink.emit(_call(f"c{n}"))
+        sink.write_queued()
+    sink.write_queued()  # an empty queue: only the mark
+    assert all(type(entry) is TracedCall for entry in seen) and len(seen) == 3
+    assert sink._flushes == 0
+    sink.close()
+
+
+def test_the_providers_force_flush_under_steady_calls_returns() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    class SlowSink(OpenTelemetrySink):
+        delay = 0.005
+
+        def _hand_on(self, entries: list[Any]) -> Exception | None:
+            _sleep(self.delay)
+            return super()._hand_on(entries)
+
+    sink = SlowSink(provider, interval=1.0, batch_size=16)
+    with SteadyCalls(sink.emit) as load:
+        for n in range(20):
+            sink.emit(_call(f"mine{n}"))
+        started = time.monotonic()
+        assert provider.force_flush(20_000) is True
+        took = time.monotonic() - started
+        still_running = load.running
+        names = [span.name for span in exporter.get_finished_spans()]
+    assert still_running and took < LOAD_SECONDS / 2
+    assert [n for n in names if n.startswith("demo.mine")] == [f"demo.mine{n}" for n in range(20)]
+    sink.delay = 0
+    sink.close()
+    provider.shutdown()
+
+
+def test_a_flush_mark_dropped_from_a_full_exporter_queue_ends_its_flush() -> None:
+    # The exporter hangs; the queue is bounded: the calls a flush waited for are dropped
+    # (and reported), so the flush has nothing left to wait for.
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    release = threading.Event()
+    exported: list[str] = []
+
+    class Hanging(SpanExporter):  # type: ignore[misc]
+        def export(self, spans: Any) -> SpanExportResult:
+            release.wait(30)
+            exported.extend(span.name for span in spans)
+            return SpanExportResult.SUCCESS
+
+    sink = OpenTelemetrySink(exporter=Hanging(), interval=0.05, batch_size=4, max_queued=8)
+    for n in range(4):
+        sink.emit(_call(f"first{n}"))  # a full batch: the writer thread hangs in export
+    deadline = time.monotonic() + 5
+    while sink._queue and time.monotonic() < deadline:
+        _sleep(0.005)
+    sink.emit(_call("waited"))
+    done = threading.Event()
+    flusher = threading.Thread(target=lambda: (sink.write_queued(), done.set()), daemon=True)
+    flusher.start()
+    _sleep(0.1)
+    assert not done.is_set()  # its call is queued behind the hanging export
+    for n in range(12):
+        sink.emit(_call(f"later{n}"))  # more than max_queued: the oldest are dropped
+    assert done.wait(5)
+    release.set()
+    flusher.join(5)
+    sink.close()
+    assert "demo.waited" not in exported and exported[:4] == [f"demo.first{n}" for n in range(4)]
+
+
+def test_a_forked_child_has_no_flush_of_its_parents_to_look_for(target: FilePath) -> None:
+    sink = JsonlSink(target, interval=None)
+    with sink._state_lock:
+        sink._flushes += 1  # a flush of the parent's under way when it forks
+    sink._queue.append(sinks_module._FlushMark())
+
+    def child() -> None:
+        assert sink._flushes == 0 and not sink._queue
+
+    in_forked_child(child)
+    sink._met([sink._queue.pop()])
+    assert sink._flushes == 0
+    sink.close()
