@@ -257,7 +257,10 @@ def test_an_amqp_consumer_killed_mid_stream_loses_nothing(tmp_path: Path) -> Non
             producer._open_channel().queue_delete(queue)
     assert set(before) | set(after) == set(range(total)), "a message was lost"
     assert 119 in after  # the message it held was never acknowledged
-    assert len(after) <= total - 119
+    # At least once: acks the client had not yet written to its socket when it was killed
+    # bring their messages back too (seen under load: from 100 on, not 119), so how many
+    # come back is not bounded here; each comes once.
+    assert len(after) == len(set(after))
 
 
 def test_a_refused_password_is_not_shown(tmp_path: Path) -> None:
