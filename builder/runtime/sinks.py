@@ -225,7 +225,10 @@ class _QueuedSink:
             finally:
                 lock.release()
             if until is not None and until.is_set():
-                break  # what was queued since is the writer thread's (or the next call's)
+                if queue and not self._closed:  # calls left to this thread meanwhile:
+                    self._start_clock()  # the writer's now, at once (close takes its own)
+                    self._hurry.set()
+                break
             # What was queued meanwhile: its calls may have left it to this thread.
             if not queue or not lock.acquire(blocking=False):
                 break  # (or another thread hands on now, and looks at the queue again)
@@ -970,9 +973,8 @@ def _hand_on_at_force_flush(sink: OpenTelemetrySink, provider: Any) -> None:
 
         @functools.wraps(flush)
         def force_flush(timeout_millis: int = 30000) -> bool:
-            for queued in list(sinks):
-                if queued._queue:  # a failure is raised by the sink's next call
-                    queued._flush_queued(deferred=True)
+            for queued in list(sinks):  # (a batch under way too: a failure is raised
+                queued._flush_queued(deferred=True)  # by the sink's next call)
             return bool(flush(timeout_millis))
 
         provider.force_flush = force_flush

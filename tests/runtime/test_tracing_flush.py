@@ -247,3 +247,64 @@ def test_a_forked_child_has_no_flush_of_its_parents_to_look_for(target: FilePath
     sink._met([sink._queue.pop()])
     assert sink._flushes == 0
     sink.close()
+
+
+def test_a_call_left_to_a_flush_that_stopped_at_its_mark_goes_to_the_writer_thread(
+    target: FilePath,
+) -> None:
+    # After a failed batch each call is handed on at once; one whose thread found the
+    # flush handing on was left to it: the flush stops at its mark and hurries the writer.
+    in_batch, go = threading.Semaphore(0), threading.Semaphore(0)
+
+    class Gated(JsonlSink):
+        gated = 0
+
+        def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+            if self.gated:
+                self.gated -= 1
+                in_batch.release()
+                go.acquire()
+            return super()._hand_on(entries)
+
+    sink = Gated(target, interval=None)
+    sink._direct = True  # as after a failed batch
+    sink.gated = 1
+    sink._queue.append(_call("c0"))
+    flusher = threading.Thread(target=sink.write_queued)
+    flusher.start()
+    in_batch.acquire()
+    sink.emit(_call("c1"))  # the lock is busy: left to the flush
+    go.release()
+    flusher.join(5)
+    deadline = time.monotonic() + 5
+    while _names(target) != ["c0", "c1"] and time.monotonic() < deadline:
+        _sleep(0.005)
+    assert _names(target) == ["c0", "c1"]
+    sink.close()
+
+
+def test_the_providers_force_flush_waits_for_a_batch_under_way() -> None:
+    # The queue is empty while the writer thread makes the spans of the batch it took:
+    # force_flush still returns only once they are made.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    taken = threading.Event()
+
+    class Slow(OpenTelemetrySink):
+        def _hand_on(self, entries: list[Any]) -> Exception | None:
+            taken.set()
+            _sleep(0.3)
+            return super()._hand_on(entries)
+
+    sink = Slow(provider, interval=0.01)
+    sink.emit(_call("c0"))
+    assert taken.wait(5) and not sink._queue
+    assert provider.force_flush(5_000) is True
+    assert [span.name for span in exporter.get_finished_spans()] == ["demo.c0"]
+    sink.close()
+    provider.shutdown()
