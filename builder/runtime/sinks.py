@@ -160,15 +160,16 @@ class _QueuedSink:
         self._hand_on_queued(wait=False)
 
     def _emit_now(self, call: TracedCall) -> None:
-        if self.flush:
+        if self.flush or self._closed:
             # No lock: the library handed on to is thread-safe (a JSONL sink locks its
             # write), and a handler that traces a call while it holds its lock must not
-            # wait for ours.
+            # wait for ours. Once closed (or at exit) no call is queued: each is handed on
+            # by its own thread (a closed file raises), none is left to a thread that ends.
             error = self._hand_on([self._queued(call)])
             if error is not None:
                 raise error
             return
-        # After a failed batch (or once closed): this call now, and the error not reported.
+        # After a failed batch: this call now, and the error not reported.
         with self._state_lock:
             error, self._unreported = self._unreported, None
         self._queue.append(self._queued(call))
@@ -216,7 +217,7 @@ class _QueuedSink:
                 # clock; one queued before is in this batch.
                 if self.interval is not None:
                     self._idle = True
-                error = self._hand_on_taken(_take(queue))
+                error = self._hand_on_taken(_take(queue), until)
                 failed = failed or error
                 if failed is None:
                     self._direct = self.flush or self._closed or self._unreported is not None
@@ -224,11 +225,11 @@ class _QueuedSink:
                     self._direct = True  # until a batch succeeds: each call at once
             finally:
                 lock.release()
-            if until is not None and until.is_set():
-                if queue and not self._closed:  # calls left to this thread meanwhile:
-                    self._start_clock()  # the writer's now, at once (close takes its own)
+            if until is not None and until.is_set() and not self._closed:
+                if queue:  # calls left to this thread meanwhile: the writer's now, at once
+                    self._start_clock()
                     self._hurry.set()
-                break
+                break  # (once closed no call is queued: the few that raced it are taken)
             # What was queued meanwhile: its calls may have left it to this thread.
             if not queue or not lock.acquire(blocking=False):
                 break  # (or another thread hands on now, and looks at the queue again)
@@ -240,23 +241,41 @@ class _QueuedSink:
             return
         raise failed
 
-    def _hand_on_taken(self, entries: list[Any]) -> Exception | None:
-        """Hand on ``entries`` (taken from the queue, under ``_lock``), then set the flush
-        marks among them; the batch's failure is returned."""
-        marks = _marks_in(entries) if self._flushes else None
+    def _hand_on_taken(
+        self, entries: list[Any], until: _FlushMark | None = None
+    ) -> Exception | None:
+        """Hand on ``entries`` (taken from the queue, under ``_lock``), setting each flush
+        mark among them once the calls before it are handed on; the first failure is
+        returned. The calls after ``until``, the flush of this thread, go back to the
+        front of the queue for the writer thread: the flush returns without them."""
         error: Exception | None = None
-        if entries:
-            try:
-                error = self._hand_on(entries)
-            except Exception as exc:  # the sink's own bug: the batch is lost
-                error = exc
-        if marks:
-            self._met(marks)
-        return error
+        if self._flushes:  # a flush is under way: its mark may be in this batch
+            last = len(entries) - 1
+            while last >= 0 and entries[last].__class__ is not _FlushMark:
+                last -= 1
+            if last >= 0:
+                before = entries[: last + 1]
+                marks = _marks_in(before)
+                error = self._hand_on_some(before)
+                self._met(marks)
+                entries = entries[last + 1 :]
+                if entries and until is not None and until.is_set() and not self._closed:
+                    self._queue.extendleft(reversed(entries))
+                    return error
+        later = self._hand_on_some(entries)
+        return error or later
+
+    def _hand_on_some(self, entries: list[Any]) -> Exception | None:
+        if not entries:
+            return None
+        try:
+            return self._hand_on(entries)
+        except Exception as exc:  # the sink's own bug: the batch is lost
+            return exc
 
     def _met(self, marks: list[_FlushMark]) -> None:
-        with self._state_lock:
-            self._flushes -= len(marks)
+        with self._state_lock:  # (not below 0: a child forked mid-batch meets its parent's)
+            self._flushes = max(0, self._flushes - len(marks))
         for mark in marks:
             mark.set()
 
@@ -283,13 +302,19 @@ class _QueuedSink:
         self._wake.set()  # the writer thread ends
         error: Exception | None = None
         try:
+            # Once closed, the flush goes on past its mark while calls are queued: only
+            # the few that read the sink open before it closed can be (the others are
+            # handed on by their own threads).
             self._flush_queued()
+        except Exception as exc:
+            error = exc
+        try:
+            self._hand_on_queued(wait=True)  # queued while another thread met the mark
+        except Exception as exc:
+            error = error or exc
         finally:
             with self._lock:
-                try:  # calls that met the sink still open, queued after the flush's mark
-                    error = self._hand_on_taken(_take(self._queue))
-                finally:
-                    self._release()
+                self._release()
         if error is not None:
             raise error
 
@@ -310,7 +335,8 @@ class _FlushMark(threading.Event):
     dropped from a full queue)."""
 
 
-_FLUSH_POLL = 0.05  # s: how often a waiting flush tries the lock (its holder may have died)
+_FLUSH_POLL = 0.01  # s: how often a waiting flush tries the lock (its mark may be queued
+# after the holder's last take, or the holder may have died)
 
 
 def _marks_in(entries: list[Any]) -> list[_FlushMark]:

@@ -5,8 +5,10 @@ for its own mark in the queue, not for the queue to be empty."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path as FilePath
 from typing import Any
@@ -308,3 +310,125 @@ def test_the_providers_force_flush_waits_for_a_batch_under_way() -> None:
     assert [span.name for span in exporter.get_finished_spans()] == ["demo.c0"]
     sink.close()
     provider.shutdown()
+
+
+class Gated(JsonlSink):
+    """Holds its next ``gated`` batches (handed on by another thread than the test's)
+    until the test lets each go: ``in_batch`` says one is held, ``go`` lets it go."""
+
+    gated = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_batch, self.go = threading.Semaphore(0), threading.Semaphore(0)
+
+    def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+        if self.gated and threading.current_thread() is not threading.main_thread():
+            self.gated -= 1
+            self.in_batch.release()
+            self.go.acquire()
+        return super()._hand_on(entries)
+
+
+def test_a_call_made_while_close_hands_on_is_written_by_its_own_thread(
+    target: FilePath,
+) -> None:
+    sink = Gated(target, interval=None)
+    sink.gated = 1
+    sink.emit(_call("c0"))
+    closer = threading.Thread(target=sink.close)
+    closer.start()
+    assert sink.in_batch.acquire(timeout=5)  # close hands c0 on
+    sink.emit(_call("c1"))  # closed: not queued, not left to close
+    assert not sink._queue
+    sink.go.release()
+    closer.join(5)
+    assert sorted(_names(target)) == ["c0", "c1"]
+    with pytest.raises(ValueError, match="closed"):
+        sink.emit(_call("c2"))  # after close: raised on its call
+
+
+def test_a_call_traced_while_the_exit_handler_hands_on_is_written(target: FilePath) -> None:
+    sink = Gated(target, interval=None)
+    sink.gated = 1
+    sink.emit(_call("c0"))
+    at_exit = threading.Thread(target=sinks_module._write_at_exit)
+    at_exit.start()
+    assert sink.in_batch.acquire(timeout=5)
+    sink.emit(_call("c1"))  # "a call traced after the exit handler is handed on at once"
+    sink.go.release()
+    at_exit.join(5)
+    assert sorted(_names(target)) == ["c0", "c1"] and not sink._queue
+    sink.close()
+
+
+def test_a_flush_returns_once_its_mark_is_met_not_after_the_calls_queued_behind_it(
+    target: FilePath,
+) -> None:
+    # The writer thread takes [mark, 300 calls] in one batch: the flush, queued first with
+    # nothing before it, is met before those calls are handed on.
+    handed: list[int] = []
+
+    class PerCall(JsonlSink):
+        def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+            handed.append(len(entries))
+            _sleep(0.002 * len(entries))  # 2 ms a call: the 300 take 0.6 s
+            return super()._hand_on(entries)
+
+    sink = PerCall(target, interval=None, batch_size=10_000)
+    with sink._lock:  # hold the hand-on until the batch holds both
+        flusher = threading.Thread(target=sink.write_queued)
+        flusher.start()
+        _wait_for_queue(sink, 1)
+        for n in range(300):
+            sink.emit(_call(f"later{n}"))
+    started = time.monotonic()
+    flusher.join(10)
+    took = time.monotonic() - started
+    assert took < 0.4, took
+    sink.close()
+    assert len(_names(target)) == 300
+
+
+def _wait_for_queue(sink: JsonlSink, length: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(sink._queue) < length and time.monotonic() < deadline:
+        _sleep(0.001)
+    assert len(sink._queue) >= length
+
+
+def test_a_child_forked_while_its_parent_hands_on_a_flush_looks_for_its_own_marks(
+    target: FilePath,
+) -> None:
+    # A handler that forks while a flush's batch is handed on: the child finishes that
+    # batch and meets its parent's mark too; its own next flush still keeps its mark out
+    # of the batch it hands on.
+    child_target = target.with_suffix(".child")
+
+    class Forking(JsonlSink):
+        child = False
+
+        def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
+            if not self.child and os.fork() == 0:
+                self.child = True
+                self._file = open(child_target, "ab", buffering=0)  # noqa: SIM115
+            return super()._hand_on(entries)
+
+    sink = Forking(target, interval=None)
+    sink.emit(_call("parent"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+        sink.write_queued()  # returns in the child too
+    if sink.child:
+        code = 1
+        try:
+            sink.emit(_call("child"))
+            sink.write_queued()  # a mark reaching the sink would fail to encode
+            code = 0 if sink._flushes == 0 and not sink._queue else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(-1, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _names(target) == ["parent"]
+    assert _names(child_target) == ["parent", "child"]  # its inherited batch, then its own
+    sink.close()
