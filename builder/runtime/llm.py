@@ -41,7 +41,7 @@ from builder.runtime.errors import (
     ResponseValidationError,
     TransportError,
 )
-from builder.runtime.paths import EventPaths, Path
+from builder.runtime.paths import Path
 from builder.runtime.tracing import ReadChunk, UsageMap, _StrictUsage
 
 if TYPE_CHECKING:
@@ -98,10 +98,6 @@ class AllProvidersFailedError(ConnectorError):
 
 def _path(text: str | None) -> Path | None:
     return None if text is None else Path(text)
-
-
-def _event_paths(value: str | Mapping[str, str] | None) -> EventPaths | None:
-    return None if value is None else EventPaths(value)
 
 
 class _RequestMap:
@@ -172,7 +168,8 @@ class ChatMap(_ChatRequestMap):
 
 
 class StreamMap(_ChatRequestMap):
-    """``stream()``: each path is one for every event, or SSE event name -> path."""
+    """``stream()``: each path is one for every event, or SSE event name -> path; kept as
+    given, compiled into :attr:`reading` on the first stream."""
 
     __slots__ = (
         "text",
@@ -181,7 +178,6 @@ class StreamMap(_ChatRequestMap):
         "tokens_input",
         "tokens_output",
         "by_event",
-        "_usage_paths",
         "_reading",
     )
 
@@ -202,18 +198,16 @@ class StreamMap(_ChatRequestMap):
         tokens_output: str | Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(operation, model, fixed, options, messages, system, defaults)
-        self.text = EventPaths(text)
-        self.finish_reason = _event_paths(finish_reason)
-        self.response_model = _event_paths(response_model)
-        self.tokens_input = _event_paths(tokens_input)
-        self.tokens_output = _event_paths(tokens_output)
+        self.text = text
+        self.finish_reason = finish_reason
+        self.response_model = response_model
+        self.tokens_input = tokens_input
+        self.tokens_output = tokens_output
         # Only a map with per-event paths needs each chunk's event name.
         self.by_event = any(
             isinstance(v, Mapping)
             for v in (text, finish_reason, response_model, tokens_input, tokens_output)
         )
-        # As UsageMap takes them: model, tokens_input, tokens_output, text, finish_reason.
-        self._usage_paths = (response_model, tokens_input, tokens_output, text, finish_reason)
         self._reading: UsageMap | None = None
 
     @property
@@ -223,7 +217,14 @@ class StreamMap(_ChatRequestMap):
         one made on first use."""
         reading = self._reading
         if reading is None:
-            paths = self._usage_paths
+            # As UsageMap takes them: model, tokens_input, tokens_output, text, finish_reason.
+            paths = (
+                self.response_model,
+                self.tokens_input,
+                self.tokens_output,
+                self.text,
+                self.finish_reason,
+            )
             usage = self.operation.usage
             if usage is not None and paths == (
                 usage.model,
@@ -520,6 +521,7 @@ class _StreamAccumulator:
 
     __slots__ = (
         "_reading",
+        "_named_events",
         "_usage",
         "_cls",
         "_read",
@@ -531,6 +533,7 @@ class _StreamAccumulator:
 
     def __init__(self, m: StreamMap, requested: str, provider: str, pricing: Pricing | None):
         self._reading = m.reading
+        self._named_events = m.by_event
         self._requested = requested
         self._pricing = pricing
         self.provider = provider
@@ -542,7 +545,7 @@ class _StreamAccumulator:
     def feed(self, chunk: Any, event: str | None) -> str | None:
         cls = type(chunk)
         if cls is not self._cls:
-            if self._reading.wants_events:
+            if self._named_events:
                 self._read, self._by_event = self._reading.event_readers(cls)
             else:
                 self._read = self._reading.chunk_reader(cls)

@@ -155,8 +155,8 @@ class _QueuedSink:
             self._hand_on_full()
 
     def _hand_on_full(self) -> None:
-        """A full batch is queued (or the sink closed since the call read ``_direct``):
-        hand it on, on the call's thread."""
+        """A full batch is queued (or the sink closed since the call read ``_direct``, or
+        a batch failed): hand it on, on the call's thread."""
         self._hand_on_queued(wait=False)
 
     def _emit_now(self, call: TracedCall) -> None:
@@ -173,7 +173,7 @@ class _QueuedSink:
         with self._state_lock:
             error, self._unreported = self._unreported, None
         self._queue.append(self._queued(call))
-        self._hand_on_queued(wait=False)  # raises if it fails again
+        self._hand_on_full()  # raises if it fails again (an exporter's: the next call)
         if error is not None:
             raise error  # the batch the writer thread lost, counted once
 
@@ -728,38 +728,28 @@ class OpenTelemetrySink(_QueuedSink):
             self._hook_force_flush()  # a global provider set after the sink was made
         super()._start_clock()
 
-    def _emit_now(self, call: TracedCall) -> None:
-        if self._export is None or self.flush or self._closed:
-            super()._emit_now(call)
-            return
-        # After a span failed to build: each call hurries the writer thread (its export may
-        # wait on the network), whose failure the next call raises, so each is counted.
-        with self._state_lock:
-            error, self._unreported = self._unreported, None
-        self._queue.append(self._entry(call))
-        self._hand_on_full()
-        if error is not None:
-            raise error
-
     def _hand_on_full(self) -> None:
         if self._export is None or self.flush or self._closed:
             super()._hand_on_full()
             return
         # An export may wait on the network: the writer thread does it, also without an
-        # interval, and the calls queued meanwhile are bounded.
+        # interval (and after a span failed to build: its failure is raised by the next
+        # call), and the calls queued meanwhile are bounded.
         queue = self._queue
         if len(queue) > self.max_queued:
+            marks: list[Any] = []
             with self._state_lock:  # one thread drops at a time: none drops too many
                 try:
                     while len(queue) > self.max_queued:
                         dropped = queue.popleft()
                         if dropped.__class__ is _FlushMark:  # what it waits for is gone
-                            self._flushes -= 1
-                            dropped.set()
+                            marks.append(dropped)
                         else:
                             self._dropped += 1
                 except IndexError:  # the writer thread took the queue meanwhile
                     pass
+            if marks:
+                self._met(marks)
         self._start_clock()
         self._hurry.set()
 

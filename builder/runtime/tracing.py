@@ -537,11 +537,6 @@ class UsageMap:
         generic = self._read_plain if stream else self._fill_call
         return _compile_typed_reader(self._plain, cls, stream=stream, generic=generic)
 
-    @property
-    def wants_events(self) -> bool:
-        """True when some path is declared per SSE event name (see :meth:`event_readers`)."""
-        return bool(self._read_event)
-
     def wants_event(self, event: str) -> bool:
         """True when a path is declared for this SSE event by name."""
         return event in self._read_event

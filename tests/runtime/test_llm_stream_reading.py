@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from builder.runtime.llm import StreamMap, _reason, _StreamAccumulator, _text
+from builder.runtime.llm import StreamMap, _count, _reason, _StreamAccumulator, _text
 from builder.runtime.operation import Decoder, Operation
 from builder.runtime.paths import EventPaths
 from builder.runtime.tracing import UsageMap, _Usage
@@ -68,26 +68,18 @@ def _by_path_get(m: StreamMap, chunks: list[tuple[str | None, Any]]) -> dict[str
     pieces: list[str] = []
     model = tokens_in = tokens_out = finish = None
 
-    def count(value: Any) -> int | None:
-        if value is None or isinstance(value, bool):
-            return None
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
-
-    def get(paths: EventPaths | None, event: str | None, chunk: Any) -> Any:
-        return None if paths is None else paths.get(event, chunk)
+    def get(paths: Any, event: str | None, chunk: Any) -> Any:
+        return None if paths is None else EventPaths(paths).get(event, chunk)
 
     for event, chunk in chunks:
-        piece = _text(m.text.get(event, chunk))
+        piece = _text(get(m.text, event, chunk))
         if piece:
             pieces.append(piece)
         if model is None:
             model = _text(get(m.response_model, event, chunk))
-        found = count(get(m.tokens_input, event, chunk))
+        found = _count(get(m.tokens_input, event, chunk))
         tokens_in = found if found is not None else tokens_in
-        found = count(get(m.tokens_output, event, chunk))
+        found = _count(get(m.tokens_output, event, chunk))
         tokens_out = found if found is not None else tokens_out
         finish = _reason(get(m.finish_reason, event, chunk)) or finish
     return {

@@ -87,6 +87,18 @@ def _names(target: FilePath) -> list[str]:
     return [json.loads(line)["operation"] for line in lines]
 
 
+def _memory_provider() -> tuple[Any, Any]:
+    """An SDK provider whose spans are exported to memory as each ends."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
 @pytest.fixture
 def target(tmp_path: FilePath) -> Iterator[FilePath]:
     yield tmp_path / "t.jsonl"
@@ -170,13 +182,7 @@ def test_a_flush_mark_never_reaches_the_sink_and_the_count_returns_to_zero(
 
 
 def test_the_providers_force_flush_under_steady_calls_returns() -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider = TracerProvider(shutdown_on_exit=False)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = _memory_provider()
 
     class SlowSink(OpenTelemetrySink):
         delay = 0.005
@@ -288,13 +294,7 @@ def test_a_call_left_to_a_flush_that_stopped_at_its_mark_goes_to_the_writer_thre
 def test_the_providers_force_flush_waits_for_a_batch_under_way() -> None:
     # The queue is empty while the writer thread makes the spans of the batch it took:
     # force_flush still returns only once they are made.
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = _memory_provider()
     taken = threading.Event()
 
     class Slow(OpenTelemetrySink):
@@ -367,11 +367,8 @@ def test_a_flush_returns_once_its_mark_is_met_not_after_the_calls_queued_behind_
 ) -> None:
     # The writer thread takes [mark, 300 calls] in one batch: the flush, queued first with
     # nothing before it, is met before those calls are handed on.
-    handed: list[int] = []
-
     class PerCall(JsonlSink):
         def _hand_on(self, entries: list[TracedCall]) -> Exception | None:
-            handed.append(len(entries))
             _sleep(0.002 * len(entries))  # 2 ms a call: the 300 take 0.6 s
             return super()._hand_on(entries)
 
