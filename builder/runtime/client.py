@@ -738,8 +738,8 @@ class _StreamDecoding:
         self.trace = trace
         # Decodes a chunk and reads it into the trace, in one call (a usage map without
         # named events); else reads each decoded chunk into it; None: nothing to read.
-        self._decode = trace.decode if trace is not None else None
-        self._on_chunk = trace.event if trace is not None else None
+        self._decode = trace.decode_read if trace is not None else None
+        self._on_chunk = trace.read_event if trace is not None else None
         self._from_json = op.stream.item.json_reader()
         self.event: str | None = None  # the SSE event name of the last chunk
 
@@ -769,13 +769,15 @@ class _StreamDecoding:
             name = None
         decode = self._decode
         try:
-            chunk = self._from_json(data.encode()) if decode is None else decode(name, data)
+            chunk = (
+                self._from_json(data.encode()) if decode is None else decode(self.trace, name, data)
+            )
         except ValueError as exc:
             raise self._client._pipeline.validation_error(
                 self._op, self._response, exc, data
             ) from None
         if self._on_chunk is not None:
-            self._on_chunk(name, chunk)
+            self._on_chunk(self.trace, name, chunk)
         self.event = name
         return False, chunk
 

@@ -92,7 +92,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import MethodType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from builder.runtime.config import MASK
@@ -384,11 +384,12 @@ def _parse(raw: bytes) -> Any:
 
 _TEXT, _MODEL, _TOKENS_IN, _TOKENS_OUT, _FINISH = range(5)
 
-# A response's reader: fill(value, call). A chunk's reader: read(usage, event, value).
+# A response's reader: fill(value, call). A chunk's reader: read(usage, event, value), where
+# usage has a _Usage's fields (a _Usage, or a StreamTrace, which reads into itself).
 FillCall = Callable[[Any, "TracedCall"], None]
-ReadChunk = Callable[["_Usage", "str | None", Any], None]
+ReadChunk = Callable[[Any, "str | None", Any], None]
 # A stream chunk's JSON text decoded (by usage.decode) and read: decode_read(usage, event, data).
-DecodeRead = Callable[["_Usage", "str | None", str], Any]
+DecodeRead = Callable[[Any, "str | None", str], Any]
 
 
 class UsageMap:
@@ -1851,17 +1852,33 @@ class StreamTrace(CallTrace):
     """A traced stream: read each event as it passes, send the trace once when the stream
     ends, fails or is abandoned (closed early, or garbage-collected unfinished).
 
-    Each chunk is read as it is decoded: its text appended to a list (joined once at the
-    end, scrubbed when the output is first read), its model, tokens and finish reason
-    kept. ``decode(name, data)`` (a usage map without named events) decodes a chunk's JSON
-    text with the operation's decoder and reads it with the reader written for the chunks'
-    model class (:meth:`UsageMap.chunk_decoder`), in one frame: the stream's code
-    calls it instead of the decoder, so a traced chunk costs no call more than an untraced
-    one (a call per chunk, run with cold caches, costs about as much as the reading).
-    Otherwise ``event(name, chunk)`` reads a decoded chunk with its event's reader. Both
-    are None when the operation has no usage map."""
+    Each chunk is read as it is decoded, into the trace itself (it has the fields of a
+    :class:`_Usage`: one object less per stream): its text appended to a list (joined once
+    at the end, scrubbed when the output is first read), its model, tokens and finish
+    reason kept. ``decode_read(trace, name, data)`` (a usage map without named events)
+    decodes a chunk's JSON text with the operation's decoder and reads it with the reader
+    written for the chunks' model class (:meth:`UsageMap.chunk_decoder`), in one frame:
+    the stream's code calls it instead of the decoder, so a traced chunk costs no call
+    more than an untraced one (a call per chunk, run with cold caches, costs about as much
+    as the reading). Otherwise ``read_event(trace, name, chunk)`` reads a decoded chunk
+    with its event's reader. Both are None when the operation has no usage map. Neither
+    holds the trace, so that a stream dropped unfinished is freed, and traced, at once.
+    """
 
-    __slots__ = ("found", "status_code", "finished", "event", "decode")
+    __slots__ = (
+        "status_code",
+        "finished",
+        "read_event",
+        "decode_read",
+        # a _Usage's fields, which the readers fill
+        "model",
+        "tokens_input",
+        "tokens_output",
+        "finish_reason",
+        "pieces",
+        "decode",
+    )
+    strict: typing.ClassVar[bool] = False  # a reader's error is reported, not raised
 
     def __init__(
         self,
@@ -1885,15 +1902,15 @@ class StreamTrace(CallTrace):
         self.timestamp = _time()
         self.started = _perf_counter()
         usage = op.usage
-        found = self.found = _new(_Usage)
-        found.model = found.tokens_input = found.tokens_output = found.finish_reason = None
-        found.pieces = (
+        self.model = self.tokens_input = self.tokens_output = self.finish_reason = None
+        self.pieces: list[str] | None = (
             [] if tracer.capture_content and usage is not None and usage.text is not None else None
         )
+        self.decode: Callable[[bytes], Any] | None = None
         self.status_code: int | None = None
         self.finished = False
-        self.event: Callable[[str | None, Any], None] | None = None
-        self.decode: Callable[[str | None, str], Any] | None = None
+        self.read_event: ReadChunk | None = None
+        self.decode_read: DecodeRead | None = None
         if usage is None:
             pass
         elif usage._read_event or op.stream is None:
@@ -1902,12 +1919,12 @@ class StreamTrace(CallTrace):
                 plain, by_event = usage.event_readers(op.stream.item.type)
             else:
                 plain, by_event = usage._read_plain, usage._read_event
-            self.event = partial(_read_by_event, plain, by_event, found)
+            self.read_event = partial(_read_by_event, plain, by_event)
         else:
             item = op.stream.item
-            found.decode = item.json_reader()
+            self.decode = item.json_reader()
             read = usage._readers.get(item.type) or usage.chunk_reader(item.type)
-            self.decode = MethodType(read.decode_read, found)  # type: ignore[attr-defined]
+            self.decode_read = read.decode_read  # type: ignore[attr-defined]
 
     def opened(self, response: httpx.Response) -> None:
         self.status_code = response.status_code
@@ -1919,7 +1936,7 @@ class StreamTrace(CallTrace):
             read = usage._read_event.get(event)
             if read is not None:
                 try:
-                    read(self.found, event, _loads(data))
+                    read(self, event, _loads(data))
                 except Exception as exc:
                     _internal_error(exc)
 
@@ -1960,11 +1977,10 @@ class StreamTrace(CallTrace):
             call._input = None
             call._output = None
             usage = op.usage
-            found = self.found
-            call.response_model = found.model
-            call.tokens_input = found.tokens_input
-            call.tokens_output = found.tokens_output
-            call.finish_reason = found.finish_reason
+            call.response_model = self.model
+            call.tokens_input = self.tokens_input
+            call.tokens_output = self.tokens_output
+            call.finish_reason = self.finish_reason
             if usage is not None:
                 body = self.body
                 key = usage._request_key
@@ -1981,7 +1997,7 @@ class StreamTrace(CallTrace):
                     call.error = _error_of(exc, self.context.scrubber)
             tracer = self.tracer
             if tracer.capture_content:
-                pieces = found.pieces
+                pieces = self.pieces
                 if pieces is not None:
                     call._raw_output = "".join(pieces)  # scrubbed when read
                 request = self.request

@@ -613,10 +613,10 @@ def isolated(v1: str, directory: Path, chunks: int, number: int) -> dict[str, di
                 trace.request = stream_request
                 trace.opened(response)
                 # Each chunk read as the stream reads it (in situ, in the frame that
-                # decodes it: trace.decode, the reader of the chunks' model class),
+                # decodes it: trace.decode_read, the reader of the chunks' model class),
                 # without the decoding.
                 read = stream_op.usage.chunk_reader(type(decoded[0]))
-                found = trace.found
+                found = trace
                 for chunk in decoded:
                     read(found, None, chunk)
                 trace.stop(None)

@@ -517,7 +517,8 @@ def test_a_stream_without_a_usage_map_is_traced_with_nothing_read() -> None:
     sink = MemorySink()
     with openai_client(Body(openai_events("a", "b")), sink) as client:
         stream = client._stream(plain, body=OPENAI_BODY)
-        assert stream._decoding.trace is not None and stream._decoding.trace.event is None
+        assert stream._decoding.trace is not None and stream._decoding.trace.read_event is None
+        assert stream._decoding.trace.decode_read is None
         assert len(list(stream)) == 4
     [call] = sink.calls
     assert (call.output, call.tokens_input, call.model, call.error) == (None, None, None, None)
