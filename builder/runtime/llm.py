@@ -973,7 +973,8 @@ class LLMMixin(_LLMBase, EmbedTransform):
     ) -> ChatStream:
         """The answer as it is written: iterate for text chunks (``str``); ``.result``
         holds the whole answer, with usage and cost, once the stream has ended. The
-        request is sent when iteration starts (or on entering ``with``)."""
+        request is sent when iteration starts (not on entering ``with``: an error such as
+        a refused key is raised by the first ``next``)."""
         m, body, acc = _stream_request(
             self._llm,
             _pricing(cast(_SyncHost, self)._service),
@@ -1133,7 +1134,12 @@ class ChatStream(Iterator[str]):
         self._acc = accumulator
         self._by_event = by_event
         self._chunks: Generator[str, None, None] | None = None
-        self.result: ChatResult | None = None
+        self._ended: list[ChatResult] = []  # the result, once the stream has ended
+
+    @property
+    def result(self) -> ChatResult | None:
+        """The whole answer, with usage and cost; None until the stream has ended."""
+        return self._ended[0] if self._ended else None
 
     @property
     def provider(self) -> str:
@@ -1144,27 +1150,12 @@ class ChatStream(Iterator[str]):
         """The text received so far."""
         return self._acc.text
 
-    def _run(self) -> Generator[str, None, None]:
-        started = time.perf_counter()
-        stream = self._open()
-        events = iter(stream)
-        acc, by_event = self._acc, self._by_event
-        try:
-            for chunk in events:
-                piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
-                if piece:
-                    yield piece
-            self.result = acc.result(time.perf_counter() - started)
-        finally:
-            # Closing the runtime's iterator first lets it finish its own work (tracing).
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
-            stream.close()
-
     def __next__(self) -> str:
         if self._chunks is None:
-            self._chunks = self._run()
+            # The generator is given what it needs, not this object: holding it would make
+            # a cycle, and a stream dropped half-read would keep its connection until the
+            # cycle collector ran.
+            self._chunks = _chat_chunks(self._open, self._acc, self._by_event, self._ended)
         return next(self._chunks)
 
     def close(self) -> None:
@@ -1176,6 +1167,29 @@ class ChatStream(Iterator[str]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _chat_chunks(
+    open_stream: Callable[[], Any],
+    acc: _StreamAccumulator,
+    by_event: bool,
+    ended: list[ChatResult],
+) -> Generator[str, None, None]:
+    started = time.perf_counter()
+    stream = open_stream()
+    events = iter(stream)
+    try:
+        for chunk in events:
+            piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
+            if piece:
+                yield piece
+        ended.append(acc.result(time.perf_counter() - started))
+    finally:
+        # Closing the runtime's iterator first lets it finish its own work (tracing).
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+        stream.close()
 
 
 class AsyncChatStream(AsyncIterator[str]):
@@ -1191,7 +1205,12 @@ class AsyncChatStream(AsyncIterator[str]):
         self._acc = accumulator
         self._by_event = by_event
         self._chunks: AsyncGenerator[str, None] | None = None
-        self.result: ChatResult | None = None
+        self._ended: list[ChatResult] = []
+
+    @property
+    def result(self) -> ChatResult | None:
+        """The whole answer, with usage and cost; None until the stream has ended."""
+        return self._ended[0] if self._ended else None
 
     @property
     def provider(self) -> str:
@@ -1201,26 +1220,9 @@ class AsyncChatStream(AsyncIterator[str]):
     def text(self) -> str:
         return self._acc.text
 
-    async def _run(self) -> AsyncGenerator[str, None]:
-        started = time.perf_counter()
-        stream = await self._open()
-        events = stream.__aiter__()
-        acc, by_event = self._acc, self._by_event
-        try:
-            async for chunk in events:
-                piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
-                if piece:
-                    yield piece
-            self.result = acc.result(time.perf_counter() - started)
-        finally:
-            close = getattr(events, "aclose", None)
-            if close is not None:
-                await close()
-            await stream.aclose()
-
     async def __anext__(self) -> str:
-        if self._chunks is None:
-            self._chunks = self._run()
+        if self._chunks is None:  # (as ChatStream: the generator does not hold this object)
+            self._chunks = _async_chat_chunks(self._open, self._acc, self._by_event, self._ended)
         return await self._chunks.__anext__()
 
     async def aclose(self) -> None:
@@ -1232,6 +1234,28 @@ class AsyncChatStream(AsyncIterator[str]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _async_chat_chunks(
+    open_stream: Callable[[], Any],
+    acc: _StreamAccumulator,
+    by_event: bool,
+    ended: list[ChatResult],
+) -> AsyncGenerator[str, None]:
+    started = time.perf_counter()
+    stream = await open_stream()
+    events = stream.__aiter__()
+    try:
+        async for chunk in events:
+            piece = acc.feed(chunk, _event_name(stream, chunk) if by_event else None)
+            if piece:
+                yield piece
+        ended.append(acc.result(time.perf_counter() - started))
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+        await stream.aclose()
 
 
 # -- fallback ------------------------------------------------------------------------------------
@@ -1464,7 +1488,12 @@ class FallbackStream(Iterator[str]):
         self._attempts = attempts
         self._open = open_stream
         self._chunks: Generator[str, None, None] | None = None
-        self.stream: ChatStream | None = None  # the provider's stream that answered
+        self._answered: list[ChatStream] = []
+
+    @property
+    def stream(self) -> ChatStream | None:
+        """The provider's stream that answered (None until one has)."""
+        return self._answered[0] if self._answered else None
 
     @property
     def result(self) -> ChatResult | None:
@@ -1474,33 +1503,9 @@ class FallbackStream(Iterator[str]):
     def provider(self) -> str | None:
         return None if self.stream is None else self.stream.provider
 
-    def _run(self) -> Generator[str, None, None]:
-        attempts = self._attempts
-        for wait, client in attempts:
-            if wait:
-                time.sleep(wait)
-            stream = None
-            try:
-                stream = self._open(client)
-                first = next(stream, None)
-            except ConnectorError as exc:
-                if stream is not None:
-                    stream.close()
-                attempts.failed(client, exc)
-                continue
-            self.stream = stream
-            try:
-                if first is not None:
-                    yield first
-                    yield from stream
-            finally:
-                stream.close()
-            return
-        raise attempts.error()
-
     def __next__(self) -> str:
-        if self._chunks is None:
-            self._chunks = self._run()
+        if self._chunks is None:  # (as ChatStream: the generator does not hold this object)
+            self._chunks = _fallback_chunks(self._attempts, self._open, self._answered)
         return next(self._chunks)
 
     def close(self) -> None:
@@ -1512,6 +1517,32 @@ class FallbackStream(Iterator[str]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _fallback_chunks(
+    attempts: _Attempts, open_stream: Callable[[Any], ChatStream], answered: list[ChatStream]
+) -> Generator[str, None, None]:
+    for wait, client in attempts:
+        if wait:
+            time.sleep(wait)
+        stream = None
+        try:
+            stream = open_stream(client)
+            first = next(stream, None)
+        except ConnectorError as exc:
+            if stream is not None:
+                stream.close()
+            attempts.failed(client, exc)
+            continue
+        answered.append(stream)
+        try:
+            if first is not None:
+                yield first
+                yield from stream
+        finally:
+            stream.close()
+        return
+    raise attempts.error()
 
 
 class AsyncFallback(_FallbackBase):
@@ -1623,7 +1654,12 @@ class AsyncFallbackStream(AsyncIterator[str]):
         self._attempts = attempts
         self._open = open_stream
         self._chunks: AsyncGenerator[str, None] | None = None
-        self.stream: AsyncChatStream | None = None
+        self._answered: list[AsyncChatStream] = []
+
+    @property
+    def stream(self) -> AsyncChatStream | None:
+        """The provider's stream that answered (None until one has)."""
+        return self._answered[0] if self._answered else None
 
     @property
     def result(self) -> ChatResult | None:
@@ -1633,36 +1669,9 @@ class AsyncFallbackStream(AsyncIterator[str]):
     def provider(self) -> str | None:
         return None if self.stream is None else self.stream.provider
 
-    async def _run(self) -> AsyncGenerator[str, None]:
-        attempts = self._attempts
-        for wait, client in attempts:
-            if wait:
-                import asyncio
-
-                await asyncio.sleep(wait)
-            stream = None
-            try:
-                stream = self._open(client)
-                first = await anext(stream, None)
-            except ConnectorError as exc:
-                if stream is not None:
-                    await stream.aclose()
-                attempts.failed(client, exc)
-                continue
-            self.stream = stream
-            try:
-                if first is not None:
-                    yield first
-                    async for piece in stream:
-                        yield piece
-            finally:
-                await stream.aclose()
-            return
-        raise attempts.error()
-
     async def __anext__(self) -> str:
-        if self._chunks is None:
-            self._chunks = self._run()
+        if self._chunks is None:  # (as ChatStream: the generator does not hold this object)
+            self._chunks = _async_fallback_chunks(self._attempts, self._open, self._answered)
         return await self._chunks.__anext__()
 
     async def aclose(self) -> None:
@@ -1674,6 +1683,37 @@ class AsyncFallbackStream(AsyncIterator[str]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _async_fallback_chunks(
+    attempts: _Attempts,
+    open_stream: Callable[[Any], AsyncChatStream],
+    answered: list[AsyncChatStream],
+) -> AsyncGenerator[str, None]:
+    for wait, client in attempts:
+        if wait:
+            import asyncio
+
+            await asyncio.sleep(wait)
+        stream = None
+        try:
+            stream = open_stream(client)
+            first = await anext(stream, None)
+        except ConnectorError as exc:
+            if stream is not None:
+                await stream.aclose()
+            attempts.failed(client, exc)
+            continue
+        answered.append(stream)
+        try:
+            if first is not None:
+                yield first
+                async for piece in stream:
+                    yield piece
+        finally:
+            await stream.aclose()
+        return
+    raise attempts.error()
 
 
 # -- choosing a provider ---------------------------------------------------------------------------

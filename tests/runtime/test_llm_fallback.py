@@ -34,6 +34,7 @@ from tests.runtime.test_llm_role import (
     AsyncOpenAI,
     Cohere,
     OpenAI,
+    TrackedBody,
     anthropic_message,
     anthropic_stream_body,
     body_of,
@@ -43,6 +44,7 @@ from tests.runtime.test_llm_role import (
     openai_embed_response,
     openai_stream_body,
 )
+from tests.runtime.test_llm_role import no_cycle_collector as no_cycle_collector
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -242,6 +244,35 @@ def test_stream_does_not_fall_over_after_a_chunk(mock: respx.MockRouter) -> None
     with pytest.raises(errors.StreamError, match="middle of an event"):
         next(stream)
     assert backup.call_count == 0
+
+
+def test_an_abandoned_fallback_stream_is_closed_at_once(
+    mock: respx.MockRouter, no_cycle_collector: None
+) -> None:
+    body = TrackedBody(anthropic_stream_body(("a", "b", "c")))
+    mock.post(OPENAI_CHAT_URL).respond(503, json=OVERLOADED)
+    mock.post(ANTHROPIC_MESSAGES_URL).respond(stream=body)
+    for chunk in Fallback([OpenAI(), Anthropic()]).stream("x"):
+        assert chunk == "a"
+        break
+    assert body.closed
+
+
+def test_an_abandoned_async_fallback_stream_is_closed(
+    mock: respx.MockRouter, no_cycle_collector: None
+) -> None:
+    body = TrackedBody(anthropic_stream_body(("a", "b", "c")))
+    mock.post(ANTHROPIC_MESSAGES_URL).respond(stream=body)
+
+    async def run() -> None:
+        async for chunk in AsyncFallback([AsyncAnthropic()]).stream("x"):
+            assert chunk == "a"
+            break
+        for _ in range(5):  # the loop's finalizer hook closes the generators in tasks
+            await asyncio.sleep(0)
+        assert body.closed
+
+    asyncio.run(run())
 
 
 def test_async_fallback(mock: respx.MockRouter) -> None:

@@ -38,6 +38,7 @@ from builder.runtime.llm import (
 from builder.runtime.operation import Decoder, Operation, Service, StreamFormat
 from builder.runtime.pricing import Pricing
 from builder.runtime.resilience import RetryPolicy
+from builder.runtime.tracing import MemorySink, Tracer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -1037,14 +1038,48 @@ def test_leaving_the_with_block_closes_the_http_stream(mock: respx.MockRouter) -
     assert stream.text == "a"
 
 
-def test_an_abandoned_stream_is_closed(mock: respx.MockRouter) -> None:
+@pytest.fixture
+def no_cycle_collector() -> Iterator[None]:
+    """What is freed is freed by its last reference going: a stream that only the cycle
+    collector would free stays open (as it does between collections)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_an_abandoned_stream_is_closed_and_traced_at_once(
+    mock: respx.MockRouter, no_cycle_collector: None
+) -> None:
     body = TrackedBody(anthropic_stream_body(("a", "b", "c")))
     mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(stream=body)
-    for chunk in Anthropic().stream("Hi"):
+    sink = MemorySink()
+    for chunk in Anthropic(tracer=Tracer(sink)).stream("Hi"):
         assert chunk == "a"
         break
-    gc.collect()
     assert body.closed
+    [call] = sink.calls
+    assert call.abandoned and call.streamed
+
+
+def test_an_abandoned_async_stream_is_closed(
+    mock: respx.MockRouter, no_cycle_collector: None
+) -> None:
+    body = TrackedBody(anthropic_stream_body(("a", "b", "c")))
+    mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(stream=body)
+
+    async def run() -> None:
+        async for chunk in AsyncAnthropic().stream("Hi"):
+            assert chunk == "a"
+            break
+        # The loop's finalizer hook closes a dropped async generator in a task of its own.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert body.closed
+
+    asyncio.run(run())
 
 
 def test_a_stream_error_status_is_raised_on_first_chunk(mock: respx.MockRouter) -> None:
