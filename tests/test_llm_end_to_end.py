@@ -677,3 +677,31 @@ def test_fallback_to_local_embeddings(server: str, local_embedder: Any) -> None:
         vectors = Fallback([failing, local_embedder]).embed(["hello world"])
     assert vectors.dimensions == 384
     assert vectors.provider == local_embedder.provider
+
+
+@pytest.mark.timeout(120)
+def test_a_fallback_passes_over_a_provider_without_chat(server: str, local_embedder: Any) -> None:
+    failing = make("openai", server, fail=503)
+    with failing:
+        fallback = Fallback([failing, local_embedder])
+        with pytest.raises(AllProvidersFailedError) as caught:
+            fallback.chat(PROMPT)
+        assert [type(e).__name__ for _, e in caught.value.errors] == [
+            "ServerError",
+            "NotSupportedError",
+        ]
+        with pytest.raises(AllProvidersFailedError, match="has no stream"):
+            list(fallback.stream(PROMPT))
+
+
+@pytest.mark.timeout(120)
+def test_an_async_fallback_embeds_with_the_local_connector(
+    server: str, local_embedder: Any
+) -> None:
+    async def run() -> Any:
+        failing = make("openai", server, asynchronous=True, fail=503)
+        async with failing:
+            return await AsyncFallback([failing, local_embedder]).embed(["hello world"])
+
+    vectors = asyncio.run(run())
+    assert vectors.dimensions == 384 and vectors.provider == local_embedder.provider

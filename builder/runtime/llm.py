@@ -13,7 +13,9 @@ Also here: :func:`get_llm` (a provider by name, or the first configured one),
 
 from __future__ import annotations
 
+import copy
 import importlib
+import inspect
 import json
 import os
 import re
@@ -419,9 +421,9 @@ def _chat_body(
         texts = [system_prompt] if system_prompt else []
         kept = []
         for message in listed:
-            content = _field_of(message, "content")
-            if _field_of(message, "role") == "system" and isinstance(content, str):
-                texts.append(content)
+            text = _system_text(message) if _field_of(message, "role") == "system" else None
+            if text is not None:
+                texts.append(text)
             else:
                 kept.append(message)
         listed = kept
@@ -429,6 +431,26 @@ def _chat_body(
             fields[m.system] = "\n\n".join(texts)
     fields[m.messages] = listed
     return _body(m, model, options, fields)
+
+
+def _system_text(message: Any) -> str | None:
+    """A system message's text: its content, a string or a list of text parts (joined as
+    written); None when a part is not text (left in the list for the provider to judge)."""
+    content = _field_of(message, "content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        text = _field_of(part, "text")
+        if _field_of(part, "type") != "text" or not isinstance(text, str):
+            return None
+        texts.append(text)
+    return "".join(texts)
 
 
 def _embed_body(
@@ -664,20 +686,22 @@ class ResponseCache:
 
 
 def cached_copy(found: Any, started: float) -> Any:
-    """A cache hit as it is returned: a copy, marked cached, costing 0."""
+    """A result as the cache keeps it and as each hit returns it: a copy (vectors and raw
+    responses too), marked cached, costing 0. The cache keeps a copy of what the first call
+    returned, and each hit is a copy of that, so that no caller's changes reach another's."""
     latency = time.perf_counter() - started
     if isinstance(found, Embeddings):
         return Embeddings(
-            [list(v) for v in found],  # a copy: the caller may change its vectors
+            [list(v) for v in found],
             model=found.model,
             tokens_input=found.tokens_input,
             cost=0.0,
             latency=latency,
-            raw=found.raw,
+            raw=copy.deepcopy(found.raw),
             provider=found.provider,
             cached=True,
         )
-    return replace(found, cost=0.0, latency=latency, cached=True)
+    return replace(found, cost=0.0, latency=latency, cached=True, raw=copy.deepcopy(found.raw))
 
 
 # -- plans: the role's logic, written once for the sync and async mixins ------------------------
@@ -725,7 +749,7 @@ def _chat_plan(
     raw = yield m.operation, body
     result = _chat_result(m, raw, requested, role.provider, pricing, time.perf_counter() - started)
     if cache is not None:
-        cache.put(key, result)
+        cache.put(key, cached_copy(result, started))
     return result
 
 
@@ -790,7 +814,7 @@ def _embed_plan(
         provider=role.provider,
     )
     if cache is not None:
-        cache.put(key, result)
+        cache.put(key, cached_copy(result, started))
     return result
 
 
@@ -1342,10 +1366,57 @@ class _Attempts:
         return AllProvidersFailedError(self.errors)
 
 
+def _names(client: Any) -> tuple[str, ...]:
+    """What a ``{name: model}`` map may call a provider: its provider name (``mistral_ai``)
+    or its connector's name (``mistral``, as ``get_llm`` and the package call it)."""
+    names = [_provider_name(client)]
+    service = getattr(client, "_service", None)
+    module = type(client).__module__.split(".")
+    for name in (getattr(service, "name", None), module[1] if module[0] == "connectors" else None):
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def _model_for(model: str | Mapping[str, str] | None, client: Any) -> str | None:
     if model is None or isinstance(model, str):
         return model
-    return model.get(_provider_name(client))
+    return next((model[name] for name in _names(client) if name in model), None)
+
+
+def _check_model_map(model: str | Mapping[str, str] | None, providers: Sequence[Any]) -> None:
+    """A ``{name: model}`` map naming no provider of the list is a mistake (a misspelt
+    name would silently send that provider's default model): refused, with the names."""
+    if model is None or isinstance(model, str):
+        return
+    known = {name for client in providers for name in _names(client)}
+    unknown = sorted(str(name) for name in model if name not in known)
+    if unknown:
+        listed = ", ".join(" or ".join(_names(client)) for client in providers)
+        raise ValueError(
+            f"the model map names {', '.join(map(repr, unknown))}, which is not one of the "
+            f"providers: {listed}"
+        )
+
+
+def _method(client: Any, name: str) -> Any:
+    """The provider's ``name`` method; a provider without it (local embeddings have no
+    ``chat``) is passed over as one that lacks the capability."""
+    method = getattr(client, name, None)
+    if method is None:
+        provider = _provider_name(client)
+        raise NotSupportedError(f"{provider} has no {name}", connector=provider)
+    return method
+
+
+async def _awaited(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method`` called from async code: awaited, or, when it is synchronous (the local
+    embeddings connector), run in a worker thread so that the event loop goes on."""
+    if inspect.iscoroutinefunction(method):
+        return await method(*args, **kwargs)
+    import asyncio
+
+    return await asyncio.to_thread(method, *args, **kwargs)
 
 
 def _cached(cache: ResponseCache | None) -> dict[str, Any]:
@@ -1404,10 +1475,11 @@ class Fallback(_FallbackBase):
         system_prompt: str | None = None,
         **options: Any,
     ) -> ChatResult:
+        _check_model_map(model, self.providers)
         return cast(
             ChatResult,
             self._first(
-                lambda c: c.chat(
+                lambda c: _method(c, "chat")(
                     messages,
                     model=_model_for(model, c),
                     system_prompt=system_prompt,
@@ -1435,11 +1507,12 @@ class Fallback(_FallbackBase):
         input_type: str | None = None,
         **options: Any,
     ) -> Embeddings:
+        _check_model_map(model, self.providers)
         listed = as_texts(texts)
         return cast(
             Embeddings,
             self._first(
-                lambda c: c.embed(
+                lambda c: _method(c, "embed")(
                     listed,
                     model=_model_for(model, c),
                     input_type=input_type,
@@ -1470,8 +1543,10 @@ class Fallback(_FallbackBase):
         system_prompt: str | None = None,
         **options: Any,
     ) -> FallbackStream:
+        _check_model_map(model, self.providers)
+
         def open_stream(client: Any) -> ChatStream:
-            return client.stream(  # type: ignore[no-any-return]
+            return _method(client, "stream")(  # type: ignore[no-any-return]
                 messages_or_prompt,
                 model=_model_for(model, client),
                 system_prompt=system_prompt,
@@ -1570,10 +1645,12 @@ class AsyncFallback(_FallbackBase):
         system_prompt: str | None = None,
         **options: Any,
     ) -> ChatResult:
+        _check_model_map(model, self.providers)
         return cast(
             ChatResult,
             await self._first(
-                lambda c: c.chat(
+                lambda c: _awaited(
+                    _method(c, "chat"),
                     messages,
                     model=_model_for(model, c),
                     system_prompt=system_prompt,
@@ -1601,11 +1678,13 @@ class AsyncFallback(_FallbackBase):
         input_type: str | None = None,
         **options: Any,
     ) -> Embeddings:
+        _check_model_map(model, self.providers)
         listed = as_texts(texts)
         return cast(
             Embeddings,
             await self._first(
-                lambda c: c.embed(
+                lambda c: _awaited(
+                    _method(c, "embed"),
                     listed,
                     model=_model_for(model, c),
                     input_type=input_type,
@@ -1636,8 +1715,10 @@ class AsyncFallback(_FallbackBase):
         system_prompt: str | None = None,
         **options: Any,
     ) -> AsyncFallbackStream:
+        _check_model_map(model, self.providers)
+
         def open_stream(client: Any) -> AsyncChatStream:
-            return client.stream(  # type: ignore[no-any-return]
+            return _method(client, "stream")(  # type: ignore[no-any-return]
                 messages_or_prompt,
                 model=_model_for(model, client),
                 system_prompt=system_prompt,
@@ -1819,7 +1900,12 @@ def get_llm(
             continue
         ready, wanted = _configured(module, settings)
         if ready:
-            return _client_class(module, name, asynchronous)(**settings)
+            try:
+                cls = _client_class(module, name, asynchronous)
+            except ConfigError:  # configured, but no client of this kind (local embeddings)
+                looked.append(f"{name} (no async client)")
+                continue
+            return cls(**settings)
         looked.append(f"{name} ({wanted})")
     raise ConfigError(
         "no LLM provider is configured; looked for, in order: "

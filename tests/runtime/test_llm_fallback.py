@@ -197,6 +197,21 @@ def test_models_per_provider(mock: respx.MockRouter) -> None:
     assert body_of(secondary)["model"] == "claude-sonnet-4-5"  # its default
 
 
+def test_a_model_map_names_a_provider_or_its_connector(mock: respx.MockRouter) -> None:
+    route = mock.post("https://api.mistral.ai/v1/chat/completions").respond(
+        json=openai_chat_body(model="mistral-large-latest")
+    )
+    mistral = get_llm("mistral", api_key="k")  # connector mistral, provider mistral_ai
+    for name in ("mistral", "mistral_ai"):
+        Fallback([mistral]).chat("hi", model={name: "mistral-large-latest"})
+        assert body_of(route)["model"] == "mistral-large-latest"
+    with pytest.raises(ValueError, match=r"'mistrall'.*mistral_ai or mistral"):
+        Fallback([mistral]).chat("hi", model={"mistrall": "mistral-large-latest"})
+    with pytest.raises(ValueError, match="'gpt'"):
+        Fallback([OpenAI(), mistral]).stream("hi", model={"openai": "gpt-4o", "gpt": "x"})
+    assert route.call_count == 2
+
+
 # -- Fallback: embed, stream, async ---------------------------------------------------------------
 
 
@@ -344,6 +359,24 @@ def test_cached_embeddings_are_copies(mock: respx.MockRouter) -> None:
     assert list(OpenAI().embed(["a", "b"], cache=cache)) == list(first)
     OpenAI().embed(["a", "b"], input_type="query", cache=cache, dimensions=2)
     assert route.call_count == 2
+
+
+def test_no_caller_changes_what_the_cache_keeps(mock: respx.MockRouter) -> None:
+    mock.post(f"{OPENAI_URL}/embeddings").mock(side_effect=openai_embed_response)
+    mock.post(OPENAI_CHAT_URL).respond(json=openai_chat_body("the answer"))
+    client = OpenAI().with_cache(ResponseCache())
+    first = client.embed(["a"])  # a miss: the caller's own copy
+    first[0][0] = 999.0  # normalised in place, say
+    first.append([1.0])
+    first.raw.clear()
+    again = client.embed(["a"])
+    assert list(again) == [fake_vector("a")] and len(again.raw) == 1
+    chat = client.chat("hi")
+    chat.raw.choices[0].message.content = "changed"
+    hit, other = client.chat("hi"), client.chat("hi")
+    assert hit.cached and hit.raw.choices[0].message.content == "the answer"
+    hit.raw.choices[0].message.content = "changed too"
+    assert other.raw.choices[0].message.content == "the answer"
 
 
 def test_the_cache_is_bounded_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -495,6 +528,20 @@ def test_auto_order_from_the_argument_or_the_environment(
 def test_auto_counts_settings_given_as_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     client = get_llm(order=["anthropic", "openai"], api_key="given")
     assert isinstance(client, Anthropic) and client.config.reveal("api_key") == "given"
+
+
+def test_auto_async_passes_over_a_connector_without_an_async_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connectors.openai import AsyncOpenAI as GeneratedAsyncOpenAI
+
+    monkeypatch.setenv("HUGGINGFACE_DEVICE", "cpu")  # local embeddings: configured, sync only
+    monkeypatch.setenv("OPENAI_API_KEY", "oa-key")
+    order = ["huggingface", "openai"]
+    assert isinstance(get_llm(order=order, asynchronous=True), GeneratedAsyncOpenAI)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(errors.ConfigError, match=r"huggingface \(no async client\)"):
+        get_llm(order=order, asynchronous=True)
 
 
 @pytest.mark.usefixtures("providers")

@@ -824,6 +824,26 @@ def test_anthropic_takes_the_system_prompt_as_a_field(mock: respx.MockRouter) ->
     assert result.cost == pytest.approx((2095 * 3.0 + 503 * 15.0) / 1_000_000)
 
 
+def test_system_messages_of_text_parts_are_lifted_too(mock: respx.MockRouter) -> None:
+    route = mock.post(f"{ANTHROPIC_URL}/v1/messages").respond(json=anthropic_message())
+    parts = [{"type": "text", "text": "You are terse. "}, {"type": "text", "text": "Be kind."}]
+    image = [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    Anthropic().chat(
+        [
+            {"role": "system", "content": parts},
+            {"role": "user", "content": "Hello"},
+            {"role": "system", "content": image},  # not text: left for the provider to judge
+        ],
+        max_tokens=16,
+    )
+    sent = body_of(route)
+    assert sent["system"] == "You are terse. Be kind."
+    assert sent["messages"] == [
+        {"role": "user", "content": "Hello"},
+        {"role": "system", "content": image},
+    ]
+
+
 def test_cohere_chat_without_a_model_in_the_response(mock: respx.MockRouter) -> None:
     route = mock.post(f"{COHERE_URL}/v2/chat").respond(json=cohere_chat_body())
     result = Cohere().generate("What is an LLM?", system_prompt="Be precise")

@@ -136,7 +136,7 @@ class SentenceTransformersConnector(DataConnector, EmbedTransform):
             provider=self.provider,
         )
         if cache is not None:
-            cache.put(key, result)
+            cache.put(key, cached_copy(result, started))
         self._trace(listed, result, result.latency)
         self.metrics.records_read += len(listed)
         self.metrics.batches += 1
