@@ -224,6 +224,10 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
                 else {},
                 "prices_as_of": pricing.as_of.isoformat() if pricing else None,
                 "prices_source": pricing.source if pricing else None,
+                # The price of every model not in priced_models (None: such a model costs None).
+                "default_price": {"input": pricing.default.input, "output": pricing.default.output}
+                if pricing and pricing.default
+                else None,
                 "spec": str(item.path),
             }
         )
@@ -241,12 +245,17 @@ def list_(paths: tuple[str, ...], as_json: bool) -> None:
         pad = " " * (width + 2)
         if r["operations"]:
             click.echo(f"{pad}{', '.join(r['operations'])}")
-        if r["priced_models"]:
-            prices = ", ".join(
+        if r["prices_as_of"] is not None:
+            prices = [
                 f"{m} ${p['input']:g}/${p['output']:g}" for m, p in r["priced_models"].items()
-            )
+            ]
+            if r["default_price"] is not None:
+                other = "any other model" if prices else "every model"
+                d = r["default_price"]
+                prices.append(f"{other} ${d['input']:g}/${d['output']:g}")
             click.echo(
-                f"{pad}priced (USD per 1M tokens in/out, as of {r['prices_as_of']}): {prices}"
+                f"{pad}priced (USD per 1M tokens in/out, as of {r['prices_as_of']}, "
+                f"from {r['prices_source']}): {', '.join(prices)}"
             )
 
 

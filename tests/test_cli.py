@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from builder.cli import main
@@ -450,6 +451,7 @@ def test_list_json(tmp_path: Path) -> None:
         "priced_models": {},
         "prices_as_of": None,
         "prices_source": None,
+        "default_price": None,
         "spec": str(minimal),
     }
     assert rows["rich"]["operations"] == [
@@ -470,8 +472,42 @@ def test_list_shows_priced_models() -> None:
     assert row["roles"] == ["llm"]
     assert row["priced_models"]["gpt-4o-mini"] == {"input": 0.15, "output": 0.6}
     assert row["prices_as_of"] == "2025-08-07" and row["prices_source"].startswith("https://")
+    assert row["default_price"] is None  # a model not listed costs None
     text = cli("list", str(ROOT / "specs" / "openai.yaml")).stdout
     assert "gpt-4o-mini $0.15/$0.6" in text and "as of 2025-08-07" in text
+    assert f"from {row['prices_source']}" in text
+    assert "other model" not in text and "every model" not in text
+
+
+def test_list_shows_the_default_price(tmp_path: Path) -> None:
+    """A spec priced by `default` alone prices every model: list says so, with its date
+    and source; with a table as well, the default is the price of every other model."""
+    spec = yaml.safe_load((ROOT / "specs" / "ollama.yaml").read_text("utf-8"))
+    assert spec["pricing"]["default"] == {"input": 0.0, "output": 0.0}
+    (tmp_path / "ollama.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), "utf-8")
+    del spec["pricing"]["models"]
+    only = tmp_path / "default_only"
+    only.mkdir()
+    (only / "ollama.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), "utf-8")
+
+    result = cli("list", "--json", only)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["priced_models"] == {}
+    assert row["default_price"] == {"input": 0.0, "output": 0.0}
+    assert row["prices_as_of"] == "2026-11-23"
+    assert row["prices_source"] == "https://github.com/ollama/ollama"
+    text = cli("list", only).stdout
+    assert (
+        "priced (USD per 1M tokens in/out, as of 2026-11-23, "
+        "from https://github.com/ollama/ollama): every model $0/$0"
+    ) in text
+
+    (row,) = json.loads(cli("list", "--json", tmp_path / "ollama.yaml").stdout)
+    assert row["priced_models"]["llama3.2"] == {"input": 0.0, "output": 0.0}
+    assert row["default_price"] == {"input": 0.0, "output": 0.0}
+    text = cli("list", tmp_path / "ollama.yaml").stdout
+    assert "llama3.2 $0/$0" in text and text.rstrip().endswith(", any other model $0/$0")
 
 
 def test_list_data_kinds_and_named_queries() -> None:

@@ -172,9 +172,17 @@ CASES = [
     case("price-changed", _set("pricing.models.chat-large.input", 4), py("price-changed", NB)),
     case(
         "price-changed",
-        _drop("pricing.models.chat-small"),  # now priced as `chat`, at another price
+        # A dated snapshot listed at its own price, then not: priced as `chat-small`.
+        _set("pricing.models.chat-small-2025-01-01", {"input": 2, "output": 6}),
         py("price-changed", NB),
         name="price-falls-back",
+        reverse=True,
+    ),
+    case(
+        "price-removed",
+        _drop("pricing.models.chat-small"),  # not a dated `chat`: cost None, not `chat`'s
+        py("price-removed", NB),
+        name="price-no-fallback-to-a-shorter-name",
     ),
     case(
         "price-added",
@@ -276,6 +284,7 @@ def test_messages_say_what_changed(tmp_path: Path) -> None:
         _all(
             _set(f"{ROLE}.chat.content", "output.0.text"),
             _drop("pricing.models.chat-small"),
+            _set("pricing.models.chat-20250101", {"input": 2, "output": 6}),
             _set("pricing.models.chat-large.output", 12),
             _drop(f"{ROLE}.default_embedding_model"),
         ),
@@ -287,8 +296,11 @@ def test_messages_say_what_changed(tmp_path: Path) -> None:
         ("llm-response-path-changed", "roles.llm.chat.content"): (
             "content 'choices.0.message.content' is now 'output.0.text'"
         ),
-        ("price-changed", "pricing"): (
-            "`chat-small`: input 1 output 3 as `chat`, was input 0.5 output 1.5 (USD per 1M tokens)"
+        ("price-removed", "pricing.models.chat-small"): (
+            "`chat-small` is no longer priced: cost None"
+        ),
+        ("price-changed", "pricing.models.chat-20250101"): (
+            "`chat-20250101`: input 2 output 6, was input 1 output 3 as `chat` (USD per 1M tokens)"
         ),
         ("price-changed", "pricing.models.chat-large"): (
             "`chat-large`: input 5 output 12, was input 5 output 15 (USD per 1M tokens)"

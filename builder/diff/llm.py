@@ -133,8 +133,8 @@ class LlmComparer:
 
 
 def compare_pricing(log: ChangeLog, old: Pricing | None, new: Pricing | None) -> None:
-    """Prices per model. A model without its own entry is priced as the longest listed
-    name it starts with (``gpt-4o-2024-08-06`` as ``gpt-4o``), as the runtime does: an
+    """Prices per model. A dated snapshot without its own entry is priced as the listed
+    name it is dated from (``gpt-4o-2024-08-06`` as ``gpt-4o``), as the runtime does: an
     entry that comes or goes is judged by the price its calls get."""
     at: SpecPath = ("pricing",)
     if old is None and new is None:
@@ -203,8 +203,8 @@ def _runtime(pricing: Pricing) -> RuntimePricing:
 
 
 def _fallback(pricing: Pricing, model: str) -> str:
-    """The listed name the runtime prices an unlisted ``model`` by: the longest one that
-    ``model`` starts with, followed by a separator (``Pricing.price``'s rule)."""
+    """The listed name the runtime prices an unlisted ``model`` by: the one it is a dated
+    snapshot of (``Pricing.price``'s rule)."""
     runtime = _runtime(pricing)
     candidates = [
         name

@@ -2,14 +2,27 @@
 
 Prices are USD per one million tokens, as providers publish them. A model that is not in
 the table costs ``None`` (unknown), never an error and never a guess.
+
+The one fallback is for a dated snapshot of a listed model: a name that is a listed name
+followed by a date stamp (``_SNAPSHOT``) is priced as that listed name. The stamps are the
+ones providers write: ``-2024-08-06`` (OpenAI), ``-20241022`` (Anthropic), ``@20241022``
+(Vertex AI), and four digits, ``-0613`` (OpenAI's month and day) or ``-2411`` (Mistral's
+year and month). Any other suffix names another model (``o3-mini``, ``o3-pro``,
+``gpt-4o-realtime-preview``, ``-latest`` aliases, Ollama's ``:8b`` tags), whose price is
+its own: unless listed, it costs the ``default`` price if there is one, else ``None``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["Pricing"]
+
+# The date stamp that ends a dated snapshot's name, with the separator before it.
+_SNAPSHOT = re.compile(r"[-@](?:20\d\d-[01]\d-[0-3]\d|20\d\d[01]\d[0-3]\d|\d{4})\Z")
+_MEMO_SIZE = 1024  # names are few; a flood of odd ones is not kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +33,27 @@ class Pricing:
     source: str
     models: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     default: tuple[float, float] | None = None  # every model not listed
-    # The listed name each dated name answered with falls back to (a search of the table).
+    # The listed name each unlisted name falls back to ("" for none), found once.
     _fallbacks: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def price(self, model: str | None) -> tuple[float, float] | None:
-        """The model's prices; a dated name (``gpt-4o-2024-08-06``) falls back to the
-        longest listed name it starts with, then to the default price, if any."""
+        """The model's prices; a dated snapshot's name (``gpt-4o-2024-08-06``) falls back to
+        the listed name it is dated from (``gpt-4o``); anything else unlisted to the default
+        price, if any, else None."""
         if not model:
             return self.default
         found = self.models.get(model)
         if found is not None:
             return found
-        best = self._fallbacks.get(model)
-        if best is None:
-            best = ""
-            for name in self.models:
-                if model.startswith(name) and len(name) > len(best) and model[len(name)] in "-:@":
-                    best = name
-            if len(self._fallbacks) < 1024:  # names are few; a flood of odd ones is not kept
-                self._fallbacks[model] = best
-        return self.models[best] if best else self.default
+        base = self._fallbacks.get(model)
+        if base is None:
+            stamp = _SNAPSHOT.search(model)
+            base = model[: stamp.start()] if stamp else ""
+            if base not in self.models:
+                base = ""
+            if len(self._fallbacks) < _MEMO_SIZE:
+                self._fallbacks[model] = base
+        return self.models[base] if base else self.default
 
     def cost(
         self, model: str | None, tokens_input: int | None, tokens_output: int | None

@@ -1373,7 +1373,7 @@ def test_role_calls_are_traced_with_usage_and_cost(mock: respx.MockRouter) -> No
     assert stream_call.output == stream.result.content
 
 
-def test_a_dated_model_is_priced_as_the_longest_listed_name_it_starts_with() -> None:
+def test_a_dated_model_is_priced_as_the_listed_name_it_is_dated_from() -> None:
     pricing = Pricing(
         as_of="2026-11-01",
         source="test",

@@ -52,8 +52,10 @@ PRICING = Pricing(
         "claude-sonnet-4-0": (3.0, 15.0),
         "claude-sonnet-4-20250514": (3.0, 15.0),
         "claude-3-7-sonnet": (3.0, 15.0),
+        "claude-3-7-sonnet-latest": (3.0, 15.0),
         "claude-haiku-4-5": (1.0, 5.0),
         "claude-3-5-haiku": (0.8, 4.0),
+        "claude-3-5-haiku-latest": (0.8, 4.0),
         "claude-3-haiku": (0.25, 1.25),
     },
 )
