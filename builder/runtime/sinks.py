@@ -87,7 +87,9 @@ class _QueuedSink:
     One thread at a time hands on, and a call's thread never waits for it: a thread that
     finds another handing on leaves its call to that one (which looks at the queue again
     before it stops). So a logging handler or span processor that makes a traced call
-    while it holds a lock of its own cannot deadlock with the thread handing on.
+    while it holds a lock of its own cannot deadlock with the thread handing on. A call's
+    thread hands on one batch at most: what other threads queued meanwhile goes to the
+    writer thread at once, so that no caller is kept for as long as the others call.
 
     A batch that fails (all of it, or some of its calls) is raised by the next ``emit``,
     so the tracer counts it towards switching the sink off (see :data:`SWITCH_OFF_AFTER`);
@@ -231,8 +233,18 @@ class _QueuedSink:
                     self._hurry.set()
                 break  # (once closed no call is queued: the few that raced it are taken)
             # What was queued meanwhile: its calls may have left it to this thread.
-            if not queue or not lock.acquire(blocking=False):
-                break  # (or another thread hands on now, and looks at the queue again)
+            if not queue:
+                break
+            if not wait and not self._closed:
+                # A call's thread hands on one batch, its share: the calls other threads
+                # queued meanwhile go to the writer thread, at once, however fast they come
+                # (the throughput is the same, one thread handing on at a time; no caller
+                # is kept for as long as the others keep calling).
+                self._start_clock()
+                self._hurry.set()
+                break
+            if not lock.acquire(blocking=False):
+                break  # (another thread hands on now, and looks at the queue again)
         if failed is None:
             return
         if deferred:

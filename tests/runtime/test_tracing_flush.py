@@ -128,6 +128,32 @@ def test_a_flush_under_steady_calls_returns_once_what_was_queued_before_it_is_wr
     assert load.refused == 0
 
 
+@pytest.mark.parametrize("interval", [1.0, None])
+def test_a_call_whose_batch_fills_hands_on_one_batch_under_steady_calls(
+    target: FilePath, interval: float | None
+) -> None:
+    # Threads queue without pause while the sink takes 20 ms a batch: the call that fills
+    # a batch hands that batch on and returns; what is queued meanwhile goes to the writer
+    # thread (before, that call's thread went on handing on as long as the calls came).
+    sink = SlowJsonlSink(target, interval=interval, batch_size=16)
+    sink.delay = 0.02
+    longest = [0.0]
+
+    def timed_emit(call: TracedCall) -> None:
+        started = time.monotonic()
+        sink.emit(call)
+        longest[0] = max(longest[0], time.monotonic() - started)
+
+    with SteadyCalls(timed_emit, threads=3) as load:
+        _sleep(1.0)
+        still_running = load.running
+    assert still_running, "the calls stopped early"
+    assert longest[0] < 0.3, f"a call was kept {longest[0]:.2f} s handing on others' calls"
+    sink.delay = 0
+    sink.close()
+    assert len(_names(target)) == load.emitted and load.refused == 0
+
+
 def test_close_under_steady_calls_returns_and_writes_what_came_before_it(
     target: FilePath,
 ) -> None:
