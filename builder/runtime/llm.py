@@ -646,9 +646,9 @@ class ResponseCache:
 
     @staticmethod
     def key(provider: str, operation: str, model: str | None, body: Any) -> str:
-        """The canonical form of a request."""
+        """The canonical form of a request (keys sorted; ``1.0`` and ``1`` one number)."""
         return json.dumps(
-            [provider, operation, model, body],
+            [provider, operation, model, _canonical(body)],
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -683,6 +683,17 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with each whole float as an int: the same JSON number, the same key."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def cached_copy(found: Any, started: float) -> Any:
@@ -1363,7 +1374,10 @@ class _Attempts:
         self.errors.append((_provider_name(client), error))
 
     def error(self) -> AllProvidersFailedError:
-        return AllProvidersFailedError(self.errors)
+        error = AllProvidersFailedError(self.errors)
+        if self.errors:  # the last provider's error, shown as the cause in a traceback
+            error.__cause__ = self.errors[-1][1]
+        return error
 
 
 def _names(client: Any) -> tuple[str, ...]:

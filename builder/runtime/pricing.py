@@ -58,9 +58,12 @@ class Pricing:
     def cost(
         self, model: str | None, tokens_input: int | None, tokens_output: int | None
     ) -> float | None:
-        """USD for these tokens, or None when the model is not priced or no tokens are known."""
+        """USD for these tokens, or None when the model is not priced, no tokens are known
+        or a count is negative."""
         if tokens_input is None and tokens_output is None:
             return None
+        if (tokens_input or 0) < 0 or (tokens_output or 0) < 0:
+            return None  # a count no service gives: no cost rather than a negative one
         prices = self.price(model)
         if prices is None:
             return None

@@ -152,6 +152,7 @@ def test_every_failure_is_listed(mock: respx.MockRouter) -> None:
     assert "openai:" in message and "boom" in message
     assert "anthropic:" in message and "refused" in message
     assert isinstance(caught.value, errors.ConnectorError)
+    assert caught.value.__cause__ is failures[-1][1]  # the last one, shown in a traceback
 
 
 def test_a_skipped_provider_is_listed_too(mock: respx.MockRouter) -> None:
@@ -377,6 +378,15 @@ def test_no_caller_changes_what_the_cache_keeps(mock: respx.MockRouter) -> None:
     assert hit.cached and hit.raw.choices[0].message.content == "the answer"
     hit.raw.choices[0].message.content = "changed too"
     assert other.raw.choices[0].message.content == "the answer"
+
+
+def test_whole_floats_and_ints_are_one_cache_key(mock: respx.MockRouter) -> None:
+    route = mock.post(OPENAI_CHAT_URL).respond(json=openai_chat_body())
+    client = OpenAI().with_cache(ResponseCache())
+    client.chat("hi", temperature=1, top_p=0.5)
+    assert client.chat("hi", temperature=1.0, top_p=0.5).cached
+    assert not client.chat("hi", temperature=1.5, top_p=0.5).cached
+    assert route.call_count == 2
 
 
 def test_the_cache_is_bounded_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:

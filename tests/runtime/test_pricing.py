@@ -151,3 +151,11 @@ def test_the_memo_of_fallbacks_stays_bounded() -> None:
         assert pricing.price("gpt-4o-mini") is None
     assert "gpt-4o-2024-08-06" not in pricing._fallbacks
     assert pricing == Pricing("2026-11-01", "test", {"gpt-4o": (2.5, 10.0)})  # memo not compared
+
+
+def test_a_negative_count_has_no_cost() -> None:
+    pricing = Pricing("2026-11-01", "test", {"m": (1.0, 2.0)})
+    assert pricing.cost("m", 1_000_000, 0) == pytest.approx(1.0)
+    assert pricing.cost("m", -5, 10) is None
+    assert pricing.cost("m", 10, -1) is None
+    assert pricing.cost("m", None, -1) is None
