@@ -705,3 +705,16 @@ def test_an_async_fallback_embeds_with_the_local_connector(
 
     vectors = asyncio.run(run())
     assert vectors.dimensions == 384 and vectors.provider == local_embedder.provider
+
+
+@pytest.mark.timeout(120)
+def test_local_embeddings_are_cached_as_copies(local_embedder: Any) -> None:
+    from builder.runtime.llm import ResponseCache
+
+    cache = ResponseCache()
+    first = local_embedder.embed(["a cat"], cache=cache)
+    kept = list(first[0])
+    first[0][0] = 999.0  # the caller's own copy
+    again = local_embedder.embed(["a cat"], cache=cache)
+    assert again.cached and not first.cached and (cache.hits, cache.misses) == (1, 1)
+    assert again[0] == kept

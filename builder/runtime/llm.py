@@ -311,7 +311,16 @@ class Embeddings(list[list[float]]):
     """One vector per text, in the order of the texts; ``raw`` holds the decoded response
     of each request made (several when the texts were split into batches)."""
 
-    __slots__ = ("model", "tokens_input", "cost", "latency", "raw", "provider", "cached")
+    __slots__ = (
+        "model",
+        "tokens_input",
+        "cost",
+        "latency",
+        "_raw",
+        "_raw_shared",
+        "provider",
+        "cached",
+    )
 
     def __init__(
         self,
@@ -330,9 +339,23 @@ class Embeddings(list[list[float]]):
         self.tokens_input = tokens_input
         self.cost = cost
         self.latency = latency
-        self.raw: list[Any] = raw if raw is not None else []
+        self._raw: list[Any] = raw if raw is not None else []
+        # The responses are a cache's too: copied when first read (a hit of many vectors
+        # costs no copy of them all again unless its raw is read).
+        self._raw_shared = False
         self.provider = provider
         self.cached = cached
+
+    @property
+    def raw(self) -> list[Any]:
+        if self._raw_shared:
+            self._raw = copy.deepcopy(self._raw)
+            self._raw_shared = False
+        return self._raw
+
+    @raw.setter
+    def raw(self, value: list[Any]) -> None:
+        self._raw, self._raw_shared = value, False
 
     @property
     def dimensions(self) -> int | None:
@@ -697,22 +720,33 @@ def _canonical(value: Any) -> Any:
 
 
 def cached_copy(found: Any, started: float) -> Any:
-    """A result as the cache keeps it and as each hit returns it: a copy (vectors and raw
-    responses too), marked cached, costing 0. The cache keeps a copy of what the first call
-    returned, and each hit is a copy of that, so that no caller's changes reach another's."""
+    """A result as the cache keeps it and as each hit returns it: a copy, marked cached,
+    costing 0, so that no caller's changes reach another's (see :func:`kept_in_cache`). The raw
+    responses of embeddings (every vector again) are copied when first read."""
     latency = time.perf_counter() - started
     if isinstance(found, Embeddings):
-        return Embeddings(
+        copied = Embeddings(
             [list(v) for v in found],
             model=found.model,
             tokens_input=found.tokens_input,
             cost=0.0,
             latency=latency,
-            raw=copy.deepcopy(found.raw),
+            raw=found._raw,
             provider=found.provider,
             cached=True,
         )
+        copied._raw_shared = True
+        return copied
     return replace(found, cost=0.0, latency=latency, cached=True, raw=copy.deepcopy(found.raw))
+
+
+def kept_in_cache(cache: ResponseCache, key: str, result: R, started: float) -> R:
+    """Put a copy of ``result`` in the cache and return ``result``, whose embeddings'
+    raw responses, now the cache's too, the caller gets a copy of when it reads them."""
+    cache.put(key, cached_copy(result, started))
+    if isinstance(result, Embeddings):
+        result._raw_shared = True
+    return result
 
 
 # -- plans: the role's logic, written once for the sync and async mixins ------------------------
@@ -760,7 +794,7 @@ def _chat_plan(
     raw = yield m.operation, body
     result = _chat_result(m, raw, requested, role.provider, pricing, time.perf_counter() - started)
     if cache is not None:
-        cache.put(key, cached_copy(result, started))
+        return kept_in_cache(cache, key, result, started)
     return result
 
 
@@ -825,7 +859,7 @@ def _embed_plan(
         provider=role.provider,
     )
     if cache is not None:
-        cache.put(key, cached_copy(result, started))
+        return kept_in_cache(cache, key, result, started)
     return result
 
 
@@ -1430,7 +1464,10 @@ async def _awaited(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         return await method(*args, **kwargs)
     import asyncio
 
-    return await asyncio.to_thread(method, *args, **kwargs)
+    result = await asyncio.to_thread(method, *args, **kwargs)
+    if inspect.isawaitable(result):  # a plain function that returns a coroutine (a wrapper)
+        return await result
+    return result
 
 
 def _cached(cache: ResponseCache | None) -> dict[str, Any]:
@@ -1916,8 +1953,10 @@ def get_llm(
         if ready:
             try:
                 cls = _client_class(module, name, asynchronous)
-            except ConfigError:  # configured, but no client of this kind (local embeddings)
-                looked.append(f"{name} (no async client)")
+            except ConfigError:
+                if not asynchronous:
+                    raise  # not an LLM connector: the order names it by mistake
+                looked.append(f"{name} (no async client)")  # local embeddings
                 continue
             return cls(**settings)
         looked.append(f"{name} ({wanted})")

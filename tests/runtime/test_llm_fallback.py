@@ -372,6 +372,8 @@ def test_no_caller_changes_what_the_cache_keeps(mock: respx.MockRouter) -> None:
     first.raw.clear()
     again = client.embed(["a"])
     assert list(again) == [fake_vector("a")] and len(again.raw) == 1
+    again.raw[0].data.clear()  # a hit's raw responses are its own copy too
+    assert len(client.embed(["a"]).raw[0].data) == 1
     chat = client.chat("hi")
     chat.raw.choices[0].message.content = "changed"
     hit, other = client.chat("hi"), client.chat("hi")
@@ -387,6 +389,19 @@ def test_whole_floats_and_ints_are_one_cache_key(mock: respx.MockRouter) -> None
     assert client.chat("hi", temperature=1.0, top_p=0.5).cached
     assert not client.chat("hi", temperature=1.5, top_p=0.5).cached
     assert route.call_count == 2
+
+
+def test_an_async_fallback_awaits_what_a_wrapped_provider_method_returns() -> None:
+    class Wrapped:  # a provider whose chat is a plain function returning a coroutine
+        provider = "wrapped"
+
+        def chat(self, messages: Any, **options: Any) -> Any:
+            async def answer() -> str:
+                return f"answer to {messages}"
+
+            return answer()
+
+    assert asyncio.run(AsyncFallback([Wrapped()]).chat("hi")) == "answer to hi"
 
 
 def test_the_cache_is_bounded_and_expires(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -538,6 +553,12 @@ def test_auto_order_from_the_argument_or_the_environment(
 def test_auto_counts_settings_given_as_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     client = get_llm(order=["anthropic", "openai"], api_key="given")
     assert isinstance(client, Anthropic) and client.config.reveal("api_key") == "given"
+
+
+def test_auto_names_a_connector_without_an_llm_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-token")  # configured, but not an LLM connector
+    with pytest.raises(errors.ConfigError, match="connectors.github has no LLM client"):
+        get_llm(order=["github", "openai"])
 
 
 def test_auto_async_passes_over_a_connector_without_an_async_client(

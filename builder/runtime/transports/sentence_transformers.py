@@ -21,6 +21,7 @@ from builder.runtime.llm import (
     ResponseCache,
     as_texts,
     cached_copy,
+    kept_in_cache,
 )
 from builder.runtime.transports.base import DataConnector
 
@@ -136,7 +137,7 @@ class SentenceTransformersConnector(DataConnector, EmbedTransform):
             provider=self.provider,
         )
         if cache is not None:
-            cache.put(key, cached_copy(result, started))
+            kept_in_cache(cache, key, result, started)
         self._trace(listed, result, result.latency)
         self.metrics.records_read += len(listed)
         self.metrics.batches += 1
