@@ -78,12 +78,11 @@ def test_a_name_that_only_starts_with_a_listed_name_costs_none(model: str) -> No
 
 
 @pytest.mark.parametrize(
-    "model",
-    ["o3-pro", "o3-mini", "o3-deep-research", "o4-mini-deep-research", "gpt-4o-realtime-preview"],
+    "model", ["o3-deep-research", "o4-mini-deep-research", "gpt-4o-realtime-preview"]
 )
 def test_other_openai_models_named_like_a_listed_one_cost_none(model: str) -> None:
-    """The reviewer's names: each is its own model at its own price, not o3, o4-mini or
-    gpt-4o, whose names they start with; the openai spec does not list them."""
+    """Each is its own model at its own price, not o3, o4-mini or gpt-4o, whose names they
+    start with; the openai spec does not list them."""
     pricing = spec_pricing("openai")
     assert pricing.default is None and model not in pricing.models
     assert pricing.price(model) is None
@@ -102,7 +101,11 @@ def test_openai_dated_snapshots_are_priced_as_their_models() -> None:
         ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
     ]:
         assert pricing.price(model) == pricing.models[listed], model
-    assert pricing.price("o3-mini-2025-01-31") is None  # dated, but of an unlisted model
+    assert pricing.price("o3-mini-2025-01-31") == (1.10, 4.40)  # o3-mini's, not o3's
+    assert pricing.price("o3-pro-2025-06-10") == (20.0, 80.0)
+    assert pricing.price("gpt-4o-2024-05-13") == (5.0, 15.0)  # listed: not gpt-4o's price
+    assert pricing.price("gpt-5-chat-latest") == (1.25, 10.0)
+    assert pricing.price("o4-mini-deep-research-2025-06-26") is None  # of an unlisted model
 
 
 def test_anthropic_aliases_and_dated_ids_are_priced() -> None:
