@@ -86,10 +86,11 @@ class _QueuedSink:
 
     One thread at a time hands on, and a call's thread never waits for it: a thread that
     finds another handing on leaves its call to that one (which looks at the queue again
-    before it stops). So a logging handler or span processor that makes a traced call
-    while it holds a lock of its own cannot deadlock with the thread handing on. A call's
-    thread hands on one batch at most: what other threads queued meanwhile goes to the
-    writer thread at once, so that no caller is kept for as long as the others call.
+    before it stops, and takes what it finds or hurries the writer thread to it). So a
+    logging handler or span processor that makes a traced call while it holds a lock of
+    its own cannot deadlock with the thread handing on. A call's thread hands on one batch
+    at most: what other threads queued meanwhile goes to the writer thread at once, so
+    that no caller is kept for as long as the others call.
 
     A batch that fails (all of it, or some of its calls) is raised by the next ``emit``,
     so the tracer counts it towards switching the sink off (see :data:`SWITCH_OFF_AFTER`);
@@ -195,6 +196,11 @@ class _QueuedSink:
                 _register_exit()  # after what was set up before the first call
         self._wake.set()
 
+    def _hurry_writer(self) -> None:
+        """Have the writer thread hand on what is queued, now (started if need be)."""
+        self._start_clock()
+        self._hurry.set()
+
     def _hand_on_queued(
         self, *, wait: bool, deferred: bool = False, until: _FlushMark | None = None
     ) -> None:
@@ -229,8 +235,7 @@ class _QueuedSink:
                 lock.release()
             if until is not None and until.is_set() and not self._closed:
                 if queue:  # calls left to this thread meanwhile: the writer's now, at once
-                    self._start_clock()
-                    self._hurry.set()
+                    self._hurry_writer()
                 break  # (once closed no call is queued: the few that raced it are taken)
             # What was queued meanwhile: its calls may have left it to this thread.
             if not queue:
@@ -240,8 +245,7 @@ class _QueuedSink:
                 # queued meanwhile go to the writer thread, at once, however fast they come
                 # (the throughput is the same, one thread handing on at a time; no caller
                 # is kept for as long as the others keep calling).
-                self._start_clock()
-                self._hurry.set()
+                self._hurry_writer()
                 break
             if not lock.acquire(blocking=False):
                 break  # (another thread hands on now, and looks at the queue again)
@@ -762,8 +766,7 @@ class OpenTelemetrySink(_QueuedSink):
                     pass
             if marks:
                 self._met(marks)
-        self._start_clock()
-        self._hurry.set()
+        self._hurry_writer()
 
     def _entry(self, call: TracedCall) -> tuple[TracedCall, Any]:
         return call, self._current_context()
