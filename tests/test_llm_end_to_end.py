@@ -329,6 +329,35 @@ def test_stream(server: str, name: str) -> None:
     assert result.finish_reason == _finish(provider, "end")
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_streams_read_to_their_end_reuse_one_connection(server: str, name: str) -> None:
+    # A stream that ends at its end marker ([DONE]) must still read the body's own end,
+    # else its connection is closed and every stream opens (and handshakes) a new one.
+    with make(name, server) as client:
+        for _ in range(3):
+            with client.stream(PROMPT) as stream:
+                assert list(stream) == REPLY_PIECES
+        client.generate(PROMPT)
+    seen = httpx.get(f"{server}/_requests", timeout=5).json()
+    assert len(seen) == 4
+    assert len({r["client_port"] for r in seen}) == 1, seen
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_async_streams_reuse_one_connection(server: str, name: str) -> None:
+    async def run() -> None:
+        async with make(name, server, asynchronous=True) as client:
+            for _ in range(3):
+                async with client.stream(PROMPT) as stream:
+                    assert [piece async for piece in stream] == REPLY_PIECES
+            await client.generate(PROMPT)
+
+    asyncio.run(run())
+    seen = httpx.get(f"{server}/_requests", timeout=5).json()
+    assert len(seen) == 4
+    assert len({r["client_port"] for r in seen}) == 1, seen
+
+
 def test_anthropic_stream_events_as_typed_chunks(server: str) -> None:
     """The direct streaming method: named events in Anthropic's order, pings dropped."""
     with make("anthropic", server) as client:

@@ -805,6 +805,38 @@ class _StreamDecoding:
             self.trace.stop(exc)
 
 
+# What a stream's body may still hold after its end marker and be read, not dropped: the
+# rest is normally the body's own end (HTTP/1.1's last chunk), and a response closed before
+# its end closes its connection, so that the next request opens (and handshakes) a new one.
+_DRAIN_LIMIT = 64 * 1024
+
+
+def _drain(lines: Iterator[str]) -> None:
+    """Read the body to its end after the end marker, so its connection goes back to the
+    pool; a server that sends more than ``_DRAIN_LIMIT`` after it, or fails, has its
+    connection closed instead (the stream itself has ended well)."""
+    size = 0
+    try:
+        for line in lines:
+            size += len(line) + 1
+            if size > _DRAIN_LIMIT:
+                return
+    except httpx.HTTPError:
+        return
+
+
+async def _async_drain(lines: AsyncIterator[str]) -> None:
+    """:func:`_drain` for an async body."""
+    size = 0
+    try:
+        async for line in lines:
+            size += len(line) + 1
+            if size > _DRAIN_LIMIT:
+                return
+    except httpx.HTTPError:
+        return
+
+
 class Stream(Generic[T]):
     """Typed chunks of a streamed response; closes the connection when done or closed."""
 
@@ -821,12 +853,14 @@ class Stream(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         decoding = self._decoding
         try:
-            for line in self.response.iter_lines():
+            lines = self.response.iter_lines()
+            for line in lines:
                 stop, chunk = decoding.line(line)
                 if chunk is not None:
                     yield chunk
                 if stop:
                     decoding.stop(None)
+                    _drain(lines)
                     return
             decoding.end()
             decoding.stop(None)
@@ -872,12 +906,14 @@ class AsyncStream(Generic[T]):
     async def __aiter__(self) -> AsyncIterator[T]:
         decoding = self._decoding
         try:
-            async for line in self.response.aiter_lines():
+            lines = self.response.aiter_lines()
+            async for line in lines:
                 stop, chunk = decoding.line(line)
                 if chunk is not None:
                     yield chunk
                 if stop:
                     decoding.stop(None)
+                    await _async_drain(lines)
                     return
             decoding.end()
             decoding.stop(None)

@@ -155,8 +155,27 @@ def test_sse_stream_yields_typed_chunks_and_stops_at_done() -> None:
         stream = client._stream(sse_op(), body={"prompt": "hi"})
         chunks = list(stream)
     assert chunks == [Delta(text="Hel"), Delta(text="lo")]
-    assert body.sent == 3  # nothing read after the end marker
+    # What follows the end marker is read (so the connection can be reused), not decoded.
+    assert body.sent == 4
     assert stream.response.is_closed
+    assert body.closed
+
+
+def test_what_follows_the_end_marker_is_read_up_to_a_limit() -> None:
+    flood = [b": " + b"x" * 1022 + b"\n"] * 200  # 200 KiB of comments after [DONE]
+    body = Body([*sse('{"text": "a"}', "[DONE]"), *flood])
+    with Demo(transport=serve(body)) as client:
+        stream = client._stream(sse_op(), body={})
+        assert list(stream) == [Delta(text="a")]
+    assert 2 + 64 <= body.sent <= 2 + 66  # 64 KiB read, then the connection is closed
+    assert body.closed
+
+
+def test_a_break_after_the_end_marker_does_not_fail_the_stream() -> None:
+    body = Body(sse('{"text": "a"}', "[DONE]"), error=httpx.ReadError("reset"))
+    with Demo(transport=serve(body)) as client:
+        stream = client._stream(sse_op(), body={})
+        assert list(stream) == [Delta(text="a")]
     assert body.closed
 
 
@@ -314,8 +333,23 @@ def test_async_sse_stream() -> None:
             return chunks
 
     assert asyncio.run(main()) == [Delta(text="a"), Delta(text="b")]
-    assert body.sent == 3
+    assert body.sent == 4  # read to its end after the marker, as the sync stream is
     assert body.closed
+
+
+def test_async_drain_after_the_end_marker_is_bounded_and_never_fails() -> None:
+    flood = [b": " + b"x" * 1022 + b"\n"] * 200
+
+    async def collect(body: Body) -> list[Delta]:
+        async with AsyncDemo(transport=serve(body)) as client:
+            return [chunk async for chunk in await client._stream(sse_op())]
+
+    flooded = Body([*sse('{"text": "a"}', "[DONE]"), *flood])
+    assert asyncio.run(collect(flooded)) == [Delta(text="a")]
+    assert 2 + 64 <= flooded.sent <= 2 + 66
+    broken = Body(sse('{"text": "a"}', "[DONE]"), error=httpx.ReadError("reset"))
+    assert asyncio.run(collect(broken)) == [Delta(text="a")]
+    assert broken.closed
 
 
 def test_async_stream_errors() -> None:

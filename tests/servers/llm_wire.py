@@ -30,8 +30,8 @@ seeded by the text (and, for Cohere, the input type), of the model's documented 
 Faults: ``/fail/<status>/<prefix>/...`` answers any request with that status and the
 provider's error body (429, 503 and 529 with ``Retry-After: 0``);
 ``/midstream/anthropic/v1/messages`` starts a stream and then sends Anthropic's ``error``
-event. ``GET /_requests`` lists the requests received (provider, path, headers, body),
-``GET /_stats`` the number of hits per path, ``POST /_reset`` clears both.
+event. ``GET /_requests`` lists the requests received (provider, path, headers, body, the
+client's port), ``GET /_stats`` the number of hits per path, ``POST /_reset`` clears both.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ async def _record(request: Request, provider: str) -> Any:
             "query": dict(request.query_params),
             "headers": dict(request.headers),
             "body": body,
+            # The client's port: one port, one connection (kept alive between requests).
+            "client_port": request.client.port if request.client else None,
         }
     )
     del recorded[:-_MAX_RECORDED]
