@@ -81,17 +81,15 @@ the end, in one warm loop, was measured and is no cheaper in situ: keeping ~20 d
 chunks alive costs about what the cold per-chunk reading did (their memory is no longer
 reused hot by the next chunk, and the collector walks them).
 
-Until the OpenAI spec maps usage and prices (issue #5), the script gives the operations the
-``UsageMap`` and the service the ``Pricing`` that the LLM contract specifies, so the
-measured tracer reads tokens and computes cost as it will in production.
+The generated OpenAI connector's spec maps each operation's usage (model, tokens, finish
+reason, streamed text) and prices its models, so the measured tracer reads tokens and
+computes cost as in production.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import inspect
 import json
 import logging
 import statistics
@@ -110,7 +108,6 @@ if __package__ in (None, ""):  # run as a script: make ``tests.benchmarks`` impo
 import connectors.openai.client as openai_client  # noqa: E402
 from builder.runtime import tracing  # noqa: E402
 from builder.runtime.operation import Operation  # noqa: E402
-from builder.runtime.pricing import Pricing  # noqa: E402
 from builder.runtime.sinks import _log_line  # noqa: E402
 from builder.runtime.tracing import (  # noqa: E402
     JsonlSink,
@@ -118,7 +115,6 @@ from builder.runtime.tracing import (  # noqa: E402
     MemorySink,
     OpenTelemetrySink,
     Tracer,
-    UsageMap,
 )
 from connectors.openai import AsyncOpenAI, OpenAI  # noqa: E402
 from tests.benchmarks._common import parser, summary, table, verdict, write_json  # noqa: E402
@@ -152,30 +148,9 @@ VARIANTS = (
 )
 REWARM = 1  # an untimed call before each timed round (uvicorn drops idle connections)
 
-CHAT_USAGE = UsageMap(
-    model="model",
-    tokens_input="usage.prompt_tokens",
-    tokens_output="usage.completion_tokens",
-    finish_reason="choices.0.finish_reason",
-    request_model="model",
-)
-STREAM_USAGE = UsageMap(
-    model="model",
-    tokens_input="usage.prompt_tokens",
-    tokens_output="usage.completion_tokens",
-    finish_reason="choices.0.finish_reason",
-    text="choices.0.delta.content",
-    request_model="model",
-)
-PRICING = Pricing(
-    as_of="2026-01-01",
-    source="https://example.invalid/prices",
-    models={MODEL: (0.15, 0.6), "gpt-4o-mini": (0.15, 0.6), "gpt-4o": (2.5, 10.0)},
-)
-
 
 # --------------------------------------------------------------------------------------- #
-# The connector, as the LLM contract will generate it
+# The connector
 # --------------------------------------------------------------------------------------- #
 
 
@@ -185,40 +160,21 @@ def _operations() -> dict[str, Operation[Any]]:
     }
 
 
-def prepare_connector() -> list[str]:
-    """Give the generated operations and service their usage maps and prices where the
-    generated code has none yet; returns what was added (printed with the results)."""
-    added = []
+def _check_connector() -> None:
+    """The generated connector reads usage and prices its models (else there is nothing
+    for tracing to read, and the figures would flatter it)."""
     ops = _operations()
-    for name, usage in (
-        ("create_chat_completion", CHAT_USAGE),
-        ("stream_chat_completion", STREAM_USAGE),
-    ):
+    for name in ("create_chat_completion", "stream_chat_completion"):
         if ops[name].usage is None:
-            ops[name].usage = usage
-            added.append(f"UsageMap on {name}")
-    return added
-
-
-def _service_with_pricing() -> Any:
+            raise SystemExit(f"connectors.openai: {name} maps no usage; regenerate it")
     service = openai_client.SERVICE
-    if service.pricing is None or service.provider is None:
-        service = dataclasses.replace(
-            service, provider=service.provider or "openai", pricing=service.pricing or PRICING
-        )
-    return service
+    if service.pricing is None or service.pricing.price(MODEL) is None:
+        raise SystemExit(f"connectors.openai: {MODEL} is not priced; regenerate it")
 
 
 def make_client(cls: type[Any], v1: str, tracer: Tracer | None) -> Any:
-    """A client of ``cls`` with ``tracer``: through the constructor when the generated
-    ``__init__`` takes it, else set on the instance (same effect)."""
-    service = _service_with_pricing()
-    traced_cls = type(cls.__name__, (cls,), {"_service": service})
-    if "tracer" in inspect.signature(cls.__init__).parameters:
-        return traced_cls(api_key=API_KEY, base_url=v1, tracer=tracer)
-    client = traced_cls(api_key=API_KEY, base_url=v1)
-    client._tracer = tracer
-    return client
+    """A client of ``cls`` with ``tracer``."""
+    return cls(api_key=API_KEY, base_url=v1, tracer=tracer)
 
 
 def tracers(directory: Path) -> dict[str, Tracer | None]:
@@ -860,15 +816,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (5 if args.quick else 60)
     chunks = max(args.chunks, 2)
 
-    added = prepare_connector()
+    _check_connector()
     started = time.perf_counter()
     print(
         f"tracing cost: {rounds} rounds x {calls} calls per variant after {warmup} warm-up "
         f"calls; streams of {chunks} text chunks",
         flush=True,
     )
-    if added:
-        print("  (the generated spec has no usage map yet; added: " + ", ".join(added) + ")")
     with tempfile.TemporaryDirectory(prefix="tracing-cost-") as tmp, run_server() as base_url:
         v1 = base_url + "/v1"
         rows = sync_rows(v1, Path(tmp), calls, warmup, rounds, chunks)
@@ -930,7 +884,6 @@ def main(argv: list[str] | None = None) -> int:
             "chunks": chunks,
             "quick": args.quick,
             "clock": "time.process_time (client process only)",
-            "added_to_connector": added,
         },
         {
             "rows": results,
