@@ -16,11 +16,18 @@ One local OpenAI-style server (``tests/servers/fake_services.py``, another proce
 Reported: median chunks per second (wall) and client CPU µs per chunk
 (``time.process_time``), with ratios to raw httpx. No target: the issue asks for the
 comparison (raw httpx picks the text out of plain dicts; the others validate each chunk).
+
+A second table does the same for short streams (``--short`` chunks, ``--streams`` a round),
+what a chat answer mostly is: client CPU µs per stream, and the TCP connections each client
+opened per 100 streams (``socket.create_connection`` counted). A client that closes its
+response at the end marker without reading the body's end loses its connection, and
+opens (against a real service: handshakes) a new one for every stream.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -127,42 +134,83 @@ def _official(base: str, chunks: int) -> Callable[[], int] | None:
     return run
 
 
+def _clients(base: str, chunks: int) -> dict[str, Callable[[], int]]:
+    clients: dict[str, Callable[[], int]] = {
+        "raw httpx": _raw(base, chunks),
+        "generated": _generated(base, chunks),
+        "LLM role": _role(base, chunks, traced=False),
+        "LLM role traced": _role(base, chunks, traced=True),
+    }
+    official = _official(base, chunks)
+    if official is not None:
+        clients["official SDK"] = official
+    for run in clients.values():  # warm up: connections, validators, imports
+        got = run()
+        if got != chunks:
+            raise SystemExit(f"expected {chunks} text chunks, got {got}")
+    return clients
+
+
+class _Connections:
+    """Counts the TCP connections opened (httpcore's sync backend opens them with
+    ``socket.create_connection``)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self._create = socket.create_connection
+
+    def __enter__(self) -> _Connections:
+        def counted(*args: Any, **kwargs: Any) -> socket.socket:
+            self.opened += 1
+            return self._create(*args, **kwargs)
+
+        socket.create_connection = counted  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        socket.create_connection = self._create
+
+
+def _measure(
+    clients: dict[str, Callable[[], int]], rounds: int, streams: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
+    """Per client: chunks/s (wall) and CPU µs per round's stream, and connections opened;
+    the clients take turns, the order reversed every round."""
+    wall: dict[str, list[float]] = {name: [] for name in clients}
+    cpu: dict[str, list[float]] = {name: [] for name in clients}
+    opened = dict.fromkeys(clients, 0)
+    order = list(clients)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else reversed(order):
+            run = clients[name]
+            with _Connections() as connections:
+                c0, w0 = time.process_time(), time.perf_counter()
+                count = sum(run() for _ in range(streams))
+                c1, w1 = time.process_time(), time.perf_counter()
+            opened[name] += connections.opened
+            wall[name].append(count / (w1 - w0))
+            cpu[name].append((c1 - c0) * 1e6 / (count if streams == 1 else streams))
+    return wall, cpu, opened
+
+
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--chunks", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--short", type=int, default=20, help="chunks of a short stream (20)")
+    p.add_argument("--streams", type=int, default=100, help="short streams a round (100)")
     args = p.parse_args()
     chunks = 200 if args.quick else args.chunks
     rounds = 2 if args.quick else args.rounds
+    streams = 10 if args.quick else args.streams
     with run_server() as base:
-        clients: dict[str, Callable[[], int]] = {
-            "raw httpx": _raw(base, chunks),
-            "generated": _generated(base, chunks),
-            "LLM role": _role(base, chunks, traced=False),
-            "LLM role traced": _role(base, chunks, traced=True),
-        }
-        official = _official(base, chunks)
-        if official is not None:
-            clients["official SDK"] = official
-        for run in clients.values():  # warm up: connections, validators, imports
-            got = run()
-            if got != chunks:
-                raise SystemExit(f"expected {chunks} text chunks, got {got}")
-        wall: dict[str, list[float]] = {name: [] for name in clients}
-        cpu: dict[str, list[float]] = {name: [] for name in clients}
-        order = list(clients)
-        for round_ in range(rounds):
-            for name in order if round_ % 2 == 0 else reversed(order):
-                run = clients[name]
-                c0, w0 = time.process_time(), time.perf_counter()
-                count = run()
-                c1, w1 = time.process_time(), time.perf_counter()
-                wall[name].append(count / (w1 - w0))
-                cpu[name].append((c1 - c0) / count * 1e6)
+        wall, cpu, _ = _measure(_clients(base, chunks), rounds, 1)
+        short_wall, short_cpu, opened = _measure(_clients(base, args.short), rounds, streams)
     base_cpu = summary(cpu["raw httpx"])["median"]
-    rows = []
-    results: dict[str, Any] = {"chunks": chunks, "rounds": rounds, "clients": {}}
-    for name in clients:
+    base_short = summary(short_cpu["raw httpx"])["median"]
+    rows, short_rows = [], []
+    results: dict[str, Any] = {"chunks": chunks, "rounds": rounds, "clients": {}, "short": {}}
+    for name in cpu:
         rate, per_chunk = summary(wall[name]), summary(cpu[name])
         ratio = per_chunk["median"] / base_cpu
         rows.append([name, f"{rate['median']:.0f}", f"{per_chunk['median']:.1f}", f"{ratio:.2f}x"])
@@ -171,6 +219,17 @@ def main() -> int:
             "cpu_us_per_chunk": per_chunk,
             "ratio": ratio,
         }
+        per_stream = summary(short_cpu[name])
+        short_ratio = per_stream["median"] / base_short
+        per_100 = opened[name] * 100 / (rounds * streams)
+        short_rows.append(
+            [name, f"{per_stream['median']:.0f}", f"{short_ratio:.2f}x", f"{per_100:.0f}"]
+        )
+        results["short"][name] = {
+            "cpu_us_per_stream": per_stream,
+            "ratio": short_ratio,
+            "connections_per_100_streams": per_100,
+        }
     print(
         table(
             ["client", "chunks/s", "CPU µs/chunk", "vs raw"],
@@ -178,8 +237,22 @@ def main() -> int:
             title=f"Streamed chat, {chunks} chunks per request, median of {rounds} rounds",
         )
     )
+    print()
+    print(
+        table(
+            ["client", "CPU µs/stream", "vs raw", "connections per 100 streams"],
+            short_rows,
+            title=f"Short streams: {args.short} chunks, {streams} streams a round, "
+            f"median of {rounds} rounds",
+        )
+    )
     if args.json:
-        write_json(args.json, "llm_stream", {"chunks": chunks, "rounds": rounds}, results)
+        write_json(
+            args.json,
+            "llm_stream",
+            {"chunks": chunks, "rounds": rounds, "short": args.short, "streams": streams},
+            results,
+        )
     return 0
 
 
