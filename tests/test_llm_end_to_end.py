@@ -343,6 +343,17 @@ def test_streams_read_to_their_end_reuse_one_connection(server: str, name: str) 
     assert len({r["client_port"] for r in seen}) == 1, seen
 
 
+def test_streams_failed_by_an_error_event_keep_their_connection(server: str) -> None:
+    # The service ends the body right after its error event: read, the connection is reused.
+    with make("anthropic", server, base_url=f"{server}/midstream/anthropic") as client:
+        for _ in range(3):
+            with pytest.raises(errors.StreamError, match="Overloaded"):
+                list(client.stream("a b"))
+    seen = httpx.get(f"{server}/_requests", timeout=5).json()
+    assert len(seen) == 3
+    assert len({r["client_port"] for r in seen}) == 1, seen
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_async_streams_reuse_one_connection(server: str, name: str) -> None:
     async def run() -> None:

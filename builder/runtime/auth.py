@@ -8,15 +8,23 @@ specs), so a template from an untrusted spec cannot reach anything but the setti
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
-from collections.abc import Callable, Generator
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import httpx
 
 from builder.runtime.config import Config
 from builder.runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "ApiKeyAuth",
@@ -193,11 +201,25 @@ class OAuth2ClientCredentials(Auth):
         return Credentials({}, {}, {}, flow)
 
 
+class _Token(NamedTuple):
+    """The cached token, replaced whole (threads read it without a lock)."""
+
+    value: str | None = None
+    expires_at: float = 0.0  # time.monotonic() after which it is renewed
+    generation: int = 0  # how many tokens were fetched: tells a waiting call it got one
+
+    def valid(self) -> bool:
+        return self.value is not None and time.monotonic() < self.expires_at
+
+
 class _ClientCredentialsFlow(httpx.Auth):
     """Adds ``Authorization: Bearer`` with a cached token; fetches a new one when it is
-    about to expire, or once when the service answers 401 (a token revoked early)."""
+    about to expire, or once when the service answers 401 (a token revoked early).
 
-    requires_response_body = True
+    Only the token endpoint's response is read here: the API response is handed back
+    unread, so a stream stays a stream and the client's size limit and deadline apply to
+    its body. One token is fetched at a time: concurrent calls wait for it and use it."""
+
     _MARGIN = 30.0  # renew this many seconds before the token expires
 
     def __init__(
@@ -207,39 +229,93 @@ class _ClientCredentialsFlow(httpx.Auth):
         self._client_id = client_id
         self._client_secret = client_secret
         self._scopes = scopes
-        self._token: str | None = None
-        self._expires_at = 0.0
+        self._token = _Token()
+        self._sync_lock = threading.Lock()
+        # An asyncio.Lock belongs to the event loop it is first used in, and a client may
+        # outlive one (asyncio.run after asyncio.run): one lock per loop, made on first use.
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._async_locks = weakref.WeakKeyDictionary()
+        self._async_locks_guard = threading.Lock()  # never held across an await
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        import time
+        raise RuntimeError("driven through sync_auth_flow and async_auth_flow only")
 
-        fresh = False
-        if self._token is None or time.monotonic() >= self._expires_at:
-            yield from self._fetch()
-            fresh = True
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        response = yield request
-        if response.status_code == 401 and not fresh:
-            yield from self._fetch()
-            request.headers["Authorization"] = f"Bearer {self._token}"
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        seen = self._token
+        if not seen.valid():
+            # Held while httpx sends the token request, on this thread; httpx closes the
+            # flow however the call ends (GeneratorExit at the yield), which releases it.
+            with self._sync_lock:
+                if self._token.generation == seen.generation:  # nobody fetched one meanwhile
+                    response = yield self._token_request()
+                    response.read()  # the token endpoint's response, and only it
+                    self._accept(response)
+        used = self._token
+        request.headers["Authorization"] = f"Bearer {used.value}"
+        response = yield request  # the API response: handed back unread
+        if response.status_code == 401 and used.generation == seen.generation:
+            with self._sync_lock:
+                if self._token.generation == used.generation:  # not renewed meanwhile
+                    token_response = yield self._token_request()
+                    token_response.read()
+                    self._accept(token_response)
+            request.headers["Authorization"] = f"Bearer {self._token.value}"
             yield request
 
-    def _fetch(self) -> Generator[httpx.Request, httpx.Response, None]:
-        import time
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        seen = self._token
+        if not seen.valid():
+            async with self._async_lock():
+                if self._token.generation == seen.generation:
+                    response = yield self._token_request()
+                    await response.aread()  # the token endpoint's response, and only it
+                    self._accept(response)
+        used = self._token
+        request.headers["Authorization"] = f"Bearer {used.value}"
+        response = yield request  # the API response: handed back unread
+        if response.status_code == 401 and used.generation == seen.generation:
+            async with self._async_lock():
+                if self._token.generation == used.generation:
+                    token_response = yield self._token_request()
+                    await token_response.aread()
+                    self._accept(token_response)
+            request.headers["Authorization"] = f"Bearer {self._token.value}"
+            yield request
 
-        from builder.runtime.errors import AuthenticationError
+    def _async_lock(self) -> AbstractAsyncContextManager[object]:
+        """The running asyncio loop's lock (none outside asyncio: trio, say)."""
+        import asyncio  # only for async clients: asyncio costs ~15 ms to import
 
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return contextlib.nullcontext()
+        with self._async_locks_guard:
+            lock = self._async_locks.get(loop)
+            if lock is None:
+                lock = self._async_locks[loop] = asyncio.Lock()
+        return lock
+
+    def _token_request(self) -> httpx.Request:
         data = {"grant_type": "client_credentials"}
         if self._scopes:
             data["scope"] = " ".join(self._scopes)
         pair = f"{self._client_id}:{self._client_secret}".encode()
-        token_request = httpx.Request(
+        return httpx.Request(
             "POST",
             self._token_url,
             data=data,
             headers={"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")},
         )
-        response = yield token_request
+
+    def _accept(self, response: httpx.Response) -> None:
+        """Keep the token from the token endpoint's (read) response, or raise."""
+        from builder.runtime.errors import AuthenticationError
+
         try:
             payload = response.json()
             token = payload["access_token"]
@@ -252,7 +328,6 @@ class _ClientCredentialsFlow(httpx.Auth):
                 method="POST",
                 url=self._token_url,
             )
-        self._token = token
         expires_in = payload.get("expires_in")
         lifetime = (
             float(expires_in)
@@ -260,4 +335,5 @@ class _ClientCredentialsFlow(httpx.Auth):
             and str(expires_in).replace(".", "", 1).isdigit()
             else 3600.0
         )
-        self._expires_at = time.monotonic() + max(0.0, lifetime - self._MARGIN)
+        expires_at = time.monotonic() + max(0.0, lifetime - self._MARGIN)
+        self._token = _Token(token, expires_at, self._token.generation + 1)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -324,6 +325,7 @@ class SyncClient(_Core):
 
     def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
         send = self._http.send
+        limit = self._service.max_response_bytes
         try:
             action, arg = next(plan)
             while True:
@@ -334,28 +336,34 @@ class SyncClient(_Core):
                         else:
                             deadline = _deadline(arg)
                             response = send(arg, stream=True)
-                            response.stream = _Deadline(
-                                response.stream, deadline, arg, self._service.max_response_bytes
-                            )
-                            response.read()
+                            try:
+                                response.stream = _Deadline(response.stream, deadline, arg, limit)
+                                response.read()
+                            except BaseException:
+                                response.close()  # its connection is not left to the collector
+                                raise
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue
-                    except BaseException:
-                        plan.close()  # cancelled or interrupted: let the plan tidy up
-                        raise
                     action, arg = plan.send(response)
                 elif action is SLEEP:
                     time.sleep(arg)
                     action, arg = plan.send(None)
                 else:  # READ: an error response of a stream, read before it is reported
+                    arg.stream = _Deadline(arg.stream, _deadline(arg.request), arg.request, limit)
                     try:
                         arg.read()
                     except httpx.HTTPError:
-                        pass
+                        arg.close()  # too large, too slow or cut: reported without its body
                     action, arg = plan.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            # Failed, cancelled or interrupted, wherever the plan was (sending, waiting,
+            # reading an error body): closed now, so that it releases what it holds (a
+            # half-open circuit's trial) at once rather than when it is collected.
+            plan.close()
+            raise
 
     def _call(
         self,
@@ -477,6 +485,7 @@ class AsyncClient(_Core):
 
     async def _run(self, plan: Plan, streamed: bool = False) -> httpx.Response:
         send = self._http.send
+        limit = self._service.max_response_bytes
         try:
             action, arg = next(plan)
             while True:
@@ -487,30 +496,36 @@ class AsyncClient(_Core):
                         else:
                             deadline = _deadline(arg)
                             response = await send(arg, stream=True)
-                            response.stream = _AsyncDeadline(
-                                response.stream, deadline, arg, self._service.max_response_bytes
-                            )
-                            await response.aread()
+                            try:
+                                response.stream = _AsyncDeadline(
+                                    response.stream, deadline, arg, limit
+                                )
+                                await response.aread()
+                            except BaseException:
+                                await response.aclose()  # not left to the collector
+                                raise
                     except httpx.HTTPError as exc:
                         action, arg = plan.throw(exc)
                         continue
-                    except BaseException:
-                        plan.close()  # cancelled or interrupted: let the plan tidy up
-                        raise
                     action, arg = plan.send(response)
                 elif action is SLEEP:
                     import asyncio  # only when waiting: asyncio costs ~15 ms to import
 
                     await asyncio.sleep(arg)
                     action, arg = plan.send(None)
-                else:
+                else:  # READ: see SyncClient._run
+                    request = arg.request
+                    arg.stream = _AsyncDeadline(arg.stream, _deadline(request), request, limit)
                     try:
                         await arg.aread()
                     except httpx.HTTPError:
-                        pass
+                        await arg.aclose()
                     action, arg = plan.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            plan.close()  # see SyncClient._run
+            raise
 
     async def _call(
         self,
@@ -689,11 +704,15 @@ class AsyncPager(_Pages["AsyncClient"], Generic[T]):
     """The async counterpart of :class:`Pager`: ``async for item in pager``."""
 
     async def __aiter__(self) -> AsyncIterator[T]:
-        async for page in self.pages():
-            for item in page:
-                yield item
+        pages = self.pages()
+        try:
+            async for page in pages:
+                for item in page:
+                    yield item
+        finally:
+            await pages.aclose()  # (a sync generator is closed when freed; this one is not)
 
-    async def pages(self) -> AsyncIterator[list[T]]:
+    async def pages(self) -> AsyncGenerator[list[T], None]:
         client, op = self._client, self._op
         walk = PageWalk(op.pagination, dict(self._query))
         while True:
@@ -742,6 +761,7 @@ class _StreamDecoding:
         self._on_chunk = trace.read_event if trace is not None else None
         self._from_json = op.stream.item.json_reader()
         self.event: str | None = None  # the SSE event name of the last chunk
+        self.error_event = False  # the stream failed with a declared error event
 
     def line(self, line: str) -> tuple[bool, Any]:
         """(stop, chunk): chunk is None when the line completes no chunk."""
@@ -755,6 +775,7 @@ class _StreamDecoding:
                 self.finished = True
                 return True, None
             if event.event in fmt.error_events:
+                self.error_event = True
                 detail = scrub(data[:500], self._client._pipeline.secrets)
                 raise self._error(f"the service sent an {event.event!r} event: {detail}")
             if fmt.events and event.event not in fmt.events:
@@ -805,35 +826,72 @@ class _StreamDecoding:
             self.trace.stop(exc)
 
 
-# What a stream's body may still hold after its end marker and be read, not dropped: the
-# rest is normally the body's own end (HTTP/1.1's last chunk), and a response closed before
-# its end closes its connection, so that the next request opens (and handshakes) a new one.
+# What a stream's body may still hold after its end marker (or an error event) and be
+# read, not dropped: the rest is normally the body's own end (HTTP/1.1's last chunk), and a
+# response closed before its end closes its connection, so that the next request opens (and
+# handshakes) a new one. Bounded in size and in time: a server that lingers after its end
+# marker costs the caller at most _DRAIN_SECONDS, then its connection.
 _DRAIN_LIMIT = 64 * 1024
+_DRAIN_SECONDS = 0.25
 
 
-def _drain(lines: Iterator[str]) -> None:
+def _drain(response: httpx.Response, lines: Iterator[str]) -> None:
     """Read the body to its end after the end marker, so its connection goes back to the
-    pool; a server that sends more than ``_DRAIN_LIMIT`` after it, or fails, has its
-    connection closed instead (the stream itself has ended well)."""
+    pool; a server that sends more than ``_DRAIN_LIMIT`` after it, takes longer than
+    ``_DRAIN_SECONDS``, or fails, has its connection closed instead (the stream itself
+    has ended well)."""
     size = 0
     try:
-        for line in lines:
-            size += len(line) + 1
-            if size > _DRAIN_LIMIT:
-                return
+        with _reads_within(response, _DRAIN_SECONDS):
+            for line in lines:
+                size += len(line) + 1
+                if size > _DRAIN_LIMIT:
+                    return
     except httpx.HTTPError:
         return
 
 
+@contextlib.contextmanager
+def _reads_within(response: httpx.Response, seconds: float) -> Iterator[None]:
+    """Within the block, each network read of ``response``'s connection waits at most
+    until ``seconds`` from now. (httpcore takes a body's read timeout once, when the body
+    starts; the network stream it reads through is in the response's extensions, and its
+    ``read(max_bytes, timeout)`` is looked up on each read.) Without one (a mock
+    transport), reads are as they are."""
+    stream = response.extensions.get("network_stream")
+    read = getattr(stream, "read", None)
+    if read is None:
+        yield
+        return
+    deadline = time.monotonic() + seconds
+
+    def bounded(max_bytes: int, timeout: float | None = None) -> bytes:
+        left = max(deadline - time.monotonic(), 0.001)
+        return read(max_bytes, left if timeout is None else min(timeout, left))  # type: ignore[no-any-return]
+
+    try:
+        stream.read = bounded  # type: ignore[union-attr]
+    except AttributeError:  # a stream class with slots: unbounded, as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        del stream.read  # type: ignore[union-attr]
+
+
 async def _async_drain(lines: AsyncIterator[str]) -> None:
     """:func:`_drain` for an async body."""
+    import asyncio
+
     size = 0
     try:
-        async for line in lines:
-            size += len(line) + 1
-            if size > _DRAIN_LIMIT:
-                return
-    except httpx.HTTPError:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for line in lines:
+                size += len(line) + 1
+                if size > _DRAIN_LIMIT:
+                    return
+    except (httpx.HTTPError, TimeoutError):
         return
 
 
@@ -852,15 +910,16 @@ class Stream(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         decoding = self._decoding
+        response = self.response
+        lines = response.iter_lines()
         try:
-            lines = self.response.iter_lines()
             for line in lines:
                 stop, chunk = decoding.line(line)
                 if chunk is not None:
                     yield chunk
                 if stop:
                     decoding.stop(None)
-                    _drain(lines)
+                    _drain(response, lines)
                     return
             decoding.end()
             decoding.stop(None)
@@ -870,13 +929,23 @@ class Stream(Generic[T]):
             raise error from None
         except BaseException as exc:  # a stream error, a cancellation, or GeneratorExit
             decoding.stop(exc)
+            if decoding.error_event:  # the service ends the body after it: keep the connection
+                _drain(response, lines)
             raise
         finally:
-            self.response.close()
+            response.close()
 
     def close(self) -> None:
         self.response.close()
         self._decoding.stop(GeneratorExit())  # closed early, unless it had ended
+
+    def __del__(self) -> None:
+        # Dropped before it was read or closed (once it is read, its generator holds it,
+        # and closes the response when done): its connection goes back to the pool now,
+        # not never.
+        response = self.__dict__.get("response")
+        if response is not None and not response.is_closed:
+            response.close()
 
     @property
     def event(self) -> str | None:
@@ -888,6 +957,17 @@ class Stream(Generic[T]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_closing: set[Any] = set()  # closes under way (an asyncio task is kept while it runs)
+
+
+def _close_soon(response: httpx.Response) -> None:
+    import asyncio
+
+    task = asyncio.ensure_future(response.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 class AsyncStream(Generic[T]):
@@ -902,11 +982,15 @@ class AsyncStream(Generic[T]):
     ) -> None:
         self.response = response
         self._decoding = _StreamDecoding(client, op, response, trace)
+        import asyncio  # (imported by every async client already: a look-up)
+
+        self._loop = asyncio.get_running_loop()  # where a stream dropped unread is closed
 
     async def __aiter__(self) -> AsyncIterator[T]:
         decoding = self._decoding
+        response = self.response
+        lines = response.aiter_lines()
         try:
-            lines = self.response.aiter_lines()
             async for line in lines:
                 stop, chunk = decoding.line(line)
                 if chunk is not None:
@@ -923,13 +1007,30 @@ class AsyncStream(Generic[T]):
             raise error from None
         except BaseException as exc:  # a stream error, a cancellation, or GeneratorExit
             decoding.stop(exc)
+            if decoding.error_event:
+                await _async_drain(lines)
             raise
         finally:
-            await self.response.aclose()
+            # httpx's line reader (a chain of async generators) closed here, not left to
+            # the event loop's clean-up of unfinished generators.
+            await lines.aclose()  # type: ignore[attr-defined]
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self.response.aclose()
         self._decoding.stop(GeneratorExit())  # closed early, unless it had ended
+
+    def __del__(self) -> None:
+        # Dropped before it was read or closed: closed on its event loop, soon (an async
+        # response cannot be closed here), so that its connection goes back to the pool.
+        response = self.__dict__.get("response")
+        loop = self.__dict__.get("_loop")
+        if response is None or response.is_closed or loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(_close_soon, response)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
 
     @property
     def event(self) -> str | None:

@@ -69,81 +69,104 @@ class Pipeline:
         policy = op.retry or self.retry
         breaker, limiter = self.breaker, self.limiter
         retries = 0
-        while True:
-            if breaker is not None:
-                wait = breaker.before_call()
-                if wait:
-                    raise errors.CircuitOpenError(
-                        f"circuit open after repeated failures; retry in {wait:.1f}s",
-                        retry_in=wait,
-                        connector=self.connector,
-                        operation=op.name,
-                    )
-            if limiter is not None:
-                wait = limiter.reserve()
-                if wait > 0:
-                    yield SLEEP, wait
-            if tally is not None:
-                tally[0] += 1
-            try:
-                response: httpx.Response = yield SEND, request
-            except httpx.TimeoutException as exc:
+        trial = False  # this call is the half-open circuit's trial, and owes it a verdict
+        try:
+            while True:
                 if breaker is not None:
-                    breaker.record_failure()
-                if policy.retry_on_timeout and retries + 1 < policy.attempts:
-                    retries += 1
-                    yield SLEEP, policy.backoff(retries)
-                    continue
-                raise self._transport_error(
-                    errors.TimeoutError, op, request, exc, retries
-                ) from None
-            except BodyTooLarge as exc:
-                # The service answered; retrying would only fetch the same body again.
-                raise self._transport_error(
-                    errors.ResponseTooLargeError, op, request, exc, retries
-                ) from None
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if breaker is not None:
-                    breaker.record_failure()
-                if policy.retry_on_connection_error and retries + 1 < policy.attempts:
-                    retries += 1
-                    yield SLEEP, policy.backoff(retries)
-                    continue
-                raise self._transport_error(
-                    errors.ConnectionFailedError, op, request, exc, retries
-                ) from None
-            except httpx.HTTPError as exc:
-                if breaker is not None:
-                    breaker.record_failure()
-                raise self._transport_error(
-                    errors.TransportError, op, request, exc, retries
-                ) from None
-            except GeneratorExit:
-                if breaker is not None:
-                    breaker.abandon_trial()
-                raise
+                    wait, trial = breaker.admit()
+                    if wait:
+                        raise errors.CircuitOpenError(
+                            f"circuit open after repeated failures; retry in {wait:.1f}s",
+                            retry_in=wait,
+                            connector=self.connector,
+                            operation=op.name,
+                        )
+                if limiter is not None:
+                    wait = limiter.reserve()
+                    if wait > 0:
+                        yield SLEEP, wait
+                if tally is not None:
+                    tally[0] += 1
+                try:
+                    response: httpx.Response = yield SEND, request
+                except httpx.PoolTimeout as exc:
+                    # No free connection in this client's own pool: the service is not at
+                    # fault (no failure counted), and a retry would queue for the same pool.
+                    raise self._transport_error(
+                        errors.TimeoutError,
+                        op,
+                        request,
+                        exc,
+                        retries,
+                        "no free connection in the client's pool within the pool timeout",
+                    ) from None
+                except httpx.TimeoutException as exc:
+                    if breaker is not None:
+                        breaker.record_failure()
+                        trial = False
+                    if policy.retry_on_timeout and retries + 1 < policy.attempts:
+                        retries += 1
+                        yield SLEEP, policy.backoff(retries)
+                        continue
+                    raise self._transport_error(
+                        errors.TimeoutError, op, request, exc, retries
+                    ) from None
+                except BodyTooLarge as exc:
+                    # The service answered (it is up); retrying would only fetch the same
+                    # body again.
+                    if breaker is not None:
+                        breaker.record_success()
+                        trial = False
+                    raise self._transport_error(
+                        errors.ResponseTooLargeError, op, request, exc, retries
+                    ) from None
+                except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                    if breaker is not None:
+                        breaker.record_failure()
+                        trial = False
+                    if policy.retry_on_connection_error and retries + 1 < policy.attempts:
+                        retries += 1
+                        yield SLEEP, policy.backoff(retries)
+                        continue
+                    raise self._transport_error(
+                        errors.ConnectionFailedError, op, request, exc, retries
+                    ) from None
+                except httpx.HTTPError as exc:
+                    if breaker is not None:
+                        breaker.record_failure()
+                        trial = False
+                    raise self._transport_error(
+                        errors.TransportError, op, request, exc, retries
+                    ) from None
 
-            status = response.status_code
-            if status < 400:
-                if breaker is not None:
-                    breaker.record_success()
-                return response
+                status = response.status_code
+                if status < 400:
+                    if breaker is not None:
+                        breaker.record_success()
+                        trial = False
+                    return response
 
-            if streamed:
-                yield READ, response
-            server_side = status >= 500 or status == 429
-            if breaker is not None:
-                if server_side:
-                    breaker.record_failure()
-                else:
-                    breaker.record_success()  # the service is up; the request was wrong
-            if status in policy.retry_on_status and retries + 1 < policy.attempts:
-                delay = policy.delay_for_status(retries + 1, self._retry_after(response))
-                if delay is not None:
-                    retries += 1
-                    yield SLEEP, delay
-                    continue
-            raise self.status_error(op, response, retries)
+                if streamed:
+                    yield READ, response
+                server_side = status >= 500 or status == 429
+                if breaker is not None:
+                    if server_side:
+                        breaker.record_failure()
+                    else:
+                        breaker.record_success()  # the service is up; the request was wrong
+                    trial = False
+                if status in policy.retry_on_status and retries + 1 < policy.attempts:
+                    delay = policy.delay_for_status(retries + 1, self._retry_after(response))
+                    if delay is not None:
+                        retries += 1
+                        yield SLEEP, delay
+                        continue
+                raise self.status_error(op, response, retries)
+        finally:
+            # Closed (cancelled, interrupted) or failed before the trial had its verdict:
+            # let another call try, or the circuit would stay half-open with no trial.
+            if trial:
+                breaker.abandon_trial()  # type: ignore[union-attr]
 
     # -- errors ---------------------------------------------------------------------------
 
@@ -185,9 +208,11 @@ class Pipeline:
         request: httpx.Request,
         exc: Exception,
         retries: int,
+        detail: str | None = None,
     ) -> errors.TransportError:
         tries = f" after {retries + 1} attempts" if retries else ""
-        detail = scrub(str(exc) or type(exc).__name__, self.secrets)
+        if detail is None:
+            detail = scrub(str(exc) or type(exc).__name__, self.secrets)
         return cls(
             f"{request.method} {self._url(request)} failed{tries}: {detail}",
             connector=self.connector,
@@ -200,7 +225,7 @@ class Pipeline:
         """The typed exception for an error response (its body already read)."""
         status = response.status_code
         request = response.request
-        body = scrub(response.text, self.secrets)
+        body = scrub(_text(response), self.secrets)
         reason = _error_message(body) or response.reason_phrase
         tries = f" (after {retries + 1} attempts)" if retries else ""
         message = f"{request.method} {self._url(request)} -> {status}: {reason}{tries}"
@@ -224,9 +249,10 @@ class Pipeline:
             return limited
         error = errors.error_for_status(status)(message, **common)
         decoder = error_decoder(op, status)
-        if decoder is not None and response.content:
+        content = _content(response)
+        if decoder is not None and content:
             try:
-                error.error = decoder.from_json(response.content)
+                error.error = decoder.from_json(content)
             except ValueError:
                 pass  # the body is not the documented one; `body` still has the text
         return error
@@ -251,6 +277,21 @@ class Pipeline:
         return errors.ResponseValidationError(
             what, body=body, connector=self.connector, operation=op.name
         )
+
+
+def _content(response: httpx.Response) -> bytes:
+    """The body read so far: empty when it was not read (its read failed or was cut)."""
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return b""
+
+
+def _text(response: httpx.Response) -> str:
+    try:
+        return response.text
+    except httpx.ResponseNotRead:
+        return ""
 
 
 def _error_message(body: str) -> str:

@@ -146,18 +146,24 @@ class CircuitBreaker:
 
     def before_call(self) -> float:
         """0 if the call may go ahead, else the seconds until the circuit half-opens."""
+        return self.admit()[0]
+
+    def admit(self) -> tuple[float, bool]:
+        """``(wait, trial)``: ``wait`` as :meth:`before_call`; ``trial`` True when this call
+        is the half-open circuit's one trial, which owes a verdict (:meth:`record_success`,
+        :meth:`record_failure`) or, if it ends without one, :meth:`abandon_trial`."""
         if self._opened_at is None:
-            return 0.0
+            return 0.0, False
         with self._lock:
             if self._opened_at is None:
-                return 0.0
+                return 0.0, False
             waited = time.monotonic() - self._opened_at
             if waited < self.reset_timeout:
-                return self.reset_timeout - waited
+                return self.reset_timeout - waited, False
             if self._trial:  # a trial call is already under way
-                return 0.001
+                return 0.001, False
             self._trial = True
-            return 0.0
+            return 0.0, True
 
     def record_success(self) -> None:
         if self._failures or self._opened_at is not None:

@@ -74,13 +74,19 @@ class SourceMixin(_Metered):
 class AsyncSourceMixin(_Metered):
     async def _counted(self, items: AsyncIterable[T]) -> AsyncIterator[T]:
         metrics = self.metrics
+        iterator = aiter(items)
         try:
-            async for item in items:
+            async for item in iterator:
                 metrics.records_read += 1
                 yield item
         except ConnectorError:
             metrics.errors += 1
             raise
+        finally:
+            # As SourceMixin._counted: stopping early closes the source now.
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
 
     async def read_batch(self, batch_size: int = 100, **params: Any) -> AsyncIterator[list[Any]]:
         """The records of ``read(**params)`` in lists of at most ``batch_size``."""
