@@ -353,8 +353,11 @@ class SyncClient(_Core):
                     arg.stream = _Deadline(arg.stream, _deadline(arg.request), arg.request, limit)
                     try:
                         arg.read()
-                    except httpx.HTTPError:
-                        arg.close()  # too large, too slow or cut: reported without its body
+                    except BaseException as exc:
+                        arg.close()  # too large, too slow, cut or cancelled: not reused
+                        if not isinstance(exc, httpx.HTTPError):
+                            raise
+                        # (an HTTP error: the status is reported without its body)
                     action, arg = plan.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
@@ -518,8 +521,10 @@ class AsyncClient(_Core):
                     arg.stream = _AsyncDeadline(arg.stream, _deadline(request), request, limit)
                     try:
                         await arg.aread()
-                    except httpx.HTTPError:
+                    except BaseException as exc:
                         await arg.aclose()
+                        if not isinstance(exc, httpx.HTTPError):
+                            raise
                     action, arg = plan.send(None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
