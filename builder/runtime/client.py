@@ -845,6 +845,8 @@ def _drain(response: httpx.Response, lines: Iterator[str]) -> None:
     pool; a server that sends more than ``_DRAIN_LIMIT`` after it, takes longer than
     ``_DRAIN_SECONDS``, or fails, has its connection closed instead (the stream itself
     has ended well)."""
+    if response.http_version != "HTTP/1.1":
+        return  # HTTP/2 ends a stream, not its connection (which other streams may share)
     size = 0
     try:
         with _reads_within(response, _DRAIN_SECONDS):
@@ -885,10 +887,12 @@ def _reads_within(response: httpx.Response, seconds: float) -> Iterator[None]:
         del stream.read  # type: ignore[union-attr]
 
 
-async def _async_drain(lines: AsyncIterator[str]) -> None:
+async def _async_drain(response: httpx.Response, lines: AsyncIterator[str]) -> None:
     """:func:`_drain` for an async body."""
     import asyncio
 
+    if response.http_version != "HTTP/1.1":
+        return
     size = 0
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
@@ -1002,7 +1006,7 @@ class AsyncStream(Generic[T]):
                     yield chunk
                 if stop:
                     decoding.stop(None)
-                    await _async_drain(lines)
+                    await _async_drain(response, lines)
                     return
             decoding.end()
             decoding.stop(None)
@@ -1013,7 +1017,7 @@ class AsyncStream(Generic[T]):
         except BaseException as exc:  # a stream error, a cancellation, or GeneratorExit
             decoding.stop(exc)
             if decoding.error_event:
-                await _async_drain(lines)
+                await _async_drain(response, lines)
             raise
         finally:
             # httpx's line reader (a chain of async generators) closed here, not left to

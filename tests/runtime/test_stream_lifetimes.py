@@ -158,12 +158,16 @@ class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = chunks
         self.closed = False
+        self.pulled = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self.chunks
+        for chunk in self.chunks:
+            self.pulled += 1
+            yield chunk
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self.chunks:
+            self.pulled += 1
             yield chunk
 
     def close(self) -> None:
@@ -173,12 +177,34 @@ class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
         self.closed = True
 
 
-def _serve(body: Body) -> httpx.MockTransport:
+def _serve(body: Body, version: bytes = b"HTTP/1.1") -> httpx.MockTransport:
     headers = {"Content-Type": "text/event-stream"}
-    return httpx.MockTransport(lambda request: httpx.Response(200, headers=headers, stream=body))
+    extensions = {"http_version": version}
+    return httpx.MockTransport(
+        lambda request: httpx.Response(200, headers=headers, stream=body, extensions=extensions)
+    )
 
 
 EVENTS = [b'data: {"text": "a"}\n\n', b"data: [DONE]\n\n"]
+
+
+def test_an_http2_stream_is_not_drained() -> None:
+    # HTTP/2 ends the stream, not the connection (which other streams may be reading).
+    after = [*EVENTS, b": more\n\n"]
+    http11, http2 = Body(after), Body(after)
+    with Demo(transport=_serve(http11)) as client:
+        assert list(client._stream(SSE, body={})) == [Delta(text="a")]
+    with Demo(transport=_serve(http2, b"HTTP/2")) as client:
+        assert list(client._stream(SSE, body={})) == [Delta(text="a")]
+    assert (http11.pulled, http2.pulled) == (3, 2)
+
+    async def run() -> None:
+        body = Body(after)
+        async with AsyncDemo(transport=_serve(body, b"HTTP/2")) as client:
+            assert [c async for c in await client._stream(SSE, body={})] == [Delta(text="a")]
+        assert body.pulled == 2
+
+    asyncio.run(run())
 
 
 def test_a_stream_dropped_unread_closes_its_response() -> None:
